@@ -1,0 +1,20 @@
+//! `GET /api/v1/plugins`: every slot of the plugins directory, loaded or
+//! failed, with its version, hash, kinds and last error.
+
+use super::AppState;
+use axum::Json;
+use axum::extract::State;
+
+pub async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let registry = state.scheduler.registry();
+    let plugins = registry.statuses();
+    let cache = registry
+        .runtime()
+        .cache_stats()
+        .map(|(hits, misses)| serde_json::json!({ "hits": hits, "misses": misses }));
+    Json(serde_json::json!({
+        "directory": registry.dir(),
+        "plugins": plugins,
+        "compile_cache": cache,
+    }))
+}

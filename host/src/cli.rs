@@ -1,0 +1,109 @@
+//! Command-line interface: `wasmhive serve` and its flags.
+//!
+//! Flags override `WASMHIVE_*` environment variables (clap reads both),
+//! which override the `--config` TOML file, which overrides the defaults in
+//! [`Config`].
+
+use crate::config::{Config, ConfigError};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A WebAssembly plugin host for task handlers.
+#[derive(Debug, Parser)]
+#[command(name = "wasmhive", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log line format on stderr.
+    #[arg(
+        long,
+        global = true,
+        env = "WASMHIVE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: load and watch the plugins directory, serve the REST API.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file (see README for its keys).
+    #[arg(long, env = "WASMHIVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080]; port 0 picks a free one.
+    #[arg(long, env = "WASMHIVE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Plugins directory to load and watch [default: plugins].
+    #[arg(long, env = "WASMHIVE_PLUGINS")]
+    pub plugins: Option<PathBuf>,
+    /// Data directory (compile cache; task store) [default: wasmhive-data].
+    #[arg(long, env = "WASMHIVE_DATA")]
+    pub data: Option<PathBuf>,
+    /// Tasks that run at once [default: 22].
+    #[arg(long, env = "WASMHIVE_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+impl ServeArgs {
+    /// The effective configuration: file, then environment and flags.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(plugins) = &self.plugins {
+            config.plugins = plugins.clone();
+        }
+        if let Some(data) = &self.data {
+            config.data = data.clone();
+        }
+        if let Some(workers) = self.workers {
+            config.runtime.workers = workers;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_config_file() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nplugins = \"from-file\"\n",
+        )?;
+        let cli = Cli::try_parse_from([
+            "wasmhive",
+            "serve",
+            "--config",
+            file.to_str().unwrap_or_default(),
+            "--plugins",
+            "from-flag",
+        ])?;
+        let Command::Serve(args) = cli.command;
+        let config = args.config()?;
+        assert_eq!(config.plugins, PathBuf::from("from-flag"));
+        assert_eq!(config.listen.port(), 9000);
+        Ok(())
+    }
+}

@@ -1,0 +1,218 @@
+//! The daemon's configuration: one [`Config`] with documented defaults.
+//!
+//! Sources, strongest first: command-line flags, `WASMHIVE_*` environment
+//! variables (both handled by clap in `cli`), the `--config` TOML file, and
+//! the defaults here. A TOML file may set any subset of the fields:
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! plugins = "plugins"
+//! data = "wasmhive-data"
+//! [limits]
+//! memory_mb = 64
+//! timeout_s = 300
+//! [runtime]
+//! workers = 22
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything the daemon needs to start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the REST API listens. Loopback by default: exposing the daemon
+    /// is an explicit operator decision.
+    pub listen: SocketAddr,
+    /// The watched plugins directory (`<name>.wasm` + optional `<name>.toml`).
+    pub plugins: PathBuf,
+    /// The data directory: compiled-code cache, and later the task store.
+    pub data: PathBuf,
+    /// Default per-plugin limits; a manifest's `[limits]` overrides them.
+    pub limits: Limits,
+    /// Sandbox engine settings, fixed for the daemon's life.
+    pub runtime: RuntimeConfig,
+    /// REST API settings.
+    pub api: ApiConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            plugins: PathBuf::from("plugins"),
+            data: PathBuf::from("wasmhive-data"),
+            limits: Limits::default(),
+            runtime: RuntimeConfig::default(),
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+/// Default limits for every plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory cap per instance, MiB.
+    pub memory_mb: u64,
+    /// Wall-clock ceiling of one attempt, seconds.
+    pub timeout_s: u64,
+    /// Instruction (fuel) budget per attempt; 0 turns the budget off.
+    pub fuel: u64,
+    /// Child tasks one task may submit.
+    pub max_children: u32,
+    /// Largest result a plugin may return, MiB; a larger one fails the task.
+    pub max_result_mb: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: 64,
+            timeout_s: 300,
+            fuel: 0,
+            max_children: 100,
+            max_result_mb: 16,
+        }
+    }
+}
+
+/// Sandbox engine settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Tasks that run at once (the original's 22 workers).
+    pub workers: usize,
+    /// Largest memory cap any manifest may ask for, MiB: the size of one
+    /// slot in the pooling allocator.
+    pub max_memory_mb: u64,
+    /// Instances the pooling allocator keeps room for (running tasks plus
+    /// `describe` calls during reloads).
+    pub max_instances: u32,
+    /// Period of the epoch clock that enforces deadlines and cancellation.
+    pub epoch_tick_ms: u64,
+    /// Quiet time after the last change in the plugins directory before it
+    /// is reloaded.
+    pub reload_debounce_ms: u64,
+    /// Cache compiled plugins under `<data>/cache` (fast restarts).
+    pub compile_cache: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            workers: 22,
+            max_memory_mb: 1024,
+            max_instances: 256,
+            epoch_tick_ms: 10,
+            reload_debounce_ms: 50,
+            compile_cache: true,
+        }
+    }
+}
+
+/// REST API settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Largest request body accepted, MiB.
+    pub max_body_mb: u64,
+    /// Longest `?wait=` a client may ask for, seconds.
+    pub max_wait_s: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_body_mb: 10,
+            max_wait_s: 300,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with what to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("could not read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML config file; missing fields take their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })
+    }
+
+    /// Checks the values that have no meaningful zero or ordering.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.runtime.workers == 0 {
+            return invalid("runtime.workers must be at least 1");
+        }
+        if self.runtime.epoch_tick_ms == 0 {
+            return invalid("runtime.epoch_tick_ms must be at least 1");
+        }
+        if self.limits.memory_mb > self.runtime.max_memory_mb {
+            return invalid("limits.memory_mb must not exceed runtime.max_memory_mb");
+        }
+        if self.limits.timeout_s == 0 {
+            return invalid("limits.timeout_s must be at least 1");
+        }
+        if (self.runtime.max_instances as usize) <= self.runtime.workers {
+            return invalid("runtime.max_instances must exceed runtime.workers");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("wasmhive.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\n[limits]\nmemory_mb = 32\n",
+        )?;
+        let config = Config::from_file(&path)?;
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.limits.memory_mb, 32);
+        assert_eq!(config.limits.timeout_s, 300);
+        assert_eq!(config.runtime.workers, 22);
+        config.validate()?;
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_reported() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("wasmhive.toml");
+        std::fs::write(&path, "listn = \"127.0.0.1:9000\"\n")?;
+        let err = Config::from_file(&path).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("listn")));
+        let mut config = Config::default();
+        config.runtime.workers = 0;
+        assert!(config.validate().is_err());
+        Ok(())
+    }
+}

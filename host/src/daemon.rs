@@ -1,0 +1,137 @@
+//! The daemon: wires the runtime, registry, watcher, store, scheduler and
+//! API together, and serves until told to stop.
+//!
+//! [`Daemon::start`] is what `wasmhive serve` runs and what tests and
+//! benchmarks can run in-process; [`Daemon::serve`] takes a bound listener
+//! and a shutdown future (the binary passes ctrl-c / SIGTERM).
+
+use crate::api::{self, AppState};
+use crate::config::{Config, ConfigError};
+use crate::runtime::registry::Registry;
+use crate::runtime::reload::{self, PluginWatcher};
+use crate::runtime::{Runtime, RuntimeError};
+use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::store::Store;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("could not use directory {path}: {source}")]
+    Directory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("could not watch the plugins directory {path}: {source}")]
+    Watch {
+        path: PathBuf,
+        source: notify::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A started daemon: plugins loaded and watched, ready to serve.
+#[derive(Debug)]
+pub struct Daemon {
+    scheduler: Scheduler,
+    config: Config,
+    started: Instant,
+    _watcher: PluginWatcher,
+}
+
+impl Daemon {
+    /// Creates the directories, builds the engine, starts watching the
+    /// plugins directory and loads what is in it.
+    pub async fn start(mut config: Config) -> Result<Daemon, DaemonError> {
+        config.validate()?;
+        config.plugins = ensure_dir(&config.plugins)?;
+        config.data = ensure_dir(&config.data)?;
+        let cache_dir = if config.runtime.compile_cache {
+            Some(ensure_dir(&config.data.join("cache"))?)
+        } else {
+            None
+        };
+        let runtime = Arc::new(Runtime::new(&config, cache_dir.as_deref())?);
+        let registry = Arc::new(Registry::new(runtime, config.plugins.clone()));
+        // Watch before scanning, so a file dropped during the scan is not missed.
+        let debounce = Duration::from_millis(config.runtime.reload_debounce_ms);
+        let watcher =
+            reload::watch(registry.clone(), debounce).map_err(|source| DaemonError::Watch {
+                path: config.plugins.clone(),
+                source,
+            })?;
+        registry
+            .scan()
+            .await
+            .map_err(|source| DaemonError::Directory {
+                path: config.plugins.clone(),
+                source,
+            })?;
+        let scheduler = Scheduler::new(
+            Store::memory(),
+            registry,
+            SchedulerConfig {
+                workers: config.runtime.workers,
+                default_timeout_s: config.limits.timeout_s,
+                default_max_retries: 3,
+            },
+        );
+        Ok(Daemon {
+            scheduler,
+            config,
+            started: Instant::now(),
+            _watcher: watcher,
+        })
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The REST API over this daemon.
+    pub fn router(&self) -> axum::Router {
+        let state = AppState {
+            scheduler: self.scheduler.clone(),
+            max_wait: Duration::from_secs(self.config.api.max_wait_s),
+            started: self.started,
+        };
+        let max_body = usize::try_from(self.config.api.max_body_mb << 20).unwrap_or(usize::MAX);
+        api::router(state, max_body)
+    }
+
+    /// Serves the API on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), DaemonError> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(DaemonError::Serve)
+    }
+}
+
+/// Creates `dir` if needed and returns it absolute.
+fn ensure_dir(dir: &Path) -> Result<PathBuf, DaemonError> {
+    let err = |source| DaemonError::Directory {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    dir.canonicalize().map_err(err)
+}

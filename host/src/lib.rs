@@ -1,0 +1,20 @@
+//! wasmhive: a WebAssembly plugin host for task handlers.
+//!
+//! Tasks arrive over REST ([`api`]), are recorded ([`store`]), scheduled
+//! ([`scheduler`]) and run in a fresh sandboxed instance of the plugin that
+//! handles their kind ([`runtime`]), which reaches the outside world only
+//! through [`capabilities`]. Plugins are WebAssembly components in a
+//! watched directory, hot-reloaded without a restart. See ARCHITECTURE.md.
+
+pub mod api;
+pub mod capabilities;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod runtime;
+pub mod scheduler;
+pub mod store;
+pub mod task;
+
+pub use config::Config;
+pub use daemon::{Daemon, DaemonError};

@@ -1,0 +1,108 @@
+//! The operator-written manifest beside a plugin: `<dir>/<name>.toml`.
+//!
+//! It is the only place a plugin gets rights: a plugin cannot grant itself
+//! anything. No manifest means the defaults: the host's default limits, no
+//! outbound HTTP, no vectors, no child tasks.
+//!
+//! ```toml
+//! category = "scraping"          # overrides the plugin's own category
+//! [limits]
+//! memory_mb = 64                 # linear memory cap
+//! timeout_s = 300                # ceiling on one attempt's wall time
+//! fuel = 0                       # instruction budget per attempt, 0 = off
+//! max_children = 100             # child tasks one task may submit
+//! [capabilities]
+//! http = ["example.com", "*.docs.rs", "127.0.0.1:*"]
+//! vectors = true
+//! submit = ["embed"]
+//! [config]
+//! any_key = "string values the plugin reads with config-get"
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A parsed manifest. Unknown keys are errors: a typo in a grant must not
+/// silently leave a plugin without (or with) a right.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Worker category (pool); overrides what the plugin's `describe` says.
+    pub category: Option<String>,
+    #[serde(default)]
+    pub limits: ManifestLimits,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// Values the plugin reads with `host.config-get`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+/// Per-plugin limits; unset ones take the daemon's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestLimits {
+    pub memory_mb: Option<u64>,
+    pub timeout_s: Option<u64>,
+    pub fuel: Option<u64>,
+    pub max_children: Option<u32>,
+}
+
+/// What the operator grants the plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// Hosts the plugin may reach over `wasi:http` (patterns).
+    #[serde(default)]
+    pub http: Vec<String>,
+    /// Access to the host's vector collections.
+    #[serde(default)]
+    pub vectors: bool,
+    /// Task kinds the plugin may submit as children.
+    #[serde(default)]
+    pub submit: Vec<String>,
+}
+
+impl Manifest {
+    /// Parses a manifest's text; the error is a sentence naming the problem.
+    pub fn parse(text: &str) -> Result<Manifest, String> {
+        toml::from_str(text).map_err(|e| e.message().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let m = Manifest::parse(
+            r#"
+            category = "scraping"
+            [limits]
+            memory_mb = 128
+            fuel = 0
+            [capabilities]
+            http = ["example.com", "127.0.0.1:*"]
+            vectors = true
+            submit = ["embed"]
+            [config]
+            user_agent = "wasmhive"
+            "#,
+        );
+        let m = m.unwrap_or_default();
+        assert_eq!(m.category.as_deref(), Some("scraping"));
+        assert_eq!(m.limits.memory_mb, Some(128));
+        assert!(m.capabilities.vectors);
+        assert_eq!(
+            m.config.get("user_agent").map(String::as_str),
+            Some("wasmhive")
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_not_a_silent_default() {
+        let err = Manifest::parse("[capabilities]\nvector = true\n").err();
+        assert!(err.is_some_and(|e| e.contains("vector")));
+    }
+}

@@ -1,0 +1,585 @@
+//! The sandbox runtime: compiles plugins and runs task attempts in them.
+//!
+//! [`Runtime`] owns the one wasmtime `Engine` (pooling allocator, epoch
+//! interruption, fuel metering, compile cache) and the `Linker` every plugin
+//! is linked against, plus the OS thread that advances the epoch. It turns
+//! bytes into a [`PluginVersion`] ([`Runtime::load`]) and runs one attempt of
+//! a task in a fresh instance ([`Runtime::run`]); every way that can fail is
+//! classified in [`failure`].
+//!
+//! Submodules: [`bindings`] (the WIT world), [`sandbox`] (per-attempt store),
+//! [`failure`], [`guest_output`], [`manifest`], [`plugin`], [`registry`]
+//! (which version serves which kind) and [`reload`] (the directory watcher).
+
+pub mod bindings;
+pub mod failure;
+pub mod guest_output;
+pub mod manifest;
+pub mod plugin;
+pub mod registry;
+pub mod reload;
+pub mod sandbox;
+
+use crate::capabilities::Caller;
+use crate::capabilities::host_api::{DiscardProgress, ProgressSink};
+use crate::config::{Config, Limits};
+use crate::task::{FailureKind, Priority, TaskFailure};
+use bindings::{HandlerPre, WIT_PACKAGE, WIT_VERSION, host, vectors, wasmhive};
+use manifest::Manifest;
+use plugin::{LoadError, Names, PluginInfo, PluginLimits, PluginVersion};
+use sandbox::{AttemptSetup, CancelToken, HostState};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How long `describe` may take when a plugin is loaded.
+const DESCRIBE_BUDGET: Duration = Duration::from_secs(10);
+/// Pages of linear memory and table kept resident between instances in a
+/// pool slot: re-zeroing them is cheaper than faulting them in again.
+const KEEP_RESIDENT_BYTES: usize = 2 << 20;
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    #[error("could not set up the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("could not set up the compile cache in {dir}: {message}")]
+    Cache { dir: PathBuf, message: String },
+}
+
+/// One attempt to run, as the scheduler describes it.
+pub struct Attempt {
+    pub task_id: String,
+    pub kind: String,
+    /// The payload as a JSON document.
+    pub payload: String,
+    pub priority: Priority,
+    /// 1-based.
+    pub attempt: u32,
+    /// The wall time the task may still use; the plugin's own ceiling
+    /// (manifest `timeout_s`) caps it further.
+    pub budget: Duration,
+    pub cancel: CancelToken,
+    pub progress: Arc<dyn ProgressSink>,
+}
+
+/// The engine, linker and epoch clock shared by every plugin.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    defaults: Limits,
+    max_memory_bytes: usize,
+    tick: Duration,
+    cache: Option<wasmtime::Cache>,
+    epoch_stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.epoch_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Builds the engine and linker and starts the epoch thread.
+    /// `cache_dir` turns on the compile cache there.
+    pub fn new(config: &Config, cache_dir: Option<&Path>) -> Result<Runtime, RuntimeError> {
+        let rt = &config.runtime;
+        let max_memory_bytes = usize::try_from(rt.max_memory_mb << 20).unwrap_or(usize::MAX);
+        let instances = rt.max_instances;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(8))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(4))
+            .total_stacks(instances)
+            .max_core_instances_per_component(32)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
+            .max_memory_size(max_memory_bytes)
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            .table_keep_resident(KEEP_RESIDENT_BYTES);
+
+        let mut wasm = wasmtime::Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let mut cache = None;
+        if let Some(dir) = cache_dir {
+            let mut cache_config = wasmtime::CacheConfig::new();
+            cache_config.with_directory(dir);
+            let c = wasmtime::Cache::new(cache_config).map_err(|e| RuntimeError::Cache {
+                dir: dir.to_path_buf(),
+                message: failure::chain_message(&e),
+            })?;
+            wasm.cache(Some(c.clone()));
+            cache = Some(c);
+        }
+        let engine =
+            Engine::new(&wasm).map_err(|e| RuntimeError::Engine(failure::chain_message(&e)))?;
+        let linker =
+            Self::linker(&engine).map_err(|e| RuntimeError::Engine(failure::chain_message(&e)))?;
+
+        let tick = Duration::from_millis(rt.epoch_tick_ms);
+        let epoch_stop = Arc::new(AtomicBool::new(false));
+        Self::start_epoch_clock(engine.clone(), tick, epoch_stop.clone())?;
+        Ok(Runtime {
+            engine,
+            linker,
+            defaults: config.limits.clone(),
+            max_memory_bytes,
+            tick,
+            cache,
+            epoch_stop,
+        })
+    }
+
+    fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+        let mut linker = Linker::<HostState>::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        wasmhive::plugin::types::add_to_linker::<HostState, HasSelf<_>>(&mut linker, |s| {
+            &mut s.host_api
+        })?;
+        host::add_to_linker::<HostState, HasSelf<_>>(&mut linker, |s| &mut s.host_api)?;
+        vectors::add_to_linker::<HostState, HasSelf<_>>(&mut linker, |s| &mut s.vectors)?;
+        Ok(linker)
+    }
+
+    /// The epoch clock runs on its own OS thread: a tokio timer would starve
+    /// when guests spin on every worker thread.
+    fn start_epoch_clock(
+        engine: Engine,
+        tick: Duration,
+        stop: Arc<AtomicBool>,
+    ) -> Result<(), RuntimeError> {
+        std::thread::Builder::new()
+            .name("wasmhive-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .map(drop)
+            .map_err(|e| RuntimeError::Engine(format!("could not start the epoch thread: {e}")))
+    }
+
+    /// Compile-cache hits and misses since start, when the cache is on.
+    pub fn cache_stats(&self) -> Option<(usize, usize)> {
+        self.cache
+            .as_ref()
+            .map(|c| (c.cache_hits(), c.cache_misses()))
+    }
+
+    /// Turns a plugin file's bytes (and its manifest) into a version ready
+    /// to serve: compile (off the async runtime), link check, `describe`,
+    /// validation. `file` names the plugin in errors, e.g. `echo.wasm`.
+    pub async fn load(
+        &self,
+        file: &Path,
+        bytes: Vec<u8>,
+        sha256: String,
+        manifest: Manifest,
+    ) -> Result<PluginVersion, LoadError> {
+        let file_name = display_name(file);
+        check_header(&file_name, &bytes)?;
+        let limits = self.limits_for(&file_name, &manifest)?;
+
+        let engine = self.engine.clone();
+        let cache_before = self.cache_stats();
+        let compiled = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|e| LoadError::Compile {
+                file: file_name.clone(),
+                message: format!("the compiler thread failed: {e}"),
+            })?;
+        let component = compiled.map_err(|e| LoadError::Compile {
+            file: file_name.clone(),
+            message: failure::chain_message(&e),
+        })?;
+        let from_cache = match (cache_before, self.cache_stats()) {
+            (Some((hits_before, _)), Some((hits_after, _))) => hits_after > hits_before,
+            _ => false,
+        };
+
+        let pre = self.link(&file_name, &component)?;
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let names = Names {
+            plugin: stem.as_str().into(),
+            version: "?".into(),
+            manifest_file: format!("{stem}.toml").into(),
+        };
+        let raw = self
+            .describe(&pre, &names, &limits)
+            .await
+            .map_err(|failure| LoadError::Describe {
+                file: file_name.clone(),
+                failure,
+            })?;
+        let info = validate_info(&file_name, raw, &manifest)?;
+        let names = Names {
+            plugin: info.name.as_str().into(),
+            version: info.version.as_str().into(),
+            manifest_file: names.manifest_file,
+        };
+        Ok(PluginVersion {
+            info,
+            sha256,
+            file: file.to_path_buf(),
+            loaded_at: SystemTime::now(),
+            config: Arc::new(manifest.config.clone()),
+            manifest,
+            limits,
+            from_cache,
+            pre,
+            names,
+        })
+    }
+
+    fn limits_for(&self, file: &str, manifest: &Manifest) -> Result<PluginLimits, LoadError> {
+        let m = &manifest.limits;
+        let memory_mb = m.memory_mb.unwrap_or(self.defaults.memory_mb);
+        let memory_bytes = usize::try_from(memory_mb << 20).unwrap_or(usize::MAX);
+        if memory_bytes > self.max_memory_bytes || memory_mb == 0 {
+            return Err(LoadError::Limits {
+                file: file.to_string(),
+                message: format!(
+                    "[limits] memory_mb = {memory_mb} is outside 1..={} (runtime.max_memory_mb of the daemon)",
+                    self.max_memory_bytes >> 20
+                ),
+            });
+        }
+        let timeout_s = m.timeout_s.unwrap_or(self.defaults.timeout_s);
+        if timeout_s == 0 {
+            return Err(LoadError::Limits {
+                file: file.to_string(),
+                message: "[limits] timeout_s must be at least 1".into(),
+            });
+        }
+        let fuel = m.fuel.unwrap_or(self.defaults.fuel);
+        Ok(PluginLimits {
+            memory_bytes,
+            timeout: Duration::from_secs(timeout_s),
+            fuel: (fuel > 0).then_some(fuel),
+            max_children: m.max_children.unwrap_or(self.defaults.max_children),
+            max_result_bytes: usize::try_from(self.defaults.max_result_mb << 20)
+                .unwrap_or(usize::MAX),
+        })
+    }
+
+    /// Link check: every import satisfied, the handler world exported.
+    fn link(&self, file: &str, component: &Component) -> Result<HandlerPre<HostState>, LoadError> {
+        if let Some(found) = incompatible_wit_import(&self.engine, component) {
+            return Err(LoadError::IncompatibleWit {
+                file: file.to_string(),
+                found,
+                supported: WIT_VERSION.to_string(),
+            });
+        }
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| LoadError::Link {
+                file: file.to_string(),
+                message: failure::chain_message(&e),
+            })?;
+        HandlerPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
+            file: file.to_string(),
+            message: failure::chain_message(&e),
+        })
+    }
+
+    async fn describe(
+        &self,
+        pre: &HandlerPre<HostState>,
+        names: &Names,
+        limits: &PluginLimits,
+    ) -> Result<bindings::PluginInfo, TaskFailure> {
+        let setup = AttemptSetup {
+            caller: caller(names, "describe"),
+            config: Arc::default(),
+            vectors_granted: false,
+            memory_cap_bytes: limits.memory_bytes,
+            deadline: Instant::now() + DESCRIBE_BUDGET,
+            cancel: CancelToken::default(),
+            progress: Arc::new(DiscardProgress),
+        };
+        let mut store = HostState::new_store(&self.engine, setup, limits.fuel);
+        let outcome = tokio::time::timeout(DESCRIBE_BUDGET + self.slack(), async {
+            let handler = pre.instantiate_async(&mut store).await?;
+            handler.call_describe(&mut store).await
+        })
+        .await;
+        let budget_ms = millis(DESCRIBE_BUDGET);
+        match outcome {
+            Ok(Ok(info)) => Ok(info),
+            Ok(Err(e)) => Err(failure::classify(&e, &store.data_mut().finish(), budget_ms)),
+            Err(_) => Err(failure::timeout(budget_ms)),
+        }
+    }
+
+    /// Extra time the outer timer gives the epoch callback to interrupt a
+    /// guest itself (which yields the precise failure).
+    fn slack(&self) -> Duration {
+        self.tick * 3 + Duration::from_millis(20)
+    }
+
+    /// Runs one attempt of a task in a fresh instance of `plugin`.
+    pub async fn run(
+        &self,
+        plugin: &PluginVersion,
+        attempt: Attempt,
+    ) -> Result<serde_json::Value, TaskFailure> {
+        let budget = attempt.budget.min(plugin.limits.timeout);
+        let budget_ms = millis(budget);
+        let cancel = attempt.cancel.clone();
+        let setup = AttemptSetup {
+            caller: caller(&plugin.names, &attempt.task_id),
+            config: plugin.config.clone(),
+            vectors_granted: plugin.manifest.capabilities.vectors,
+            memory_cap_bytes: plugin.limits.memory_bytes,
+            deadline: Instant::now() + budget,
+            cancel: cancel.clone(),
+            progress: attempt.progress,
+        };
+        let mut store = HostState::new_store(&self.engine, setup, plugin.limits.fuel);
+        let task = bindings::Task {
+            id: attempt.task_id,
+            kind: attempt.kind,
+            payload: attempt.payload,
+            priority: wit_priority(attempt.priority),
+            attempt: attempt.attempt,
+            deadline_ms: budget_ms,
+        };
+        let outcome = {
+            let call = async {
+                let handler = plugin.pre.instantiate_async(&mut store).await?;
+                handler.call_handle(&mut store, &task).await
+            };
+            tokio::select! {
+                outcome = tokio::time::timeout(budget + self.slack(), call) => match outcome {
+                    Ok(result) => Ok(result),
+                    Err(_) => Err(failure::Interruption::Timeout),
+                },
+                () = cancel.cancelled() => Err(failure::Interruption::Cancelled),
+            }
+        };
+        let state = store.data_mut();
+        let returned = match outcome {
+            Ok(Ok(returned)) => returned,
+            Ok(Err(error)) => return Err(failure::classify(&error, &state.finish(), budget_ms)),
+            Err(why) => {
+                state.interrupted(why);
+                let error = wasmtime::Error::from(wasmtime::Trap::Interrupt);
+                return Err(failure::classify(&error, &state.finish(), budget_ms));
+            }
+        };
+        state.finish();
+        match returned {
+            Ok(json) => parse_result(&json, plugin.limits.max_result_bytes),
+            Err(bindings::TaskError::Retryable(m)) => {
+                Err(TaskFailure::new(FailureKind::Retryable, m))
+            }
+            Err(bindings::TaskError::Fatal(m)) => Err(TaskFailure::new(FailureKind::Fatal, m)),
+        }
+    }
+}
+
+fn caller(names: &Names, task_id: &str) -> Caller {
+    Caller {
+        plugin: names.plugin.clone(),
+        version: names.version.clone(),
+        manifest_file: names.manifest_file.clone(),
+        task_id: task_id.into(),
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn display_name(file: &Path) -> String {
+    file.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| file.display().to_string())
+}
+
+fn wit_priority(p: Priority) -> bindings::Priority {
+    match p {
+        Priority::Critical => bindings::Priority::Critical,
+        Priority::High => bindings::Priority::High,
+        Priority::Normal => bindings::Priority::Normal,
+        Priority::Low => bindings::Priority::Low,
+        Priority::Bulk => bindings::Priority::Bulk,
+    }
+}
+
+/// Refuses what is plainly not a component before the compiler sees it, so
+/// the error says what the file is.
+fn check_header(file: &str, bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm {
+            file: file.to_string(),
+        });
+    }
+    // Core modules carry version 1 in bytes 4..8; components a layer of 1
+    // in bytes 6..8.
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(LoadError::CoreModule {
+            file: file.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The first `wasmhive:plugin/...@X` import whose version is not
+/// semver-compatible with the one this host implements.
+fn incompatible_wit_import(engine: &Engine, component: &Component) -> Option<String> {
+    let ty = component.component_type();
+    ty.imports(engine).find_map(|(name, _)| {
+        let rest = name.strip_prefix(WIT_PACKAGE)?.strip_prefix('/')?;
+        let (_, version) = rest.split_once('@')?;
+        (!semver_compatible(version, WIT_VERSION)).then(|| format!("{WIT_PACKAGE}@{version}"))
+    })
+}
+
+/// Cargo's rule: same major, and for 0.x the same minor.
+fn semver_compatible(found: &str, supported: &str) -> bool {
+    let parse = |v: &str| -> Vec<u64> {
+        v.split(['.', '-', '+'])
+            .take(3)
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let (f, s) = (parse(found), parse(supported));
+    match (f.as_slice(), s.as_slice()) {
+        ([0, fm, ..], [0, sm, ..]) => fm == sm,
+        ([fmaj, ..], [smaj, ..]) => fmaj == smaj,
+        _ => false,
+    }
+}
+
+fn validate_info(
+    file: &str,
+    raw: bindings::PluginInfo,
+    manifest: &Manifest,
+) -> Result<PluginInfo, LoadError> {
+    let invalid = |message: String| LoadError::InvalidInfo {
+        file: file.to_string(),
+        message,
+    };
+    if raw.name.trim().is_empty() {
+        return Err(invalid("name is empty".into()));
+    }
+    if raw.version.trim().is_empty() {
+        return Err(invalid("version is empty".into()));
+    }
+    if raw.kinds.is_empty() {
+        return Err(invalid("it handles no kinds".into()));
+    }
+    if let Some(bad) = raw.kinds.iter().find(|k| !valid_kind(k)) {
+        return Err(invalid(format!(
+            "kind `{bad}` is not a name (letters, digits, `-`, `_`, `.`, `/`; 1 to 64 characters)"
+        )));
+    }
+    let category = manifest.category.clone().unwrap_or(raw.category);
+    if category.trim().is_empty() {
+        return Err(invalid(
+            "category is empty (set it in describe() or the manifest)".into(),
+        ));
+    }
+    Ok(PluginInfo {
+        name: raw.name,
+        version: raw.version,
+        kinds: raw.kinds,
+        category,
+        description: raw.description,
+    })
+}
+
+fn valid_kind(kind: &str) -> bool {
+    (1..=64).contains(&kind.len())
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+}
+
+fn parse_result(json: &str, max_bytes: usize) -> Result<serde_json::Value, TaskFailure> {
+    if json.len() > max_bytes {
+        return Err(TaskFailure::new(
+            FailureKind::Fatal,
+            format!(
+                "result is {:.1} MiB, over the {} MiB limit (limits.max_result_mb of the daemon)",
+                json.len() as f64 / f64::from(1 << 20),
+                max_bytes >> 20
+            ),
+        ));
+    }
+    serde_json::from_str(json).map_err(|e| {
+        TaskFailure::new(
+            FailureKind::Fatal,
+            format!("plugin returned a result that is not JSON: {e}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_name_what_the_file_is() {
+        assert!(matches!(
+            check_header("x", b"hello world"),
+            Err(LoadError::NotWasm { .. })
+        ));
+        let core = [0, b'a', b's', b'm', 1, 0, 0, 0];
+        assert!(matches!(
+            check_header("x", &core),
+            Err(LoadError::CoreModule { .. })
+        ));
+        let component = [0, b'a', b's', b'm', 0x0d, 0, 1, 0];
+        assert!(check_header("x", &component).is_ok());
+    }
+
+    #[test]
+    fn wit_versions_follow_cargo_semver() {
+        assert!(semver_compatible("0.1.0", "0.1.0"));
+        assert!(semver_compatible("0.1.7", "0.1.0"));
+        assert!(!semver_compatible("0.2.0", "0.1.0"));
+        assert!(semver_compatible("1.4.0", "1.0.0"));
+        assert!(!semver_compatible("2.0.0", "1.0.0"));
+    }
+
+    #[test]
+    fn results_are_json_and_bounded() {
+        assert!(parse_result("{\"a\":1}", 100).is_ok());
+        let too_big = parse_result("\"xxxxxxxxxxxx\"", 4).err().map(|f| f.kind);
+        assert_eq!(too_big, Some(FailureKind::Fatal));
+        let not_json = parse_result("hello", 100).err().map(|f| f.kind);
+        assert_eq!(not_json, Some(FailureKind::Fatal));
+    }
+
+    #[test]
+    fn kinds_are_names() {
+        assert!(valid_kind("scrape"));
+        assert!(valid_kind("hp/scrape.batch_2"));
+        assert!(!valid_kind(""));
+        assert!(!valid_kind("two words"));
+    }
+}

@@ -1,0 +1,119 @@
+//! A loaded plugin version and why a file could not become one.
+//!
+//! A [`PluginVersion`] is immutable: a compiled, link-checked component
+//! pre-instantiated against the host's linker, what its `describe` said, and
+//! the limits and grants its manifest gave it. The registry swaps
+//! `Arc<PluginVersion>`s; a task holds the one it started on until it ends.
+
+use super::bindings::HandlerPre;
+use super::manifest::Manifest;
+use super::sandbox::HostState;
+use crate::task::TaskFailure;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// What a plugin says about itself (`describe`), after the manifest's
+/// overrides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub kinds: Vec<String>,
+    pub category: String,
+    pub description: String,
+}
+
+/// The limits one plugin version runs under: the daemon's defaults with its
+/// manifest's `[limits]` applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PluginLimits {
+    pub memory_bytes: usize,
+    pub timeout: Duration,
+    /// Instruction budget per attempt; `None` when off.
+    pub fuel: Option<u64>,
+    pub max_children: u32,
+    pub max_result_bytes: usize,
+}
+
+/// A plugin version ready to run tasks.
+pub struct PluginVersion {
+    pub info: PluginInfo,
+    /// SHA-256 of the `.wasm` file, hex.
+    pub sha256: String,
+    /// The `.wasm` file it was loaded from.
+    pub file: PathBuf,
+    pub loaded_at: SystemTime,
+    pub manifest: Manifest,
+    pub limits: PluginLimits,
+    /// Whether its machine code came from the compile cache.
+    pub from_cache: bool,
+    pub(super) pre: HandlerPre<HostState>,
+    pub(super) config: Arc<BTreeMap<String, String>>,
+    pub(super) names: Names,
+}
+
+/// Shared strings every attempt's capabilities tag their work with.
+#[derive(Clone)]
+pub(super) struct Names {
+    pub plugin: Arc<str>,
+    pub version: Arc<str>,
+    pub manifest_file: Arc<str>,
+}
+
+impl std::fmt::Debug for PluginVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginVersion")
+            .field("info", &self.info)
+            .field("sha256", &self.sha256)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a plugin file was not loaded. The old version (if any) keeps serving.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    #[error("could not read {file}: {message}")]
+    Read { file: String, message: String },
+    #[error("{file} is not a WebAssembly file (no `\\0asm` header)")]
+    NotWasm { file: String },
+    #[error(
+        "{file} is a core WebAssembly module, not a component; build it for wasm32-wasip2 or run `wasm-tools component new`"
+    )]
+    CoreModule { file: String },
+    #[error("{file} could not be compiled: {message}")]
+    Compile { file: String, message: String },
+    #[error(
+        "{file} was built against {found}; this host implements wasmhive:plugin@{supported} (rebuild the plugin against wit/ of this host)"
+    )]
+    IncompatibleWit {
+        file: String,
+        found: String,
+        supported: String,
+    },
+    #[error("{file} does not implement the wasmhive:plugin/handler world: {message}")]
+    WrongWorld { file: String, message: String },
+    #[error("{file} needs imports this host does not provide: {message}")]
+    Link { file: String, message: String },
+    #[error("{file}: describe() failed: {failure}")]
+    Describe { file: String, failure: TaskFailure },
+    #[error("{file}: describe() returned an unusable plugin-info: {message}")]
+    InvalidInfo { file: String, message: String },
+    #[error("{file} is not a valid manifest: {message}")]
+    Manifest { file: String, message: String },
+    #[error("{file}: {message}")]
+    Limits { file: String, message: String },
+    #[error(
+        "{file} claims kind `{kind}`, which plugin `{owner}` ({owner_file}) already handles; remove one of them or give it another kind"
+    )]
+    KindConflict {
+        file: String,
+        kind: String,
+        owner: String,
+        owner_file: String,
+    },
+}

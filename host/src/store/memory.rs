@@ -1,0 +1,134 @@
+//! The in-memory backend: a map of records behind one lock. Task ids are
+//! UUIDv7 (time-ordered), so the `BTreeMap` keeps tasks in creation order
+//! and listings are newest-first without sorting.
+
+use super::{Inserted, TaskFilter, TaskRecord};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<RwLock<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    tasks: BTreeMap<Uuid, TaskRecord>,
+    idempotency: HashMap<String, Uuid>,
+}
+
+impl MemoryStore {
+    pub fn insert(&self, record: TaskRecord) -> Inserted {
+        let Ok(mut inner) = self.inner.write() else {
+            return Inserted::New(record);
+        };
+        if let Some(key) = &record.idempotency_key {
+            if let Some(existing) = inner
+                .idempotency
+                .get(key)
+                .and_then(|id| inner.tasks.get(id))
+            {
+                return Inserted::Existing(existing.clone());
+            }
+            inner.idempotency.insert(key.clone(), record.task_id);
+        }
+        inner.tasks.insert(record.task_id, record.clone());
+        Inserted::New(record)
+    }
+
+    pub fn get(&self, id: Uuid) -> Option<TaskRecord> {
+        self.inner.read().ok()?.tasks.get(&id).cloned()
+    }
+
+    pub fn update(&self, id: Uuid, change: impl FnOnce(&mut TaskRecord)) -> Option<TaskRecord> {
+        let mut inner = self.inner.write().ok()?;
+        let record = inner.tasks.get_mut(&id)?;
+        change(record);
+        Some(record.clone())
+    }
+
+    pub fn list(&self, filter: &TaskFilter) -> Vec<TaskRecord> {
+        let Ok(inner) = self.inner.read() else {
+            return Vec::new();
+        };
+        inner
+            .tasks
+            .values()
+            .rev()
+            .filter(|t| filter.status.is_none_or(|s| t.status == s))
+            .filter(|t| filter.kind.as_ref().is_none_or(|k| &t.kind == k))
+            .take(filter.limit)
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::{Priority, TaskStatus};
+    use std::time::SystemTime;
+
+    fn record(kind: &str, key: Option<&str>) -> TaskRecord {
+        TaskRecord {
+            task_id: Uuid::now_v7(),
+            kind: kind.into(),
+            category: None,
+            priority: Priority::Normal,
+            status: TaskStatus::Queued,
+            payload: serde_json::json!({}),
+            attempts: 0,
+            max_retries: 3,
+            timeout_s: 300,
+            result: None,
+            error: None,
+            plugin: None,
+            progress: None,
+            idempotency_key: key.map(str::to_string),
+            created_at: SystemTime::now(),
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn an_idempotency_key_returns_the_first_task() {
+        let store = MemoryStore::default();
+        let first = record("echo", Some("k1"));
+        let first_id = first.task_id;
+        assert!(matches!(store.insert(first), Inserted::New(_)));
+        match store.insert(record("echo", Some("k1"))) {
+            Inserted::Existing(t) => assert_eq!(t.task_id, first_id),
+            Inserted::New(_) => panic!("a duplicate key made a second task"),
+        }
+    }
+
+    #[test]
+    fn listings_are_newest_first_and_filtered() {
+        let store = MemoryStore::default();
+        let a = record("echo", None);
+        let b = record("busy", None);
+        let c = record("echo", None);
+        let (a_id, c_id) = (a.task_id, c.task_id);
+        for r in [a, b, c] {
+            store.insert(r);
+        }
+        store.update(a_id, |t| t.status = TaskStatus::Succeeded);
+        let echo = store.list(&TaskFilter {
+            kind: Some("echo".into()),
+            limit: 10,
+            ..TaskFilter::default()
+        });
+        assert_eq!(
+            echo.iter().map(|t| t.task_id).collect::<Vec<_>>(),
+            vec![c_id, a_id]
+        );
+        let done = store.list(&TaskFilter {
+            status: Some(TaskStatus::Succeeded),
+            limit: 10,
+            ..TaskFilter::default()
+        });
+        assert_eq!(done.len(), 1);
+    }
+}

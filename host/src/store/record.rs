@@ -1,0 +1,61 @@
+//! [`TaskRecord`]: one task as it is stored and as clients see it (the task
+//! JSON of the REST contract).
+
+use crate::task::{Priority, TaskFailure, TaskStatus, rfc3339};
+use serde::{Serialize, Serializer};
+use std::time::SystemTime;
+use uuid::Uuid;
+
+/// One task and everything known about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskRecord {
+    pub task_id: Uuid,
+    pub kind: String,
+    /// The pool the task runs in, known once a plugin version is chosen.
+    pub category: Option<String>,
+    pub priority: Priority,
+    pub status: TaskStatus,
+    pub payload: serde_json::Value,
+    /// Attempts started so far.
+    pub attempts: u32,
+    pub max_retries: u32,
+    /// The wall-time budget the submitter asked for, seconds.
+    pub timeout_s: u64,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<TaskFailure>,
+    /// The plugin version of the latest attempt.
+    pub plugin: Option<AttemptPlugin>,
+    pub progress: Option<Progress>,
+    pub idempotency_key: Option<String>,
+    #[serde(serialize_with = "time")]
+    pub created_at: SystemTime,
+    #[serde(serialize_with = "optional_time")]
+    pub started_at: Option<SystemTime>,
+    #[serde(serialize_with = "optional_time")]
+    pub finished_at: Option<SystemTime>,
+}
+
+/// The plugin version an attempt ran on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptPlugin {
+    pub name: String,
+    pub version: String,
+}
+
+/// The latest progress report of a running task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    pub percent: u8,
+    pub message: String,
+}
+
+fn time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}
+
+fn optional_time<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => time(t, s),
+        None => s.serialize_none(),
+    }
+}

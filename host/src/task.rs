@@ -1,0 +1,220 @@
+//! The vocabulary every layer shares: a task's priority, status, and how an
+//! attempt failed.
+//!
+//! These are the words of the REST contract (`DESIGN.md`): they serialise to
+//! the exact strings clients see (`"NORMAL"`, `"retry_wait"`, `"out_of_memory"`).
+//! Nothing here knows about HTTP, storage or WebAssembly, so every module may
+//! use it.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// How urgent a task is. Ordered from most to least urgent.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Priority {
+    Critical,
+    High,
+    #[default]
+    Normal,
+    Low,
+    Bulk,
+}
+
+impl Priority {
+    /// All priorities, most urgent first.
+    pub const ALL: [Priority; 5] = [
+        Priority::Critical,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+        Priority::Bulk,
+    ];
+
+    /// The name clients use, e.g. `"CRITICAL"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Critical => "CRITICAL",
+            Priority::High => "HIGH",
+            Priority::Normal => "NORMAL",
+            Priority::Low => "LOW",
+            Priority::Bulk => "BULK",
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Priority {
+    type Err = String;
+
+    /// Accepts any letter case (`normal`, `NORMAL`), as the original API did.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Priority::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!("unknown priority `{s}`; expected one of CRITICAL, HIGH, NORMAL, LOW, BULK")
+            })
+    }
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Queued,
+    Running,
+    RetryWait,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// A finished task never changes again.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+
+    /// The name clients use, e.g. `"retry_wait"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::RetryWait => "retry_wait",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl FromStr for TaskStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            TaskStatus::Queued,
+            TaskStatus::Running,
+            TaskStatus::RetryWait,
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or_else(|| format!("unknown status `{s}`"))
+    }
+}
+
+/// Why an attempt failed, named by what the layers above do next: the
+/// scheduler retries `retryable` (and, by policy, `timeout`), never `fatal`;
+/// breakers count all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The attempt ran past its deadline and was interrupted.
+    Timeout,
+    /// The guest trapped (panic, stack overflow, unreachable, bad memory access).
+    Trap,
+    /// The guest asked for more memory than its cap allows.
+    OutOfMemory,
+    /// The guest used up its fuel (instruction) budget.
+    Fuel,
+    /// The plugin said the task cannot succeed, or its output was unusable.
+    Fatal,
+    /// The plugin said the failure is transient.
+    Retryable,
+    /// A user cancelled the task.
+    Cancelled,
+    /// No loaded plugin handles the task's kind.
+    NoHandler,
+    /// A circuit breaker the task needs is open.
+    BreakerOpen,
+}
+
+impl FailureKind {
+    /// The name clients see in `error.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::Trap => "trap",
+            FailureKind::OutOfMemory => "out_of_memory",
+            FailureKind::Fuel => "fuel",
+            FailureKind::Fatal => "fatal",
+            FailureKind::Retryable => "retryable",
+            FailureKind::Cancelled => "cancelled",
+            FailureKind::NoHandler => "no_handler",
+            FailureKind::BreakerOpen => "breaker_open",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How one attempt failed: the kind the layers above act on, and a sentence
+/// for the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct TaskFailure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl TaskFailure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        TaskFailure {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// A point in time as clients see it: RFC 3339, UTC, milliseconds.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_parses_any_case_and_orders_most_urgent_first() {
+        assert_eq!("normal".parse::<Priority>(), Ok(Priority::Normal));
+        assert_eq!("BULK".parse::<Priority>(), Ok(Priority::Bulk));
+        assert!("urgent".parse::<Priority>().is_err());
+        assert!(Priority::Critical < Priority::Bulk);
+    }
+
+    #[test]
+    fn wire_names_match_the_rest_contract() {
+        let json = serde_json::to_string(&TaskStatus::RetryWait).unwrap_or_default();
+        assert_eq!(json, "\"retry_wait\"");
+        let json = serde_json::to_string(&FailureKind::OutOfMemory).unwrap_or_default();
+        assert_eq!(json, "\"out_of_memory\"");
+        assert_eq!(
+            serde_json::to_string(&Priority::High).unwrap_or_default(),
+            "\"HIGH\""
+        );
+        assert_eq!(
+            "retry_wait".parse::<TaskStatus>(),
+            Ok(TaskStatus::RetryWait)
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! Project automation, run as `cargo xtask <command>`:
+//!
+//! - `build-plugins`: installs the `wasm32-wasip2` target if missing, builds
+//!   the guest workspace (`plugins/`) and lays the components out as
+//!   `target/plugins/<name>.wasm` (bundled handlers, with their manifests)
+//!   and `target/plugins/fixtures/<name>.wasm` (test guests).
+//! - `run [ARGS]`: builds the plugins and starts the daemon on them.
+//! - `test [ARGS]`: builds the plugins and runs every test of the workspace.
+//! - `bench`: builds the plugins and runs the benchmarks (release profile).
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let root = workspace_root()?;
+    match command.as_str() {
+        "build-plugins" => build_plugins(&root),
+        "run" => {
+            build_plugins(&root)?;
+            let data = root.join("target/wasmhive-data");
+            let plugins = root.join("target/plugins");
+            let mut cmd = cargo();
+            cmd.current_dir(&root)
+                .args(["run", "--package", "wasmhive", "--", "serve", "--plugins"])
+                .arg(&plugins)
+                .arg("--data")
+                .arg(&data)
+                .args(&rest);
+            run(&mut cmd)
+        }
+        "test" => {
+            build_plugins(&root)?;
+            let mut cmd = cargo();
+            cmd.current_dir(&root)
+                .args(["test", "--workspace"])
+                .args(&rest);
+            run(&mut cmd)
+        }
+        "bench" => {
+            build_plugins(&root)?;
+            let mut cmd = cargo();
+            cmd.current_dir(&root)
+                .args(["bench", "--package", "wasmhive"])
+                .args(&rest);
+            run(&mut cmd)
+        }
+        _ => bail!(
+            "usage: cargo xtask <build-plugins | run [SERVE ARGS] | test [CARGO TEST ARGS] | bench>"
+        ),
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask lives one level below the workspace root")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn ensure_wasm_target() -> Result<()> {
+    let Ok(out) = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+    else {
+        // No rustup: the toolchain was installed another way and must already
+        // have the target; the guest build says so clearly if it does not.
+        return Ok(());
+    };
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == WASM_TARGET)
+    {
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+}
+
+/// Builds the guest workspace in a child cargo with its own target dir: a
+/// guest build must never share (and lock) the host's target directory.
+fn build_plugins(root: &Path) -> Result<()> {
+    ensure_wasm_target()?;
+    let guests = root.join("plugins");
+    let mut cmd = cargo();
+    cmd.current_dir(&guests)
+        .args(["build", "--release", "--target", WASM_TARGET])
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET");
+    run(&mut cmd)?;
+
+    let built = guests.join("target").join(WASM_TARGET).join("release");
+    let out = root.join("target/plugins");
+    let fixtures_out = out.join("fixtures");
+    std::fs::create_dir_all(&fixtures_out)
+        .with_context(|| format!("could not create {}", fixtures_out.display()))?;
+
+    for dir in subdirs(&guests.join("fixtures"))? {
+        install_component(&dir, &built, &fixtures_out)?;
+    }
+    for dir in subdirs(&guests)? {
+        let name = file_name(&dir);
+        if matches!(name.as_str(), "sdk" | "fixtures" | "target") || name.starts_with('.') {
+            continue;
+        }
+        install_component(&dir, &built, &out)?;
+        let manifest = dir.join(format!("{name}.toml"));
+        if manifest.exists() {
+            copy_atomically(&manifest, &out.join(format!("{name}.toml")))?;
+        }
+    }
+    println!("plugins built into {}", out.display());
+    Ok(())
+}
+
+fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.join("Cargo.toml").exists() {
+            dirs.push(path);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Copies the component built from the crate in `dir` to `out/<dir name>.wasm`.
+fn install_component(dir: &Path, built: &Path, out: &Path) -> Result<()> {
+    let name = file_name(dir);
+    let artifact = if dir.join("src/main.rs").exists() {
+        format!("{name}.wasm")
+    } else {
+        format!("{}.wasm", crate_name(dir)?.replace('-', "_"))
+    };
+    copy_atomically(&built.join(&artifact), &out.join(format!("{name}.wasm")))
+}
+
+fn crate_name(dir: &Path) -> Result<String> {
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml"))?;
+    manifest
+        .lines()
+        .find_map(|l| {
+            let value = l.trim().strip_prefix("name")?.trim().strip_prefix('=')?;
+            Some(value.trim().trim_matches('"').to_string())
+        })
+        .with_context(|| format!("no package name in {}/Cargo.toml", dir.display()))
+}
+
+/// Write-then-rename, so a daemon watching `target/plugins` never sees a
+/// half-written file.
+fn copy_atomically(from: &Path, to: &Path) -> Result<()> {
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp)
+        .with_context(|| format!("copying {} to {}", from.display(), tmp.display()))?;
+    std::fs::rename(&tmp, to).with_context(|| format!("renaming into {}", to.display()))?;
+    Ok(())
+}
