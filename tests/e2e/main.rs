@@ -1,1 +1,14 @@
-//! End-to-end tests: start the real daemon, talk HTTP.
+//! End-to-end tests: each starts the real `wasmhive` binary on port 0 with
+//! a temporary plugins and data directory, drops real fixture guests in,
+//! and talks to it over HTTP as a user would.
+//!
+//! The guests must be built first: `cargo xtask test` does it (or
+//! `cargo xtask build-plugins`).
+
+#![allow(clippy::print_stdout)] // figures worth seeing with --nocapture
+
+mod support;
+
+mod api;
+mod hostile;
+mod reload;

@@ -130,7 +130,7 @@ fn build_plugins(root: &Path) -> Result<()> {
             copy_atomically(&manifest, &out.join(format!("{name}.toml")))?;
         }
     }
-    println!("plugins built into {}", out.display());
+    eprintln!("plugins built into {}", out.display());
     Ok(())
 }
 

@@ -75,10 +75,10 @@ pub async fn submit_task(
         SubmitError::Timeout { .. } => ApiError::bad_request("invalid_timeout", e.to_string()),
     })?;
     let mut task = submitted.task;
-    if let Some(wait) = wait {
-        if let Some(t) = state.scheduler.wait(task.task_id, wait).await {
-            task = t;
-        }
+    if let Some(wait) = wait
+        && let Some(t) = state.scheduler.wait(task.task_id, wait).await
+    {
+        task = t;
     }
     Ok(task_response(task))
 }

@@ -130,10 +130,8 @@ impl host::Host for HostApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::bindings::host::Host as _;
     use std::sync::Mutex;
-    use wasmhive::plugin::host::Host as _;
-
-    use crate::runtime::bindings::wasmhive;
 
     #[derive(Default)]
     struct Recorded(Mutex<Vec<(String, u8, String)>>);

@@ -18,8 +18,8 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use wasmhive::plugin::types::{LogLevel, Priority};
-pub use wasmhive::plugin::{host, vectors};
+pub use self::wasmhive::plugin::types::{LogLevel, Priority};
+pub use self::wasmhive::plugin::{host, vectors};
 
 /// The WIT package version this host implements.
 pub const WIT_PACKAGE: &str = "wasmhive:plugin";

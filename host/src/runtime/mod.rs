@@ -176,6 +176,11 @@ impl Runtime {
             .map_err(|e| RuntimeError::Engine(format!("could not start the epoch thread: {e}")))
     }
 
+    /// The engine every plugin is compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Compile-cache hits and misses since start, when the cache is on.
     pub fn cache_stats(&self) -> Option<(usize, usize)> {
         self.cache

@@ -1,0 +1,246 @@
+//! Starting the daemon and talking to it.
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The built fixture guest `name`.
+pub fn fixture(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins/fixtures")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "fixture {} is missing: run `cargo xtask build-plugins` (or `cargo xtask test`)",
+        path.display()
+    );
+    path
+}
+
+/// A plugins directory and a data directory that outlive one daemon, so a
+/// test can restart the daemon on them.
+pub struct Dirs {
+    root: tempfile::TempDir,
+}
+
+impl Dirs {
+    pub fn new() -> Result<Dirs> {
+        let root = tempfile::tempdir()?;
+        std::fs::create_dir_all(root.path().join("plugins"))?;
+        Ok(Dirs { root })
+    }
+
+    pub fn plugins(&self) -> PathBuf {
+        self.root.path().join("plugins")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.root.path().join("daemon.log")
+    }
+
+    /// Copies fixture `name` in as `<as_name>.wasm`, write-then-rename as
+    /// an operator's deploy script would.
+    pub fn install(&self, name: &str, as_name: &str) -> Result<()> {
+        let tmp = self.plugins().join(format!(".{as_name}.tmp"));
+        std::fs::copy(fixture(name), &tmp)?;
+        std::fs::rename(&tmp, self.plugins().join(format!("{as_name}.wasm")))?;
+        Ok(())
+    }
+
+    pub fn write(&self, file: &str, contents: &[u8]) -> Result<()> {
+        std::fs::write(self.plugins().join(file), contents)?;
+        Ok(())
+    }
+}
+
+/// A running daemon. Killed when dropped.
+pub struct Daemon {
+    child: Child,
+    pub url: String,
+    client: reqwest::Client,
+}
+
+impl Daemon {
+    /// Starts a daemon on fresh directories with these fixtures installed.
+    pub async fn with_fixtures(fixtures: &[&str]) -> Result<(Daemon, Dirs)> {
+        let dirs = Dirs::new()?;
+        for name in fixtures {
+            dirs.install(name, name)?;
+        }
+        let daemon = Daemon::start(&dirs).await?;
+        Ok((daemon, dirs))
+    }
+
+    /// Starts `wasmhive serve` on `dirs` and waits for its listen line
+    /// (printed once the plugins directory has been loaded).
+    pub async fn start(dirs: &Dirs) -> Result<Daemon> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dirs.log())?;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmhive"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--plugins")
+            .arg(dirs.plugins())
+            .arg("--data")
+            .arg(dirs.data())
+            .env("WASMHIVE_LOG", "wasmhive=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("could not start the wasmhive binary")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .context("the daemon did not say where it listens within 60 s")??
+            .with_context(|| {
+                format!(
+                    "the daemon exited before listening; its log:\n{}",
+                    std::fs::read_to_string(dirs.log()).unwrap_or_default()
+                )
+            })?;
+        let url = line
+            .strip_prefix("wasmhive listening on ")
+            .with_context(|| format!("unexpected first line: {line}"))?
+            .to_string();
+        Ok(Daemon {
+            child,
+            url,
+            client: reqwest::Client::new(),
+        })
+    }
+
+    /// Stops the daemon the hard way.
+    pub async fn kill(mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
+        let mut request = self.client.request(method, format!("{}{path}", self.url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let value = serde_json::from_str(&text)
+            .with_context(|| format!("response to {path} is not JSON ({status}): {text}"))?;
+        Ok((status, value))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    /// Submits a task and waits up to 60 s for it to finish.
+    pub async fn run(&self, kind: &str, payload: Value) -> Result<Value> {
+        self.run_with(json!({ "kind": kind, "payload": payload }))
+            .await
+    }
+
+    /// Submits `body` and waits up to 60 s for the task to finish.
+    pub async fn run_with(&self, body: Value) -> Result<Value> {
+        let (status, task) = self
+            .request(reqwest::Method::POST, "/api/v1/tasks?wait=60", Some(body))
+            .await?;
+        if status != 200 {
+            bail!("task did not finish in time ({status}): {task}");
+        }
+        Ok(task)
+    }
+
+    /// Submits without waiting; returns the task id.
+    pub async fn submit(&self, kind: &str, payload: Value) -> Result<String> {
+        let (status, task) = self
+            .request(
+                reqwest::Method::POST,
+                "/api/v1/tasks",
+                Some(json!({ "kind": kind, "payload": payload })),
+            )
+            .await?;
+        if status != 202 {
+            bail!("submission refused ({status}): {task}");
+        }
+        task["task_id"]
+            .as_str()
+            .map(str::to_string)
+            .context("no task_id")
+    }
+
+    /// Waits up to 60 s for a task to finish and returns it.
+    pub async fn wait(&self, id: &str) -> Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, task) = self.get(&format!("/api/v1/tasks/{id}")).await?;
+            let status = task["status"].as_str().unwrap_or_default();
+            if matches!(status, "succeeded" | "failed" | "cancelled") {
+                return Ok(task);
+            }
+            if Instant::now() > deadline {
+                bail!("task {id} did not finish within 60 s: {task}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The `/api/v1/plugins` entry for `file` (e.g. `echo.wasm`), if any.
+    pub async fn plugin(&self, file: &str) -> Result<Option<Value>> {
+        let (_, body) = self.get("/api/v1/plugins").await?;
+        Ok(body["plugins"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["file"] == file)
+            .cloned())
+    }
+
+    /// Polls `/api/v1/plugins` until `check` holds for `file`'s entry (the
+    /// reload happens on the daemon's own schedule), for at most 10 s.
+    pub async fn wait_for_plugin(
+        &self,
+        file: &str,
+        what: &str,
+        check: impl Fn(Option<&Value>) -> bool,
+    ) -> Result<Option<Value>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let entry = self.plugin(file).await?;
+            if check(entry.as_ref()) {
+                return Ok(entry);
+            }
+            if Instant::now() > deadline {
+                bail!("{file}: {what} did not happen within 10 s; last seen: {entry:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The error kind of a finished task.
+pub fn error_kind(task: &Value) -> &str {
+    task["error"]["kind"].as_str().unwrap_or("none")
+}
+
+/// The error message of a finished task.
+pub fn error_message(task: &Value) -> &str {
+    task["error"]["message"].as_str().unwrap_or_default()
+}
