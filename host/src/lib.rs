@@ -7,6 +7,7 @@
 //! watched directory, hot-reloaded without a restart. See ARCHITECTURE.md.
 
 pub mod api;
+pub mod bindings;
 pub mod capabilities;
 pub mod cli;
 pub mod config;

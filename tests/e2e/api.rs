@@ -48,7 +48,11 @@ async fn echo_round_trip() -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_a_4xx_json_error() -> Result<()> {
     let (daemon, _dirs) = Daemon::with_fixtures(&["echo"]).await?;
-    let client = reqwest::Client::new();
+    // A fresh connection per request: after refusing a body the server may
+    // close the connection, which a pooled client would otherwise reuse.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
     let url = |p: &str| format!("{}{p}", daemon.url);
     let post = |body: String| {
         client

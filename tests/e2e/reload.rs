@@ -121,6 +121,23 @@ async fn bad_files_are_reported_while_the_old_version_serves() -> Result<()> {
         .await?
         .unwrap_or_default();
     assert_eq!(wrong["status"], "failed");
+    dirs.install("wrongversion", "wrongversion")?;
+    dirs.install("describetrap", "describetrap")?;
+    for (file, reason) in [
+        (
+            "wrongversion.wasm",
+            "was built against wasmhive:plugin@0.2.0",
+        ),
+        ("describetrap.wasm", "describetrap cannot describe itself"),
+    ] {
+        let entry = daemon
+            .wait_for_plugin(file, "report the failure", |p| p.is_some())
+            .await?
+            .unwrap_or_default();
+        assert_eq!(entry["status"], "failed", "{entry}");
+        let message = entry["last_error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(reason), "{file}: {message}");
+    }
 
     // Fixing the file brings the new version in.
     dirs.install("echo-v2", "echo")?;

@@ -9,7 +9,7 @@
 //!   offers child submission.
 
 use super::Caller;
-use crate::runtime::bindings::{LogLevel, Priority, host, wasmhive::plugin::types};
+use crate::bindings::{LogLevel, Priority, host, wasmhive::plugin::types};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -130,7 +130,7 @@ impl host::Host for HostApi {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::bindings::host::Host as _;
+    use crate::bindings::host::Host as _;
     use std::sync::Mutex;
 
     #[derive(Default)]

@@ -6,7 +6,7 @@
 //! it, that the store is not available on this host.
 
 use super::Caller;
-use crate::runtime::bindings::vectors::{self, Hit, Point};
+use crate::bindings::vectors::{self, Hit, Point};
 
 /// Per-attempt state of the `vectors` interface.
 pub struct Vectors {

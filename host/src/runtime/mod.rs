@@ -7,11 +7,10 @@
 //! a task in a fresh instance ([`Runtime::run`]); every way that can fail is
 //! classified in [`failure`].
 //!
-//! Submodules: [`bindings`] (the WIT world), [`sandbox`] (per-attempt store),
+//! Submodules: [`sandbox`] (per-attempt store),
 //! [`failure`], [`guest_output`], [`manifest`], [`plugin`], [`registry`]
 //! (which version serves which kind) and [`reload`] (the directory watcher).
 
-pub mod bindings;
 pub mod failure;
 pub mod guest_output;
 pub mod manifest;
@@ -20,11 +19,11 @@ pub mod registry;
 pub mod reload;
 pub mod sandbox;
 
+use crate::bindings::{self, HandlerPre, WIT_PACKAGE, WIT_VERSION, host, vectors, wasmhive};
 use crate::capabilities::Caller;
 use crate::capabilities::host_api::{DiscardProgress, ProgressSink};
 use crate::config::{Config, Limits};
 use crate::task::{FailureKind, Priority, TaskFailure};
-use bindings::{HandlerPre, WIT_PACKAGE, WIT_VERSION, host, vectors, wasmhive};
 use manifest::Manifest;
 use plugin::{LoadError, Names, PluginInfo, PluginLimits, PluginVersion};
 use sandbox::{AttemptSetup, CancelToken, HostState};
@@ -108,7 +107,10 @@ impl Runtime {
             .max_tables_per_component(8)
             .max_memory_size(max_memory_bytes)
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-            .table_keep_resident(KEEP_RESIDENT_BYTES);
+            .table_keep_resident(KEEP_RESIDENT_BYTES)
+            // Linux >= 6.7: reset only the pages a task touched, not the whole
+            // kept-resident prefix (the memset dominated the cost per task).
+            .pagemap_scan(wasmtime::Enabled::Auto);
 
         let mut wasm = wasmtime::Config::new();
         wasm.wasm_component_model(true)

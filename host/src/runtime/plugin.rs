@@ -5,9 +5,9 @@
 //! the limits and grants its manifest gave it. The registry swaps
 //! `Arc<PluginVersion>`s; a task holds the one it started on until it ends.
 
-use super::bindings::HandlerPre;
 use super::manifest::Manifest;
 use super::sandbox::HostState;
+use crate::bindings::HandlerPre;
 use crate::task::TaskFailure;
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -14,7 +14,7 @@
 //! goes away, refused slots are tried again.
 
 use super::Runtime;
-use super::manifest::Manifest;
+use super::manifest::{Capabilities, Manifest};
 use super::plugin::{LoadError, PluginVersion};
 use crate::task::rfc3339;
 use serde::Serialize;
@@ -88,10 +88,24 @@ pub struct PluginStatus {
     pub description: Option<String>,
     pub loaded_at: Option<String>,
     pub from_compile_cache: Option<bool>,
+    /// The limits it runs under (defaults with its manifest applied).
+    pub limits: Option<LimitsStatus>,
+    /// What its manifest grants.
+    pub capabilities: Option<Capabilities>,
     /// The version it replaced, if any.
     pub previous_version: Option<String>,
     pub last_reload_at: Option<String>,
     pub last_error: Option<ErrorStatus>,
+}
+
+/// A version's limits in the units operators write in manifests.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitsStatus {
+    pub memory_mb: u64,
+    pub timeout_s: u64,
+    /// 0 when off.
+    pub fuel: u64,
+    pub max_children: u32,
 }
 
 /// A reload that failed, with when.
@@ -400,6 +414,13 @@ fn slot_status(file_stem: &str, slot: &Slot) -> PluginStatus {
         description: current.map(|v| v.info.description.clone()),
         loaded_at: current.map(|v| rfc3339(v.loaded_at)),
         from_compile_cache: current.map(|v| v.from_cache),
+        limits: current.map(|v| LimitsStatus {
+            memory_mb: (v.limits.memory_bytes >> 20) as u64,
+            timeout_s: v.limits.timeout.as_secs(),
+            fuel: v.limits.fuel.unwrap_or(0),
+            max_children: v.limits.max_children,
+        }),
+        capabilities: current.map(|v| v.manifest.capabilities.clone()),
         previous_version: slot.previous.as_ref().map(|v| v.info.version.clone()),
         last_reload_at: slot.last_reload.map(rfc3339),
         last_error: slot.last_error.as_ref().map(|f| ErrorStatus {
