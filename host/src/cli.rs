@@ -51,9 +51,9 @@ pub struct ServeArgs {
     /// Data directory (compile cache; task store) [default: wasmhive-data].
     #[arg(long, env = "WASMHIVE_DATA")]
     pub data: Option<PathBuf>,
-    /// Tasks that run at once [default: 22].
-    #[arg(long, env = "WASMHIVE_WORKERS")]
-    pub workers: Option<usize>,
+    /// Require `Authorization: Bearer <token>` on every route but /api/hp/health.
+    #[arg(long, env = "WASMHIVE_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
 }
 
 impl ServeArgs {
@@ -72,8 +72,8 @@ impl ServeArgs {
         if let Some(data) = &self.data {
             config.data = data.clone();
         }
-        if let Some(workers) = self.workers {
-            config.runtime.workers = workers;
+        if let Some(token) = &self.auth_token {
+            config.auth_token = Some(token.clone());
         }
         config.validate()?;
         Ok(config)

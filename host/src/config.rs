@@ -11,11 +11,14 @@
 //! [limits]
 //! memory_mb = 64
 //! timeout_s = 300
-//! [runtime]
-//! workers = 22
+//! [pools]
+//! scraping = 6
 //! ```
 
+use crate::breaker::BreakerConfig;
+use crate::scheduler::retry::RetryPolicy;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -36,6 +39,75 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// REST API settings.
     pub api: ApiConfig,
+    /// When set, every route but `/api/hp/health` requires
+    /// `Authorization: Bearer <auth_token>`.
+    pub auth_token: Option<String>,
+    /// Worker pools: category -> workers. The defaults (scraping 6, rag 10,
+    /// embedding 3, batch 2, maintenance 1) are always present; a file may
+    /// resize them or add categories.
+    pub pools: BTreeMap<String, usize>,
+    /// Retry backoff.
+    pub retry: RetryPolicy,
+    /// Named circuit breakers; `openai`, `vectors` and `browser` always exist.
+    pub breakers: BTreeMap<String, BreakerConfig>,
+    /// The automatic breaker of every plugin version.
+    pub plugin_breaker: PluginBreakerConfig,
+}
+
+/// The automatic per-plugin-version breaker and the rollback it drives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginBreakerConfig {
+    /// Consecutive failed attempts (trap, timeout, out_of_memory, fuel,
+    /// retryable) that open it.
+    pub failures: u32,
+    pub open_s: u64,
+    pub half_open_trials: u32,
+    /// A freshly swapped version is on probation for its first
+    /// `probation_tasks` attempts or `probation_s` seconds, whichever ends
+    /// first; if its breaker opens meanwhile, the previous version comes back.
+    pub probation_tasks: u32,
+    pub probation_s: u64,
+    /// Roll back automatically (needs a previous version).
+    pub rollback: bool,
+}
+
+impl Default for PluginBreakerConfig {
+    fn default() -> Self {
+        PluginBreakerConfig {
+            failures: 5,
+            open_s: 30,
+            half_open_trials: 1,
+            probation_tasks: 100,
+            probation_s: 300,
+            rollback: true,
+        }
+    }
+}
+
+impl PluginBreakerConfig {
+    pub fn breaker(&self) -> BreakerConfig {
+        BreakerConfig {
+            failures: self.failures,
+            open_s: self.open_s,
+            half_open_trials: self.half_open_trials,
+            ..BreakerConfig::default()
+        }
+    }
+}
+
+/// The original system's 22 workers in 5 categories.
+pub fn default_pools() -> BTreeMap<String, usize> {
+    [
+        ("scraping", 6),
+        ("rag", 10),
+        ("embedding", 3),
+        ("batch", 2),
+        ("maintenance", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 impl Default for Config {
@@ -47,6 +119,11 @@ impl Default for Config {
             limits: Limits::default(),
             runtime: RuntimeConfig::default(),
             api: ApiConfig::default(),
+            auth_token: None,
+            pools: default_pools(),
+            retry: RetryPolicy::default(),
+            breakers: BreakerConfig::defaults(),
+            plugin_breaker: PluginBreakerConfig::default(),
         }
     }
 }
@@ -83,8 +160,6 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Tasks that run at once (the original's 22 workers).
-    pub workers: usize,
     /// Largest memory cap any manifest may ask for, MiB: the size of one
     /// slot in the pooling allocator.
     pub max_memory_mb: u64,
@@ -98,17 +173,20 @@ pub struct RuntimeConfig {
     pub reload_debounce_ms: u64,
     /// Cache compiled plugins under `<data>/cache` (fast restarts).
     pub compile_cache: bool,
+    /// On SIGTERM / ctrl-c, how long running attempts may finish before they
+    /// are interrupted (and re-queued), seconds.
+    pub shutdown_grace_s: u64,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            workers: 22,
             max_memory_mb: 1024,
             max_instances: 256,
             epoch_tick_ms: 10,
             reload_debounce_ms: 50,
             compile_cache: true,
+            shutdown_grace_s: 30,
         }
     }
 }
@@ -154,17 +232,33 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.message().to_string(),
-        })
+        })?;
+        // Tables the file names replace the defaults wholesale in serde;
+        // keep the defaults it did not mention.
+        for (name, size) in default_pools() {
+            config.pools.entry(name).or_insert(size);
+        }
+        for (name, breaker) in BreakerConfig::defaults() {
+            config.breakers.entry(name).or_insert(breaker);
+        }
+        Ok(config)
+    }
+
+    /// Workers across all pools.
+    pub fn total_workers(&self) -> usize {
+        self.pools.values().sum()
     }
 
     /// Checks the values that have no meaningful zero or ordering.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
-        if self.runtime.workers == 0 {
-            return invalid("runtime.workers must be at least 1");
+        if let Some((name, _)) = self.pools.iter().find(|(_, size)| **size == 0) {
+            return Err(ConfigError::Invalid(format!(
+                "pools.{name} must have at least 1 worker"
+            )));
         }
         if self.runtime.epoch_tick_ms == 0 {
             return invalid("runtime.epoch_tick_ms must be at least 1");
@@ -172,11 +266,21 @@ impl Config {
         if self.limits.memory_mb > self.runtime.max_memory_mb {
             return invalid("limits.memory_mb must not exceed runtime.max_memory_mb");
         }
+        if self
+            .auth_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return invalid("auth_token must not be empty (leave it out to turn auth off)");
+        }
         if self.limits.timeout_s == 0 {
             return invalid("limits.timeout_s must be at least 1");
         }
-        if (self.runtime.max_instances as usize) <= self.runtime.workers {
-            return invalid("runtime.max_instances must exceed runtime.workers");
+        if (self.runtime.max_instances as usize) <= self.total_workers() {
+            return invalid("runtime.max_instances must exceed the workers of all pools together");
+        }
+        if !(self.retry.base_s >= 0.0 && self.retry.cap_s >= 0.0 && self.retry.jitter_s >= 0.0) {
+            return invalid("retry.base_s, retry.cap_s and retry.jitter_s must be 0 or more");
         }
         Ok(())
     }
@@ -198,7 +302,7 @@ mod tests {
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.limits.memory_mb, 32);
         assert_eq!(config.limits.timeout_s, 300);
-        assert_eq!(config.runtime.workers, 22);
+        assert_eq!(config.total_workers(), 22);
         config.validate()?;
         Ok(())
     }
@@ -211,8 +315,13 @@ mod tests {
         let err = Config::from_file(&path).err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("listn")));
         let mut config = Config::default();
-        config.runtime.workers = 0;
+        config.pools.insert("batch".into(), 0);
         assert!(config.validate().is_err());
+        std::fs::write(&path, "[pools]\nbatch = 8\ngpu = 1\n")?;
+        let config = Config::from_file(&path)?;
+        assert_eq!(config.pools.get("batch"), Some(&8));
+        assert_eq!(config.pools.get("rag"), Some(&10));
+        assert_eq!(config.pools.get("gpu"), Some(&1));
         Ok(())
     }
 }

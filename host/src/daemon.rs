@@ -6,8 +6,11 @@
 //! and a shutdown future (the binary passes ctrl-c / SIGTERM).
 
 use crate::api::{self, AppState};
+use crate::breaker::BreakerSet;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
-use crate::runtime::registry::Registry;
+use crate::metrics::Metrics;
+use crate::runtime::registry::{Probation, Registry};
 use crate::runtime::reload::{self, PluginWatcher};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::scheduler::{Scheduler, SchedulerConfig};
@@ -52,7 +55,16 @@ pub struct Daemon {
 impl Daemon {
     /// Creates the directories, builds the engine, starts watching the
     /// plugins directory and loads what is in it.
-    pub async fn start(mut config: Config) -> Result<Daemon, DaemonError> {
+    pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`start`](Self::start) with an injected clock (tests drive breakers
+    /// and retry timers with a `ManualClock`).
+    pub async fn start_with_clock(
+        mut config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Daemon, DaemonError> {
         config.validate()?;
         config.plugins = ensure_dir(&config.plugins)?;
         config.data = ensure_dir(&config.data)?;
@@ -62,7 +74,16 @@ impl Daemon {
             None
         };
         let runtime = Arc::new(Runtime::new(&config, cache_dir.as_deref())?);
-        let registry = Arc::new(Registry::new(runtime, config.plugins.clone()));
+        let probation = Probation {
+            tasks: u64::from(config.plugin_breaker.probation_tasks),
+            duration: Duration::from_secs(config.plugin_breaker.probation_s),
+        };
+        let registry = Arc::new(Registry::new(
+            runtime,
+            config.plugins.clone(),
+            clock.clone(),
+            probation,
+        ));
         // Watch before scanning, so a file dropped during the scan is not missed.
         let debounce = Duration::from_millis(config.runtime.reload_debounce_ms);
         let watcher =
@@ -77,13 +98,22 @@ impl Daemon {
                 path: config.plugins.clone(),
                 source,
             })?;
-        let scheduler = Scheduler::new(
+        let breakers = Arc::new(BreakerSet::new(
+            &config.breakers,
+            config.plugin_breaker.breaker(),
+            clock.clone(),
+        ));
+        let scheduler = Scheduler::start(
             Store::memory(),
             registry,
+            breakers,
+            Arc::new(Metrics::default()),
+            clock,
             SchedulerConfig {
-                workers: config.runtime.workers,
+                pools: config.pools.clone(),
                 default_timeout_s: config.limits.timeout_s,
-                default_max_retries: 3,
+                retry: config.retry.clone(),
+                rollback: config.plugin_breaker.rollback,
             },
         );
         Ok(Daemon {
@@ -110,19 +140,31 @@ impl Daemon {
             started: self.started,
         };
         let max_body = usize::try_from(self.config.api.max_body_mb << 20).unwrap_or(usize::MAX);
-        api::router(state, max_body)
+        let token = self.config.auth_token.as_deref().map(Arc::from);
+        api::router(state, max_body, token)
     }
 
-    /// Serves the API on `listener` until `shutdown` resolves.
+    /// Serves the API on `listener` until `shutdown` resolves, then stops
+    /// taking tasks and gives running attempts `runtime.shutdown_grace_s`
+    /// to finish before interrupting them.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), DaemonError> {
-        axum::serve(listener, self.router())
+        let served = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await
-            .map_err(DaemonError::Serve)
+            .map_err(DaemonError::Serve);
+        self.shutdown().await;
+        served
+    }
+
+    /// Stops the scheduler: no new work, running attempts get the grace
+    /// period, the rest are interrupted and re-queued.
+    pub async fn shutdown(&self) {
+        let grace = Duration::from_secs(self.config.runtime.shutdown_grace_s);
+        self.scheduler.shutdown(grace).await;
     }
 }
 

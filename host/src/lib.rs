@@ -8,10 +8,13 @@
 
 pub mod api;
 pub mod bindings;
+pub mod breaker;
 pub mod capabilities;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod metrics;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;

@@ -37,7 +37,7 @@ async fn each_hostile_guest_fails_alone_with_its_failure_kind() -> Result<()> {
     let stackoverflow = daemon.submit("stackoverflow", json!({})).await?;
     let bigoutput = daemon.submit("bigoutput", json!({})).await?;
     let fatal = daemon.submit("fatal", json!({})).await?;
-    let flaky = daemon.submit("flaky", json!({ "fail": 1 })).await?;
+    let flaky = daemon.submit("flaky", json!({ "fail": 2 })).await?;
     let flaky_ok = daemon.submit("flaky", json!({ "fail": 0 })).await?;
 
     for i in 50..100 {
@@ -46,6 +46,10 @@ async fn each_hostile_guest_fails_alone_with_its_failure_kind() -> Result<()> {
 
     let task = daemon.wait(&spin).await?;
     assert_eq!(error_kind(&task), "timeout", "{task}");
+    assert_eq!(
+        task["attempts"], 1,
+        "max_retries 0: a timeout is not retried"
+    );
     assert!(error_message(&task).contains("1000 ms"), "{task}");
 
     let task = daemon.wait(&membomb).await?;
@@ -73,9 +77,17 @@ async fn each_hostile_guest_fails_alone_with_its_failure_kind() -> Result<()> {
     let task = daemon.wait(&fatal).await?;
     assert_eq!(error_kind(&task), "fatal", "{task}");
     assert_eq!(task["status"], "failed");
+    assert_eq!(task["attempts"], 1, "fatal is never retried");
 
+    // Retryable failures are retried (quickly, in this test's config).
     let task = daemon.wait(&flaky).await?;
-    assert_eq!(error_kind(&task), "retryable", "{task}");
+    assert_eq!(task["status"], "succeeded", "{task}");
+    assert_eq!(task["result"]["succeeded_on_attempt"], 3);
+    assert_eq!(task["attempts"], 3);
+    assert_eq!(
+        task["attempt_log"][0]["error"]["kind"], "retryable",
+        "{task}"
+    );
     let task = daemon.wait(&flaky_ok).await?;
     assert_eq!(task["status"], "succeeded", "{task}");
     assert_eq!(task["result"]["succeeded_on_attempt"], 1);
@@ -158,7 +170,7 @@ impl Daemon {
             .request(
                 reqwest::Method::POST,
                 "/api/v1/tasks",
-                Some(json!({ "kind": kind, "payload": {}, "timeout_s": timeout_s })),
+                Some(json!({ "kind": kind, "payload": {}, "timeout_s": timeout_s, "max_retries": 0 })),
             )
             .await?;
         anyhow::ensure!(status == 202, "submission refused ({status}): {task}");

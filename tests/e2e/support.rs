@@ -27,11 +27,34 @@ pub struct Dirs {
     root: tempfile::TempDir,
 }
 
+/// The daemon config every test starts from: room in the `batch` pool
+/// (where the fixtures run) and quick retries.
+const TEST_CONFIG: &str = "\
+[pools]
+batch = 8
+[retry]
+base_s = 0.05
+jitter_s = 0.01
+";
+
 impl Dirs {
     pub fn new() -> Result<Dirs> {
+        Self::with_config("")
+    }
+
+    /// Fresh directories; `extra` is appended to the test config (TOML).
+    pub fn with_config(extra: &str) -> Result<Dirs> {
         let root = tempfile::tempdir()?;
         std::fs::create_dir_all(root.path().join("plugins"))?;
+        std::fs::write(
+            root.path().join("wasmhive.toml"),
+            format!("{TEST_CONFIG}{extra}"),
+        )?;
         Ok(Dirs { root })
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.root.path().join("wasmhive.toml")
     }
 
     pub fn plugins(&self) -> PathBuf {
@@ -88,6 +111,8 @@ impl Daemon {
             .open(dirs.log())?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_wasmhive"))
             .arg("serve")
+            .arg("--config")
+            .arg(dirs.config())
             .args(["--listen", "127.0.0.1:0"])
             .arg("--plugins")
             .arg(dirs.plugins())

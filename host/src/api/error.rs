@@ -2,6 +2,7 @@
 //! `{"error": {"code", "message"}}` with a fitting status. The caller's
 //! mistakes are 4xx and are not logged; 5xx are logged.
 
+use crate::scheduler::{CancelError, SubmitError};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
@@ -61,5 +62,26 @@ impl From<JsonRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         ApiError::bad_request("invalid_query", rejection.body_text())
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        let (status, code) = match &e {
+            SubmitError::UnknownKind { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_kind"),
+            SubmitError::Timeout { .. } => (StatusCode::BAD_REQUEST, "invalid_timeout"),
+            SubmitError::Retries => (StatusCode::BAD_REQUEST, "invalid_max_retries"),
+            SubmitError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<CancelError> for ApiError {
+    fn from(e: CancelError) -> Self {
+        match &e {
+            CancelError::NotFound(_) => ApiError::not_found("task_not_found", e.to_string()),
+            _ => ApiError::new(StatusCode::CONFLICT, "task_finished", e.to_string()),
+        }
     }
 }

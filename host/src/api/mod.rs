@@ -5,8 +5,10 @@
 //! in-process, the daemon serves it. Handlers only translate HTTP to
 //! scheduler and registry calls; every error is an [`ApiError`].
 
+pub mod auth;
 pub mod error;
 pub mod hp;
+pub mod metrics;
 pub mod plugins;
 pub mod tasks;
 
@@ -14,8 +16,9 @@ use crate::scheduler::Scheduler;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use error::ApiError;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the handlers share.
@@ -27,19 +30,27 @@ pub struct AppState {
     pub started: Instant,
 }
 
-/// All routes, with the body limit and JSON fallbacks.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+/// All routes, with auth, the body limit and JSON fallbacks.
+pub fn router(state: AppState, max_body_bytes: usize, auth_token: Option<Arc<str>>) -> Router {
     Router::new()
         .route("/api/v1/tasks", get(tasks::list).post(tasks::submit))
-        .route("/api/v1/tasks/{id}", get(tasks::get))
+        .route("/api/v1/tasks/batch", post(tasks::submit_batch))
+        .route("/api/v1/tasks/{id}", get(tasks::get).delete(tasks::cancel))
         .route("/api/v1/plugins", get(plugins::list))
+        .route("/metrics", get(metrics::prometheus))
         .route("/api/hp/health", get(hp::health))
-        .fallback(|| async {
-            ApiError::not_found(
-                "not_found",
-                "no such route; see /api/v1/tasks, /api/v1/plugins, /api/hp/health",
-            )
-        })
+        .route("/api/hp/stats", get(hp::stats))
+        .route("/api/hp/workers", get(hp::workers))
+        .route("/api/hp/queues", get(hp::queues))
+        .route("/api/hp/circuit-breakers", get(hp::circuit_breakers))
+        .route("/api/hp/scrape", post(hp::scrape))
+        .route("/api/hp/scrape/batch", post(hp::scrape_batch))
+        .route("/api/hp/query", post(hp::query))
+        .route("/api/hp/embed", post(hp::embed))
+        .route("/api/hp/batch", post(hp::batch))
+        .route("/api/hp/maintenance", post(hp::maintenance))
+        .route("/api/hp/tasks/{task_id}", get(tasks::get))
+        .fallback(|| async { ApiError::not_found("not_found", "no such route; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -48,5 +59,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            auth_token,
+            auth::require_token,
+        ))
         .with_state(state)
 }

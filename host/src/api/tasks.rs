@@ -1,8 +1,8 @@
-//! `/api/v1/tasks`: submit, get and list tasks.
+//! `/api/v1/tasks`: submit (one or a batch), get, list and cancel tasks.
 
 use super::AppState;
 use super::error::ApiError;
-use crate::scheduler::{NewTask, SubmitError};
+use crate::scheduler::NewTask;
 use crate::store::{TaskFilter, TaskRecord};
 use crate::task::{Priority, TaskStatus};
 use axum::Json;
@@ -14,7 +14,7 @@ use serde::Deserialize;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Body of `POST /api/v1/tasks`.
+/// Body of `POST /api/v1/tasks` (and each item of a batch).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
@@ -25,6 +25,28 @@ pub struct SubmitRequest {
     pub timeout_s: Option<u64>,
     pub max_retries: Option<u32>,
     pub idempotency_key: Option<String>,
+}
+
+impl SubmitRequest {
+    fn into_task(self) -> Result<NewTask, ApiError> {
+        Ok(NewTask {
+            kind: self.kind,
+            payload: self.payload.unwrap_or_else(|| serde_json::json!({})),
+            priority: parse_priority(self.priority.as_deref(), Priority::Normal)?,
+            timeout_s: self.timeout_s,
+            max_retries: self.max_retries,
+            idempotency_key: self.idempotency_key,
+        })
+    }
+}
+
+pub fn parse_priority(p: Option<&str>, default: Priority) -> Result<Priority, ApiError> {
+    match p {
+        None => Ok(default),
+        Some(p) => p
+            .parse::<Priority>()
+            .map_err(|m| ApiError::bad_request("invalid_priority", m)),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,21 +64,55 @@ pub async fn submit(
     let Query(query) = query?;
     let Json(request) = body?;
     let wait = wait_duration(query.wait, state.max_wait)?;
-    let priority = match request.priority.as_deref() {
-        None => Priority::Normal,
-        Some(p) => p
-            .parse::<Priority>()
-            .map_err(|m| ApiError::bad_request("invalid_priority", m))?,
-    };
-    let new = NewTask {
-        kind: request.kind,
-        payload: request.payload.unwrap_or_else(|| serde_json::json!({})),
-        priority,
-        timeout_s: request.timeout_s,
-        max_retries: request.max_retries,
-        idempotency_key: request.idempotency_key,
-    };
-    submit_task(&state, new, wait).await
+    submit_task(&state, request.into_task()?, wait).await
+}
+
+/// Body of `POST /api/v1/tasks/batch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub tasks: Vec<SubmitRequest>,
+}
+
+/// Most tasks one batch may hold.
+pub const MAX_BATCH: usize = 10_000;
+
+/// Submits many tasks at once. All are validated first: one bad item
+/// refuses the whole batch (400, naming the item), so nothing is half-done.
+pub async fn submit_batch(
+    State(state): State<AppState>,
+    body: Result<Json<BatchRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(batch) = body?;
+    if batch.tasks.is_empty() || batch.tasks.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            "invalid_batch",
+            format!("a batch holds 1 to {MAX_BATCH} tasks"),
+        ));
+    }
+    let mut tasks = Vec::with_capacity(batch.tasks.len());
+    for (i, request) in batch.tasks.into_iter().enumerate() {
+        let task = request.into_task().map_err(|e| at_item(i, e))?;
+        state
+            .scheduler
+            .check_kind(&task.kind)
+            .map_err(|e| at_item(i, e.into()))?;
+        tasks.push(task);
+    }
+    let mut submitted = Vec::with_capacity(tasks.len());
+    for (i, task) in tasks.into_iter().enumerate() {
+        let s = state
+            .scheduler
+            .submit(task)
+            .map_err(|e| at_item(i, e.into()))?;
+        submitted.push(serde_json::json!({ "task_id": s.task.task_id, "status": s.task.status }));
+    }
+    let body = serde_json::json!({ "count": submitted.len(), "tasks": submitted });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+fn at_item(i: usize, e: ApiError) -> ApiError {
+    ApiError::new(e.status, e.code, format!("tasks[{i}]: {}", e.message))
 }
 
 /// Submits and, when asked to, waits: 200 with the finished task, or 202
@@ -66,15 +122,7 @@ pub async fn submit_task(
     new: NewTask,
     wait: Option<Duration>,
 ) -> Result<Response, ApiError> {
-    let submitted = state.scheduler.submit(new).map_err(|e| match e {
-        SubmitError::UnknownKind { .. } => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown_kind",
-            e.to_string(),
-        ),
-        SubmitError::Timeout { .. } => ApiError::bad_request("invalid_timeout", e.to_string()),
-    })?;
-    let mut task = submitted.task;
+    let mut task = state.scheduler.submit(new)?.task;
     if let Some(wait) = wait
         && let Some(t) = state.scheduler.wait(task.task_id, wait).await
     {
@@ -113,6 +161,23 @@ pub async fn get(
         .get(id)
         .map(Json)
         .ok_or_else(|| ApiError::not_found("task_not_found", format!("no task with id {id}")))
+}
+
+/// How long `DELETE` waits for a running attempt to stop before answering.
+const CANCEL_WAIT: Duration = Duration::from_secs(2);
+
+/// Cancels a queued, parked, retry-waiting or running task and returns it.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    state.scheduler.cancel(id)?;
+    let task =
+        state.scheduler.wait(id, CANCEL_WAIT).await.ok_or_else(|| {
+            ApiError::not_found("task_not_found", format!("no task with id {id}"))
+        })?;
+    Ok(task_response(task))
 }
 
 pub fn parse_id(id: &str) -> Result<Uuid, ApiError> {

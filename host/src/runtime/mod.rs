@@ -75,6 +75,8 @@ pub struct Runtime {
     tick: Duration,
     cache: Option<wasmtime::Cache>,
     epoch_stop: Arc<AtomicBool>,
+    /// Worker pools a plugin's category must name.
+    categories: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -144,6 +146,7 @@ impl Runtime {
             tick,
             cache,
             epoch_stop,
+            categories: config.pools.keys().cloned().collect(),
         })
     }
 
@@ -239,6 +242,18 @@ impl Runtime {
                 failure,
             })?;
         let info = validate_info(&file_name, raw, &manifest)?;
+        if !self.categories.contains(&info.category) {
+            return Err(LoadError::UnknownCategory {
+                file: file_name,
+                category: info.category,
+                known: self
+                    .categories
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
         let names = Names {
             plugin: info.name.as_str().into(),
             version: info.version.as_str().into(),
@@ -253,6 +268,7 @@ impl Runtime {
             manifest,
             limits,
             from_cache,
+            attempts: Default::default(),
             pre,
             names,
         })
@@ -352,6 +368,9 @@ impl Runtime {
         plugin: &PluginVersion,
         attempt: Attempt,
     ) -> Result<serde_json::Value, TaskFailure> {
+        plugin
+            .attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let budget = attempt.budget.min(plugin.limits.timeout);
         let budget_ms = millis(budget);
         let cancel = attempt.cancel.clone();

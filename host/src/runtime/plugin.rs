@@ -50,6 +50,8 @@ pub struct PluginVersion {
     pub limits: PluginLimits,
     /// Whether its machine code came from the compile cache.
     pub from_cache: bool,
+    /// Attempts started on this version (its probation counts them).
+    pub attempts: std::sync::atomic::AtomicU64,
     pub(super) pre: HandlerPre<HostState>,
     pub(super) config: Arc<BTreeMap<String, String>>,
     pub(super) names: Names,
@@ -107,6 +109,14 @@ pub enum LoadError {
     Manifest { file: String, message: String },
     #[error("{file}: {message}")]
     Limits { file: String, message: String },
+    #[error(
+        "{file}: category `{category}` has no worker pool; configured pools: {known} (add it under [pools] in the daemon config, or set `category` in the manifest)"
+    )]
+    UnknownCategory {
+        file: String,
+        category: String,
+        known: String,
+    },
     #[error(
         "{file} claims kind `{kind}`, which plugin `{owner}` ({owner_file}) already handles; remove one of them or give it another kind"
     )]

@@ -9,6 +9,11 @@
 //! started on. A file that fails leaves the slot's current version serving
 //! and is reported on the slot (`last_error`), in the log, and over REST.
 //!
+//! A version that replaced another is *on probation* for its first attempts
+//! or seconds ([`Probation`]); if its breaker opens meanwhile the scheduler
+//! calls [`Registry::roll_back`], which puts the previous version back and
+//! remembers the bad file so it is not loaded again until it changes.
+//!
 //! A kind belongs to one slot. A file that claims a kind another slot
 //! already serves is refused (the newcomer gets the error); when the owner
 //! goes away, refused slots are tried again.
@@ -16,6 +21,7 @@
 use super::Runtime;
 use super::manifest::{Capabilities, Manifest};
 use super::plugin::{LoadError, PluginVersion};
+use crate::clock::Clock;
 use crate::task::rfc3339;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -28,6 +34,8 @@ use std::time::{Instant, SystemTime};
 pub struct Registry {
     runtime: Arc<Runtime>,
     dir: PathBuf,
+    clock: Arc<dyn Clock>,
+    probation: Probation,
     state: RwLock<State>,
     /// Reloads run one at a time (the watcher and an initial scan may race).
     reloading: tokio::sync::Mutex<()>,
@@ -39,6 +47,14 @@ impl std::fmt::Debug for Registry {
             .field("dir", &self.dir)
             .finish_non_exhaustive()
     }
+}
+
+/// How long a freshly swapped version is on probation: its first `tasks`
+/// attempts or `duration`, whichever ends first.
+#[derive(Debug, Clone, Copy)]
+pub struct Probation {
+    pub tasks: u64,
+    pub duration: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -57,6 +73,15 @@ struct Slot {
     /// The file content and manifest last tried, to skip no-op reloads
     /// (a touch, a rewrite with the same bytes, a repeated bad file).
     last_tried: Option<(String, Option<String>)>,
+    /// When the current version replaced a previous one (its probation start).
+    swapped_at: Option<Instant>,
+    rolled_back: Option<RolledBack>,
+}
+
+struct RolledBack {
+    version: String,
+    sha256: String,
+    at: SystemTime,
 }
 
 struct Failure {
@@ -96,6 +121,19 @@ pub struct PluginStatus {
     pub previous_version: Option<String>,
     pub last_reload_at: Option<String>,
     pub last_error: Option<ErrorStatus>,
+    /// Whether the current version is still on probation after a swap.
+    pub on_probation: bool,
+    /// The last automatic rollback: the version that was taken out.
+    pub rolled_back: Option<RollbackStatus>,
+}
+
+/// An automatic rollback as `/api/v1/plugins` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackStatus {
+    pub version: String,
+    pub sha256: String,
+    pub at: String,
+    pub reason: &'static str,
 }
 
 /// A version's limits in the units operators write in manifests.
@@ -116,10 +154,17 @@ pub struct ErrorStatus {
 }
 
 impl Registry {
-    pub fn new(runtime: Arc<Runtime>, dir: PathBuf) -> Registry {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        dir: PathBuf,
+        clock: Arc<dyn Clock>,
+        probation: Probation,
+    ) -> Registry {
         Registry {
             runtime,
             dir,
+            clock,
+            probation,
             state: RwLock::default(),
             reloading: tokio::sync::Mutex::new(()),
         }
@@ -148,8 +193,59 @@ impl Registry {
         state
             .slots
             .iter()
-            .map(|(name, slot)| slot_status(name, slot))
+            .map(|(name, slot)| self.slot_status(name, slot))
             .collect()
+    }
+
+    fn on_probation(&self, slot: &Slot) -> bool {
+        let (Some(current), Some(since), Some(_)) = (
+            slot.current.as_ref(),
+            slot.swapped_at,
+            slot.previous.as_ref(),
+        ) else {
+            return false;
+        };
+        current.attempts.load(std::sync::atomic::Ordering::Relaxed) <= self.probation.tasks
+            && self.clock.now().saturating_duration_since(since) < self.probation.duration
+    }
+
+    /// Puts the previous version of plugin `name` back if `version` is the
+    /// one serving and it is still on probation. Returns the restored version.
+    pub async fn roll_back(&self, name: &str, version: &str) -> Option<Arc<PluginVersion>> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let mut state = self.state.write().ok()?;
+        let stem = state
+            .slots
+            .iter()
+            .find(|(_, s)| {
+                s.current
+                    .as_ref()
+                    .is_some_and(|v| v.info.name == name && v.info.version == version)
+            })
+            .map(|(k, _)| k.clone())?;
+        if !state.slots.get(&stem).is_some_and(|s| self.on_probation(s)) {
+            return None;
+        }
+        let State { slots, kinds } = &mut *state;
+        let slot = slots.get_mut(&stem)?;
+        let bad = slot.current.take()?;
+        let good = slot.previous.take()?;
+        for kind in &bad.info.kinds {
+            kinds.remove(kind);
+        }
+        for kind in &good.info.kinds {
+            kinds.insert(kind.clone(), stem.clone());
+        }
+        slot.current = Some(good.clone());
+        slot.swapped_at = None;
+        slot.rolled_back = Some(RolledBack {
+            version: bad.info.version.clone(),
+            sha256: bad.sha256.clone(),
+            at: SystemTime::now(),
+        });
+        // `last_tried` still names the bad file: it is not loaded again
+        // until the file changes.
+        Some(good)
     }
 
     /// How many slots serve a version.
@@ -352,6 +448,7 @@ impl Registry {
                 kinds.remove(kind);
             }
             slot.previous = Some(old);
+            slot.swapped_at = Some(self.clock.now());
         }
         for kind in &version.info.kinds {
             kinds.insert(kind.clone(), stem.to_string());
@@ -397,36 +494,45 @@ impl Registry {
     }
 }
 
-fn slot_status(file_stem: &str, slot: &Slot) -> PluginStatus {
-    let current = slot.current.as_deref();
-    PluginStatus {
-        file: format!("{file_stem}.wasm"),
-        status: if current.is_some() {
-            "loaded"
-        } else {
-            "failed"
-        },
-        name: current.map(|v| v.info.name.clone()),
-        version: current.map(|v| v.info.version.clone()),
-        sha256: current.map(|v| v.sha256.clone()),
-        kinds: current.map(|v| v.info.kinds.clone()).unwrap_or_default(),
-        category: current.map(|v| v.info.category.clone()),
-        description: current.map(|v| v.info.description.clone()),
-        loaded_at: current.map(|v| rfc3339(v.loaded_at)),
-        from_compile_cache: current.map(|v| v.from_cache),
-        limits: current.map(|v| LimitsStatus {
-            memory_mb: (v.limits.memory_bytes >> 20) as u64,
-            timeout_s: v.limits.timeout.as_secs(),
-            fuel: v.limits.fuel.unwrap_or(0),
-            max_children: v.limits.max_children,
-        }),
-        capabilities: current.map(|v| v.manifest.capabilities.clone()),
-        previous_version: slot.previous.as_ref().map(|v| v.info.version.clone()),
-        last_reload_at: slot.last_reload.map(rfc3339),
-        last_error: slot.last_error.as_ref().map(|f| ErrorStatus {
-            message: f.error.to_string(),
-            at: rfc3339(f.at),
-        }),
+impl Registry {
+    fn slot_status(&self, file_stem: &str, slot: &Slot) -> PluginStatus {
+        let current = slot.current.as_deref();
+        PluginStatus {
+            on_probation: self.on_probation(slot),
+            rolled_back: slot.rolled_back.as_ref().map(|r| RollbackStatus {
+                version: r.version.clone(),
+                sha256: r.sha256.clone(),
+                at: rfc3339(r.at),
+                reason: "its circuit breaker opened during probation",
+            }),
+            file: format!("{file_stem}.wasm"),
+            status: if current.is_some() {
+                "loaded"
+            } else {
+                "failed"
+            },
+            name: current.map(|v| v.info.name.clone()),
+            version: current.map(|v| v.info.version.clone()),
+            sha256: current.map(|v| v.sha256.clone()),
+            kinds: current.map(|v| v.info.kinds.clone()).unwrap_or_default(),
+            category: current.map(|v| v.info.category.clone()),
+            description: current.map(|v| v.info.description.clone()),
+            loaded_at: current.map(|v| rfc3339(v.loaded_at)),
+            from_compile_cache: current.map(|v| v.from_cache),
+            limits: current.map(|v| LimitsStatus {
+                memory_mb: (v.limits.memory_bytes >> 20) as u64,
+                timeout_s: v.limits.timeout.as_secs(),
+                fuel: v.limits.fuel.unwrap_or(0),
+                max_children: v.limits.max_children,
+            }),
+            capabilities: current.map(|v| v.manifest.capabilities.clone()),
+            previous_version: slot.previous.as_ref().map(|v| v.info.version.clone()),
+            last_reload_at: slot.last_reload.map(rfc3339),
+            last_error: slot.last_error.as_ref().map(|f| ErrorStatus {
+                message: f.error.to_string(),
+                at: rfc3339(f.at),
+            }),
+        }
     }
 }
 

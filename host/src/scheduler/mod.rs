@@ -1,25 +1,50 @@
-//! Turns submitted tasks into attempts on the sandbox and records outcomes.
+//! Decides what runs when: per-category pools, five priorities, retries,
+//! timeouts, cancellation and breaker-aware parking.
 //!
-//! [`Scheduler::submit`] validates a task against the registry, records it
-//! in the [`Store`], and hands it to a worker; a fixed number of workers
-//! (`runtime.workers`) run attempts at once, first come first served (a
-//! fair semaphore). Each attempt resolves the plugin version serving the
-//! kind *when it starts*, runs it through [`Runtime::run`], and writes the
-//! outcome back; clients waiting on the task are then woken.
+//! [`Scheduler::submit`] records a task in the [`Store`] and queues it in the
+//! [`CategoryPool`] of the plugin that handles its kind. Each pool's workers
+//! take jobs from its [`queue::PriorityQueue`] and run one attempt each
+//! ([`Scheduler::run_job`]):
 //!
-//! Priorities, per-category pools, retries and breakers come on top of this
-//! shape without changing the API above it.
+//! 1. resolve the plugin version serving the kind *now* (a hot swap since
+//!    submission is picked up; a running attempt keeps its version);
+//! 2. ask the breakers the version depends on (its own automatic breaker
+//!    and the named ones its grants bind it to); if one is open the task is
+//!    *parked* on it, uncharged, and released when it half-opens;
+//! 3. run the attempt in the sandbox with the task's timeout and a cancel
+//!    token (`DELETE /api/v1/tasks/{id}` fires it);
+//! 4. record the attempt, feed the plugin's breaker, and either finish the
+//!    task or, for a transient failure with attempts left, put it in
+//!    `retry_wait` until its backoff timer fires ([`retry`]).
+//!
+//! Background tasks: the pools' workers, the retry timer, and the breaker
+//! listener (parking, waking, rollback). Time comes from the injected
+//! [`Clock`].
 
+pub mod pool;
+pub mod queue;
+pub mod retry;
+
+use crate::breaker::{Admission, Breaker, BreakerSet, State as BreakerState};
 use crate::capabilities::host_api::ProgressSink;
+use crate::clock::Clock;
+use crate::metrics::{Metrics, PoolGauges};
+use crate::runtime::Attempt;
+use crate::runtime::plugin::PluginVersion;
 use crate::runtime::registry::Registry;
 use crate::runtime::sandbox::CancelToken;
-use crate::runtime::{Attempt, Runtime};
-use crate::store::{AttemptPlugin, Inserted, Progress, Store, TaskFilter, TaskRecord};
+use crate::store::{
+    AttemptPlugin, AttemptRecord, Inserted, Progress, Store, TaskFilter, TaskRecord,
+};
 use crate::task::{FailureKind, Priority, TaskFailure, TaskStatus};
-use std::collections::HashMap;
+use pool::CategoryPool;
+use queue::Job;
+use retry::RetryPolicy;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, broadcast, watch};
 use uuid::Uuid;
 
 /// A task as a client submits it.
@@ -33,14 +58,31 @@ pub struct NewTask {
     pub idempotency_key: Option<String>,
 }
 
+/// Most retries a task may ask for.
+pub const MAX_RETRIES: u32 = 100;
+
 /// Why a submission was refused. Each is the caller's to fix.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum SubmitError {
     #[error("no loaded plugin handles kind `{kind}`; loaded kinds: {known}")]
     UnknownKind { kind: String, known: String },
-    #[error("timeout_s must be between 1 and {max}")]
+    #[error("timeout_s must be between 1 and {max} (the plugin's ceiling)")]
     Timeout { max: u64 },
+    #[error("max_retries must be at most {MAX_RETRIES}")]
+    Retries,
+    #[error("the daemon is shutting down and accepts no new tasks")]
+    ShuttingDown,
+}
+
+/// Why a cancel was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CancelError {
+    #[error("no task with id {0}")]
+    NotFound(Uuid),
+    #[error("task {id} already finished ({status})")]
+    Finished { id: Uuid, status: &'static str },
 }
 
 /// The outcome of a submission.
@@ -51,16 +93,19 @@ pub struct Submitted {
     pub created: bool,
 }
 
-/// Scheduler defaults.
+/// Scheduler settings.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    pub workers: usize,
+    /// category -> workers
+    pub pools: BTreeMap<String, usize>,
     /// Applied when a submission names no `timeout_s`.
     pub default_timeout_s: u64,
-    pub default_max_retries: u32,
+    pub retry: RetryPolicy,
+    /// Roll a freshly swapped version back when its breaker opens on probation.
+    pub rollback: bool,
 }
 
-/// Cheap to clone; all clones drive the same workers.
+/// Cheap to clone; all clones drive the same pools.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     inner: Arc<Inner>,
@@ -70,33 +115,101 @@ pub struct Scheduler {
 struct Inner {
     store: Store,
     registry: Arc<Registry>,
-    workers: Arc<Semaphore>,
+    clock: Arc<dyn Clock>,
+    breakers: Arc<BreakerSet>,
+    metrics: Arc<Metrics>,
+    pools: BTreeMap<String, Arc<CategoryPool>>,
     config: SchedulerConfig,
+    /// Cancel tokens of running attempts.
+    running: Mutex<HashMap<Uuid, CancelToken>>,
     /// Clients waiting for a task to finish.
     waiters: Mutex<HashMap<Uuid, Arc<Notify>>>,
+    /// Retry timers: due time, task, pool.
+    timers: Mutex<BinaryHeap<Reverse<(Instant, Uuid, String)>>>,
+    timers_changed: Notify,
+    /// Tasks parked on an open breaker: breaker -> (task, pool).
+    parked: Mutex<HashMap<String, Vec<(Uuid, String)>>>,
+    /// Turns true when the daemon stops taking work.
+    stop: watch::Sender<bool>,
+    /// Set while shutting down: an interrupted attempt is re-queued, not cancelled.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Scheduler {
-    pub fn new(store: Store, registry: Arc<Registry>, config: SchedulerConfig) -> Scheduler {
-        Scheduler {
+    /// Builds the pools and starts their workers, the retry timer and the
+    /// breaker listener. Must be called inside a tokio runtime.
+    pub fn start(
+        store: Store,
+        registry: Arc<Registry>,
+        breakers: Arc<BreakerSet>,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+        config: SchedulerConfig,
+    ) -> Scheduler {
+        let pools = config
+            .pools
+            .iter()
+            .map(|(name, size)| (name.clone(), Arc::new(CategoryPool::new(name, *size))))
+            .collect();
+        let transitions = breakers.transitions();
+        let scheduler = Scheduler {
             inner: Arc::new(Inner {
                 store,
                 registry,
-                workers: Arc::new(Semaphore::new(config.workers)),
+                clock,
+                breakers,
+                metrics,
+                pools,
                 config,
+                running: Mutex::default(),
                 waiters: Mutex::default(),
+                timers: Mutex::default(),
+                timers_changed: Notify::new(),
+                parked: Mutex::default(),
+                stop: watch::channel(false).0,
+                draining: std::sync::atomic::AtomicBool::new(false),
             }),
+        };
+        for pool in scheduler.inner.pools.values() {
+            for worker in 0..pool.size {
+                let (s, p) = (scheduler.clone(), pool.clone());
+                tokio::spawn(async move { s.worker_loop(p, worker).await });
+            }
         }
+        let s = scheduler.clone();
+        tokio::spawn(async move { s.timer_loop().await });
+        let s = scheduler.clone();
+        tokio::spawn(async move { s.breaker_loop(transitions).await });
+        scheduler
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.inner.registry
     }
 
+    pub fn breakers(&self) -> &Arc<BreakerSet> {
+        &self.inner.breakers
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<CategoryPool>> {
+        self.inner.pools.values()
+    }
+
     /// Records the task and queues it. An idempotency key that was seen
     /// before returns the existing task instead.
     pub fn submit(&self, new: NewTask) -> Result<Submitted, SubmitError> {
         let inner = &self.inner;
+        if *inner.stop.borrow() {
+            return Err(SubmitError::ShuttingDown);
+        }
         let plugin = inner
             .registry
             .resolve(&new.kind)
@@ -104,30 +217,36 @@ impl Scheduler {
                 kind: new.kind.clone(),
                 known: self.known_kinds(),
             })?;
+        // The plugin's manifest sets the ceiling; a task may ask for less.
         let ceiling = plugin.limits.timeout.as_secs();
-        let timeout_s = new
-            .timeout_s
-            .unwrap_or(inner.config.default_timeout_s)
-            .min(ceiling);
+        let timeout_s = new.timeout_s.unwrap_or(inner.config.default_timeout_s);
         if timeout_s == 0 {
             return Err(SubmitError::Timeout { max: ceiling });
         }
+        let max_retries = new.max_retries.unwrap_or(inner.config.retry.max_retries);
+        if max_retries > MAX_RETRIES {
+            return Err(SubmitError::Retries);
+        }
+        let category = plugin.info.category.clone();
         let record = TaskRecord {
             task_id: Uuid::now_v7(),
             kind: new.kind,
-            category: Some(plugin.info.category.clone()),
+            category: Some(category.clone()),
             priority: new.priority,
             status: TaskStatus::Queued,
             payload: new.payload,
             attempts: 0,
-            max_retries: new.max_retries.unwrap_or(inner.config.default_max_retries),
-            timeout_s,
+            max_retries,
+            timeout_s: timeout_s.min(ceiling),
             result: None,
             error: None,
             plugin: None,
             progress: None,
             idempotency_key: new.idempotency_key,
-            created_at: SystemTime::now(),
+            parked_on: None,
+            next_attempt_at: None,
+            attempt_log: Vec::new(),
+            created_at: inner.clock.wall(),
             started_at: None,
             finished_at: None,
         };
@@ -137,14 +256,24 @@ impl Scheduler {
                 created: false,
             }),
             Inserted::New(task) => {
-                let scheduler = self.clone();
-                let id = task.task_id;
-                tokio::spawn(async move { scheduler.dispatch(id).await });
+                inner.metrics.submitted(&category);
+                self.enqueue(task.task_id, task.priority, &category);
                 Ok(Submitted {
                     task,
                     created: true,
                 })
             }
+        }
+    }
+
+    /// Whether a plugin handles `kind` now (what `submit` checks first).
+    pub fn check_kind(&self, kind: &str) -> Result<(), SubmitError> {
+        match self.inner.registry.resolve(kind) {
+            Some(_) => Ok(()),
+            None => Err(SubmitError::UnknownKind {
+                kind: kind.to_string(),
+                known: self.known_kinds(),
+            }),
         }
     }
 
@@ -164,12 +293,81 @@ impl Scheduler {
         }
     }
 
+    fn enqueue(&self, task_id: Uuid, priority: Priority, category: &str) {
+        let job = Job {
+            task_id,
+            priority,
+            enqueued: self.inner.clock.now(),
+        };
+        match self.inner.pools.get(category) {
+            Some(pool) => pool.push(job),
+            None => {
+                // The registry refuses plugins of unknown categories, so this
+                // is a task whose plugin changed category to one that went away.
+                let failure = TaskFailure::new(
+                    FailureKind::NoHandler,
+                    format!("no worker pool `{category}` is configured"),
+                );
+                self.finish(task_id, Err(failure), None);
+            }
+        }
+    }
+
     pub fn get(&self, id: Uuid) -> Option<TaskRecord> {
         self.inner.store.get(id)
     }
 
     pub fn list(&self, filter: &TaskFilter) -> Vec<TaskRecord> {
         self.inner.store.list(filter)
+    }
+
+    /// Cancels a queued, parked, waiting or running task. A running attempt
+    /// is interrupted at the next epoch tick; the task then ends `cancelled`.
+    pub fn cancel(&self, id: Uuid) -> Result<(), CancelError> {
+        let inner = &self.inner;
+        let now = inner.clock.wall();
+        let (mut cancelled_now, mut running) = (false, false);
+        let task = inner
+            .store
+            .update(id, |t| match t.status {
+                TaskStatus::Queued | TaskStatus::RetryWait => {
+                    cancelled_now = true;
+                    t.status = TaskStatus::Cancelled;
+                    t.finished_at = Some(now);
+                    t.next_attempt_at = None;
+                    t.parked_on = None;
+                    t.error = Some(TaskFailure::new(
+                        FailureKind::Cancelled,
+                        "cancelled before it ran again",
+                    ));
+                }
+                TaskStatus::Running => running = true,
+                _ => {}
+            })
+            .ok_or(CancelError::NotFound(id))?;
+        if running {
+            if let Some(token) = inner.running.lock().ok().and_then(|r| r.get(&id).cloned()) {
+                token.cancel();
+            }
+            return Ok(());
+        }
+        if !cancelled_now {
+            return Err(CancelError::Finished {
+                id,
+                status: task.status.as_str(),
+            });
+        }
+        // Queue entries, timers and parking spots of a cancelled task are
+        // skipped when they come up; the queue entry is removed right away
+        // so it stops counting as queued.
+        if let Some(pool) = task.category.as_deref().and_then(|c| inner.pools.get(c)) {
+            pool.remove(id);
+            inner
+                .metrics
+                .ended_unrun(&pool.name, FailureKind::Cancelled);
+        }
+        self.wake_waiters(id);
+        Ok(())
     }
 
     /// Waits up to `timeout` for the task to finish; returns it as it is then.
@@ -193,39 +391,125 @@ impl Scheduler {
         self.get(id)
     }
 
-    async fn dispatch(self, id: Uuid) {
-        let Ok(_worker) = self.inner.workers.clone().acquire_owned().await else {
-            return;
-        };
-        self.run_attempt(id).await;
+    fn wake_waiters(&self, id: Uuid) {
+        let waiting = self
+            .inner
+            .waiters
+            .lock()
+            .ok()
+            .and_then(|mut w| w.remove(&id));
+        if let Some(notify) = waiting {
+            notify.notify_waiters();
+        }
     }
 
-    async fn run_attempt(&self, id: Uuid) {
+    /// Stops taking work, lets running attempts finish for up to `grace`,
+    /// then interrupts the rest. Interrupted tasks go back to `queued` (their
+    /// attempt uncharged) so a durable store can run them after a restart.
+    pub async fn shutdown(&self, grace: Duration) {
         let inner = &self.inner;
+        inner.stop.send_replace(true);
+        let deadline = Instant::now() + grace;
+        while self.running_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = self.running_count();
+        if left > 0 {
+            tracing::warn!(
+                running = left,
+                "grace period over: interrupting running attempts"
+            );
+            inner
+                .draining
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let tokens: Vec<CancelToken> = inner
+                .running
+                .lock()
+                .map(|r| r.values().cloned().collect())
+                .unwrap_or_default();
+            for token in tokens {
+                token.cancel();
+            }
+            while self.running_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    fn running_count(&self) -> usize {
+        self.inner.running.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
+    async fn worker_loop(self, pool: Arc<CategoryPool>, worker: usize) {
+        let mut stop = self.inner.stop.subscribe();
+        let clock = self.inner.clock.clone();
+        while let Some(job) = pool.take(worker, || clock.now(), &mut stop).await {
+            self.run_job(&pool, job).await;
+            pool.release(worker);
+        }
+    }
+
+    /// One job from a pool: resolve, admit, run, settle.
+    async fn run_job(&self, pool: &Arc<CategoryPool>, job: Job) {
+        let inner = &self.inner;
+        let id = job.task_id;
         let Some(task) = inner.store.get(id) else {
             return;
         };
-        // The version serving the kind now: a hot swap since submission is
-        // picked up here; tasks already running keep their version.
+        if task.status != TaskStatus::Queued {
+            return; // cancelled while queued
+        }
         let Some(plugin) = inner.registry.resolve(&task.kind) else {
-            let failure = TaskFailure::new(
-                FailureKind::NoHandler,
-                format!("no loaded plugin handles kind `{}` any more", task.kind),
-            );
-            self.finish(id, Err(failure));
+            self.no_handler(&task, &pool.name);
             return;
         };
+        if plugin.info.category != pool.name {
+            // A new version moved the kind to another pool.
+            self.enqueue(id, task.priority, &plugin.info.category);
+            return;
+        }
+
+        let Some(admitted) = self.admit(&plugin, &task, pool) else {
+            return;
+        };
+
+        // Register the cancel token before the task turns `running`, so a
+        // cancel in between is never lost.
+        let cancel = CancelToken::default();
+        if let Ok(mut running) = inner.running.lock() {
+            running.insert(id, cancel.clone());
+        }
         let attempt_no = task.attempts + 1;
-        inner.store.update(id, |t| {
-            t.status = TaskStatus::Running;
-            t.attempts = attempt_no;
-            t.started_at.get_or_insert_with(SystemTime::now);
-            t.category = Some(plugin.info.category.clone());
-            t.plugin = Some(AttemptPlugin {
-                name: plugin.info.name.clone(),
-                version: plugin.info.version.clone(),
-            });
+        let started_wall = inner.clock.wall();
+        let version = AttemptPlugin {
+            name: plugin.info.name.clone(),
+            version: plugin.info.version.clone(),
+        };
+        let started = inner.store.update(id, |t| {
+            if t.status == TaskStatus::Queued {
+                t.status = TaskStatus::Running;
+                t.attempts = attempt_no;
+                t.started_at.get_or_insert(started_wall);
+                t.category = Some(plugin.info.category.clone());
+                t.plugin = Some(version.clone());
+                t.parked_on = None;
+                t.next_attempt_at = None;
+            }
         });
+        if started.is_none_or(|t| t.status != TaskStatus::Running) {
+            self.forget_running(id);
+            for (breaker, admission) in &admitted {
+                if *admission == Admission::Trial {
+                    breaker.abandon_trial();
+                }
+            }
+            return;
+        }
+        inner.metrics.started(
+            &pool.name,
+            inner.clock.now().saturating_duration_since(job.enqueued),
+        );
+
         let span = tracing::info_span!(
             "attempt",
             task.id = %id,
@@ -234,7 +518,6 @@ impl Scheduler {
             plugin.version = %plugin.info.version,
             attempt = attempt_no,
         );
-        let started = Instant::now();
         let attempt = Attempt {
             task_id: id.to_string(),
             kind: task.kind.clone(),
@@ -242,32 +525,255 @@ impl Scheduler {
             priority: task.priority,
             attempt: attempt_no,
             budget: Duration::from_secs(task.timeout_s),
-            cancel: CancelToken::default(),
+            cancel,
             progress: Arc::new(StoreProgress {
                 store: inner.store.clone(),
             }),
         };
-        let runtime: &Runtime = inner.registry.runtime();
-        let outcome =
-            tracing::Instrument::instrument(runtime.run(&plugin, attempt), span.clone()).await;
+        let run_started = Instant::now();
+        let outcome = tracing::Instrument::instrument(
+            inner.registry.runtime().run(&plugin, attempt),
+            span.clone(),
+        )
+        .await;
+        let run_time = run_started.elapsed();
+        self.forget_running(id);
         span.in_scope(|| match &outcome {
             Ok(_) => tracing::debug!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                elapsed_ms = run_time.as_millis() as u64,
                 "attempt succeeded"
             ),
             Err(f) => tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                elapsed_ms = run_time.as_millis() as u64,
                 error.kind = %f.kind,
                 "attempt failed: {}",
                 f.message
             ),
         });
-        self.finish(id, outcome);
+
+        // Feed the breakers: the plugin's own counts what says something
+        // about the plugin; named ones hear from the capabilities and only
+        // get their unused trial slots back here.
+        let plugin_verdict = match &outcome {
+            Ok(_) => Some(true),
+            Err(f) if counts_against_plugin(f.kind) => Some(false),
+            Err(_) => None,
+        };
+        for (i, (breaker, admission)) in admitted.iter().enumerate() {
+            match (i, plugin_verdict) {
+                (0, Some(success)) => inner.breakers.announce(breaker.record(success)),
+                _ if *admission == Admission::Trial => breaker.abandon_trial(),
+                _ => {}
+            }
+        }
+        self.settle(
+            &task,
+            attempt_no,
+            version,
+            started_wall,
+            run_time,
+            outcome,
+            &pool.name,
+        );
     }
 
-    fn finish(&self, id: Uuid, outcome: Result<serde_json::Value, TaskFailure>) {
+    /// Asks every breaker the attempt depends on; parks the task on the
+    /// first one that says no. Returns the admissions (plugin breaker first).
+    fn admit(
+        &self,
+        plugin: &PluginVersion,
+        task: &TaskRecord,
+        pool: &CategoryPool,
+    ) -> Option<Vec<(Arc<Breaker>, Admission)>> {
+        let breakers = &self.inner.breakers;
+        let mut capabilities = Vec::new();
+        if plugin.manifest.capabilities.vectors {
+            capabilities.push("vectors");
+        }
+        let needed = std::iter::once(breakers.plugin(&plugin.info.name, &plugin.info.version))
+            .chain(breakers.bound_to(&plugin.manifest.capabilities.http, &capabilities));
+        let mut admitted: Vec<(Arc<Breaker>, Admission)> = Vec::new();
+        for breaker in needed {
+            let (admission, transition) = breaker.admit();
+            breakers.announce(transition);
+            if admission == Admission::Rejected {
+                for (b, a) in &admitted {
+                    if *a == Admission::Trial {
+                        b.abandon_trial();
+                    }
+                }
+                self.park(task, breaker.name(), &pool.name);
+                return None;
+            }
+            admitted.push((breaker, admission));
+        }
+        Some(admitted)
+    }
+
+    fn park(&self, task: &TaskRecord, breaker: &str, pool: &str) {
+        let inner = &self.inner;
+        inner.store.update(task.task_id, |t| {
+            t.parked_on = Some(breaker.to_string());
+        });
+        if let Ok(mut parked) = inner.parked.lock() {
+            parked
+                .entry(breaker.to_string())
+                .or_default()
+                .push((task.task_id, pool.to_string()));
+        }
+        inner.metrics.parked(pool);
+        tracing::debug!(task.id = %task.task_id, breaker, "parked on an open breaker");
+    }
+
+    /// Puts the tasks parked on `breaker` back in their queues.
+    fn release(&self, breaker: &str) {
+        let inner = &self.inner;
+        let parked = inner
+            .parked
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(breaker))
+            .unwrap_or_default();
+        for (id, pool) in parked {
+            let task = inner.store.update(id, |t| {
+                if t.parked_on.as_deref() == Some(breaker) {
+                    t.parked_on = None;
+                }
+            });
+            if let Some(task) = task
+                && task.status == TaskStatus::Queued
+            {
+                self.enqueue(id, task.priority, &pool);
+            }
+        }
+    }
+
+    fn forget_running(&self, id: Uuid) {
+        if let Ok(mut running) = self.inner.running.lock() {
+            running.remove(&id);
+        }
+    }
+
+    /// No plugin handles the kind any more: wait (uncharged) for a
+    /// replacement until the task's timeout has passed since it was created.
+    fn no_handler(&self, task: &TaskRecord, pool: &str) {
+        let inner = &self.inner;
+        let age = inner
+            .clock
+            .wall()
+            .duration_since(task.created_at)
+            .unwrap_or_default();
+        let budget = Duration::from_secs(task.timeout_s);
+        if age >= budget {
+            let failure = TaskFailure::new(
+                FailureKind::NoHandler,
+                format!(
+                    "no loaded plugin handles kind `{}`, and none came back within the task's {} s timeout",
+                    task.kind, task.timeout_s
+                ),
+            );
+            inner.metrics.ended_unrun(pool, FailureKind::NoHandler);
+            self.finish(task.task_id, Err(failure), None);
+            return;
+        }
+        let wait = (budget - age).min(Duration::from_secs(5));
+        self.retry_later(task.task_id, pool, wait);
+    }
+
+    fn retry_later(&self, id: Uuid, pool: &str, wait: Duration) {
+        let inner = &self.inner;
+        let due = inner.clock.now() + wait;
+        let due_wall = inner.clock.wall() + wait;
+        inner.store.update(id, |t| {
+            t.status = TaskStatus::RetryWait;
+            t.next_attempt_at = Some(due_wall);
+        });
+        if let Ok(mut timers) = inner.timers.lock() {
+            timers.push(Reverse((due, id, pool.to_string())));
+        }
+        inner.timers_changed.notify_one();
+    }
+
+    /// Records an attempt's outcome and decides what happens next.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &self,
+        task: &TaskRecord,
+        attempt_no: u32,
+        plugin: AttemptPlugin,
+        started_at: SystemTime,
+        run_time: Duration,
+        outcome: Result<serde_json::Value, TaskFailure>,
+        pool: &str,
+    ) {
+        let inner = &self.inner;
+        let id = task.task_id;
+        let interrupted_by_shutdown = matches!(&outcome, Err(f) if f.kind == FailureKind::Cancelled)
+            && inner.draining.load(std::sync::atomic::Ordering::SeqCst);
+        let error = match &outcome {
+            Ok(_) => None,
+            Err(f) if interrupted_by_shutdown => Some(TaskFailure::new(
+                FailureKind::Cancelled,
+                format!("interrupted by shutdown: {}", f.message),
+            )),
+            Err(f) => Some(f.clone()),
+        };
+        let record = AttemptRecord {
+            attempt: attempt_no,
+            plugin: plugin.clone(),
+            started_at,
+            duration_ms: u64::try_from(run_time.as_millis()).unwrap_or(u64::MAX),
+            error: error.clone(),
+            charged: !interrupted_by_shutdown,
+        };
+        let retry = match &outcome {
+            Err(f) if !interrupted_by_shutdown && retry::is_transient(f.kind) => {
+                attempt_no <= task.max_retries
+            }
+            _ => false,
+        };
+        inner.metrics.attempt_finished(
+            pool,
+            (&plugin.name, &plugin.version),
+            run_time,
+            outcome.as_ref().err().map(|f| f.kind),
+            retry || interrupted_by_shutdown,
+        );
+
+        if interrupted_by_shutdown {
+            inner.store.update(id, |t| {
+                t.attempt_log.push(record);
+                t.attempts = t.attempts.saturating_sub(1);
+                t.status = TaskStatus::Queued;
+            });
+            return;
+        }
+        if retry {
+            let delay = inner.config.retry.delay(id, attempt_no);
+            inner.store.update(id, |t| {
+                t.attempt_log.push(record);
+                t.error = error;
+            });
+            self.retry_later(id, pool, delay);
+            return;
+        }
+        self.finish(id, outcome, Some(record));
+    }
+
+    fn finish(
+        &self,
+        id: Uuid,
+        outcome: Result<serde_json::Value, TaskFailure>,
+        attempt: Option<AttemptRecord>,
+    ) {
+        let now = self.inner.clock.wall();
         self.inner.store.update(id, |t| {
-            t.finished_at = Some(SystemTime::now());
+            t.finished_at = Some(now);
+            t.next_attempt_at = None;
+            t.parked_on = None;
+            if let Some(a) = attempt {
+                t.attempt_log.push(a);
+            }
             match outcome {
                 Ok(result) => {
                     t.status = TaskStatus::Succeeded;
@@ -284,16 +790,214 @@ impl Scheduler {
                 }
             }
         });
-        let waiting = self
-            .inner
-            .waiters
-            .lock()
-            .ok()
-            .and_then(|mut w| w.remove(&id));
-        if let Some(notify) = waiting {
-            notify.notify_waiters();
+        self.wake_waiters(id);
+    }
+
+    /// Fires retry timers: a due task goes back to its pool's queue.
+    async fn timer_loop(self) {
+        let inner = &self.inner;
+        let mut stop = inner.stop.subscribe();
+        loop {
+            let changed = inner.timers_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let now = inner.clock.now();
+            let mut due = Vec::new();
+            let next = {
+                let Ok(mut timers) = inner.timers.lock() else {
+                    return;
+                };
+                while timers.peek().is_some_and(|Reverse((at, _, _))| *at <= now) {
+                    if let Some(Reverse((_, id, pool))) = timers.pop() {
+                        due.push((id, pool));
+                    }
+                }
+                timers.peek().map(|Reverse((at, _, _))| *at)
+            };
+            for (id, pool) in due {
+                let task = inner.store.update(id, |t| {
+                    if t.status == TaskStatus::RetryWait {
+                        t.status = TaskStatus::Queued;
+                        t.next_attempt_at = None;
+                    }
+                });
+                if let Some(task) = task
+                    && task.status == TaskStatus::Queued
+                {
+                    self.enqueue(id, task.priority, &pool);
+                }
+            }
+            let sleep = match next {
+                Some(at) => inner.clock.sleep_until(at),
+                None => Box::pin(std::future::pending()),
+            };
+            tokio::select! {
+                () = sleep => {}
+                () = &mut changed => {}
+                _ = stop.changed() => return,
+            }
         }
     }
+
+    /// Reacts to breaker transitions: wakes parked tasks when a breaker
+    /// half-opens or closes, arms a timer when one opens, and rolls back a
+    /// plugin version whose breaker opens while it is on probation.
+    async fn breaker_loop(self, mut transitions: broadcast::Receiver<crate::breaker::Transition>) {
+        loop {
+            let transition = match transitions.recv().await {
+                Ok(t) => t,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Missed some: release everything; the breakers re-park
+                    // whatever still may not run.
+                    let names: Vec<String> = self
+                        .inner
+                        .parked
+                        .lock()
+                        .map(|p| p.keys().cloned().collect())
+                        .unwrap_or_default();
+                    for name in names {
+                        self.release(&name);
+                    }
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            match transition.to {
+                BreakerState::HalfOpen | BreakerState::Closed => self.release(&transition.breaker),
+                BreakerState::Open => {
+                    self.arm_half_open(&transition.breaker);
+                    if self.inner.config.rollback {
+                        self.maybe_roll_back(&transition.breaker).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// When an open breaker's time is up, move it to half-open so the tasks
+    /// parked on it are released.
+    fn arm_half_open(&self, name: &str) {
+        let Some(breaker) = self.inner.breakers.find(name) else {
+            return;
+        };
+        let Some(at) = breaker.half_open_at() else {
+            return;
+        };
+        let (clock, breakers) = (self.inner.clock.clone(), self.inner.breakers.clone());
+        let mut stop = self.inner.stop.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = clock.sleep_until(at) => breakers.announce(breaker.poll()),
+                _ = stop.changed() => {}
+            }
+        });
+    }
+
+    /// A plugin version's breaker opened: if the version is on probation
+    /// after a swap, put the previous version back and give the tasks that
+    /// failed on the bad one their attempts back.
+    async fn maybe_roll_back(&self, breaker: &str) {
+        let Some((name, version)) = breaker
+            .strip_prefix("plugin:")
+            .and_then(|rest| rest.rsplit_once('@'))
+        else {
+            return;
+        };
+        let Some(rolled_back) = self.inner.registry.roll_back(name, version).await else {
+            return;
+        };
+        tracing::warn!(
+            plugin = name,
+            bad_version = version,
+            restored_version = %rolled_back.info.version,
+            "automatic rollback: the new version's breaker opened during probation"
+        );
+        self.retry_after_rollback(name, version);
+        self.release(breaker);
+    }
+
+    /// Tasks whose last attempt failed on a rolled-back version run again on
+    /// the restored one, without that attempt counting.
+    fn retry_after_rollback(&self, name: &str, version: &str) {
+        let inner = &self.inner;
+        let candidates = inner.store.list(&TaskFilter {
+            status: None,
+            kind: None,
+            limit: usize::MAX,
+        });
+        for task in candidates {
+            let last_on_bad = task.attempt_log.last().is_some_and(|a| {
+                a.plugin.name == name && a.plugin.version == version && a.error.is_some()
+            });
+            let eligible = matches!(task.status, TaskStatus::RetryWait | TaskStatus::Failed)
+                && last_on_bad
+                && task
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| counts_against_plugin(e.kind));
+            if !eligible {
+                continue;
+            }
+            let Some(category) = task.category.clone() else {
+                continue;
+            };
+            let updated = inner.store.update(task.task_id, |t| {
+                if let Some(last) = t.attempt_log.last_mut() {
+                    last.charged = false;
+                }
+                t.attempts = t.attempts.saturating_sub(1);
+                t.status = TaskStatus::Queued;
+                t.finished_at = None;
+                t.next_attempt_at = None;
+            });
+            if updated.is_some() {
+                self.enqueue(task.task_id, task.priority, &category);
+            }
+        }
+    }
+
+    /// The pools as the metrics and `/api/hp/*` show them.
+    pub fn pool_gauges(&self) -> Vec<PoolGauges> {
+        let inner = &self.inner;
+        let mut parked: HashMap<String, usize> = HashMap::new();
+        if let Ok(p) = inner.parked.lock() {
+            for (_, pool) in p.values().flatten() {
+                *parked.entry(pool.clone()).or_default() += 1;
+            }
+        }
+        let mut waiting: HashMap<String, usize> = HashMap::new();
+        if let Ok(t) = inner.timers.lock() {
+            for Reverse((_, _, pool)) in t.iter() {
+                *waiting.entry(pool.clone()).or_default() += 1;
+            }
+        }
+        inner
+            .pools
+            .values()
+            .map(|p| PoolGauges {
+                name: p.name.clone(),
+                size: p.size,
+                running: p.running(),
+                queued: p.depths(),
+                parked: parked.get(&p.name).copied().unwrap_or(0),
+                retry_wait: waiting.get(&p.name).copied().unwrap_or(0),
+            })
+            .collect()
+    }
+}
+
+/// Whether a failure says something about the plugin's health (and so
+/// counts for its automatic breaker): not the caller's bad input (`fatal`),
+/// not a cancel, not the host's own refusals.
+fn counts_against_plugin(kind: FailureKind) -> bool {
+    matches!(
+        kind,
+        FailureKind::Trap
+            | FailureKind::Timeout
+            | FailureKind::OutOfMemory
+            | FailureKind::Fuel
+            | FailureKind::Retryable
+    )
 }
 
 /// Records a plugin's progress reports on its task.

@@ -9,7 +9,7 @@
 pub mod memory;
 pub mod record;
 
-pub use record::{AttemptPlugin, Progress, TaskRecord};
+pub use record::{AttemptPlugin, AttemptRecord, Progress, TaskRecord};
 
 use crate::task::TaskStatus;
 use uuid::Uuid;

@@ -27,6 +27,13 @@ pub struct TaskRecord {
     pub plugin: Option<AttemptPlugin>,
     pub progress: Option<Progress>,
     pub idempotency_key: Option<String>,
+    /// The open circuit breaker the task waits on, if parked.
+    pub parked_on: Option<String>,
+    /// When a task in `retry_wait` runs again.
+    #[serde(serialize_with = "optional_time")]
+    pub next_attempt_at: Option<SystemTime>,
+    /// Every attempt: plugin version, duration, error.
+    pub attempt_log: Vec<AttemptRecord>,
     #[serde(serialize_with = "time")]
     pub created_at: SystemTime,
     #[serde(serialize_with = "optional_time")]
@@ -40,6 +47,22 @@ pub struct TaskRecord {
 pub struct AttemptPlugin {
     pub name: String,
     pub version: String,
+}
+
+/// One attempt of a task.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    /// 1-based.
+    pub attempt: u32,
+    pub plugin: AttemptPlugin,
+    #[serde(serialize_with = "time")]
+    pub started_at: SystemTime,
+    pub duration_ms: u64,
+    /// `None` when it succeeded.
+    pub error: Option<TaskFailure>,
+    /// False when the attempt does not count against `max_retries` (it was
+    /// interrupted by a shutdown, or ran on a version that was rolled back).
+    pub charged: bool,
 }
 
 /// The latest progress report of a running task.

@@ -1,0 +1,36 @@
+//! `GET /metrics`: Prometheus text exposition.
+
+use super::AppState;
+use crate::breaker::State as BreakerState;
+use crate::metrics::BreakerGauge;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
+    let scheduler = &state.scheduler;
+    let breakers: Vec<BreakerGauge> = scheduler
+        .breakers()
+        .statuses()
+        .into_iter()
+        .map(|b| BreakerGauge {
+            name: b.name,
+            state: match b.state {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Open => 2,
+            },
+            times_opened: b.times_opened,
+        })
+        .collect();
+    let text = scheduler
+        .metrics()
+        .render_prometheus(&scheduler.pool_gauges(), &breakers);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
