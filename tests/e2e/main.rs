@@ -12,3 +12,4 @@ mod support;
 mod api;
 mod hostile;
 mod reload;
+mod scheduling;

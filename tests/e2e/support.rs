@@ -29,26 +29,32 @@ pub struct Dirs {
 
 /// The daemon config every test starts from: room in the `batch` pool
 /// (where the fixtures run) and quick retries.
-const TEST_CONFIG: &str = "\
-[pools]
-batch = 8
-[retry]
-base_s = 0.05
-jitter_s = 0.01
-";
+const TEST_POOLS: &str = "[pools]\nbatch = 8\n";
+const TEST_RETRY: &str = "[retry]\nbase_s = 0.05\njitter_s = 0.01\n";
 
 impl Dirs {
     pub fn new() -> Result<Dirs> {
         Self::with_config("")
     }
 
-    /// Fresh directories; `extra` is appended to the test config (TOML).
+    /// Fresh directories; `extra` is added to the test config (TOML). A
+    /// `[pools]` or `[retry]` table in it replaces the test's own.
     pub fn with_config(extra: &str) -> Result<Dirs> {
         let root = tempfile::tempdir()?;
         std::fs::create_dir_all(root.path().join("plugins"))?;
+        let pools = if extra.contains("[pools]") {
+            ""
+        } else {
+            TEST_POOLS
+        };
+        let retry = if extra.contains("[retry]") {
+            ""
+        } else {
+            TEST_RETRY
+        };
         std::fs::write(
             root.path().join("wasmhive.toml"),
-            format!("{TEST_CONFIG}{extra}"),
+            format!("{pools}{retry}{extra}"),
         )?;
         Ok(Dirs { root })
     }
@@ -120,6 +126,7 @@ impl Daemon {
             .arg(dirs.data())
             .env("WASMHIVE_LOG", "wasmhive=debug")
             .env("NO_COLOR", "1")
+            .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
