@@ -10,6 +10,8 @@
 mod support;
 
 mod api;
+mod clocked;
 mod hostile;
 mod reload;
 mod scheduling;
+mod seed;

@@ -54,7 +54,7 @@ impl Dirs {
         };
         std::fs::write(
             root.path().join("wasmhive.toml"),
-            format!("{pools}{retry}{extra}"),
+            format!("{extra}{pools}{retry}"),
         )?;
         Ok(Dirs { root })
     }
