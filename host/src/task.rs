@@ -12,7 +12,18 @@ use std::str::FromStr;
 
 /// How urgent a task is. Ordered from most to least urgent.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Priority {
@@ -67,7 +78,7 @@ impl FromStr for Priority {
 }
 
 /// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     Queued,
@@ -121,7 +132,7 @@ impl FromStr for TaskStatus {
 /// Why an attempt failed, named by what the layers above do next: the
 /// scheduler retries `retryable` (and, by policy, `timeout`), never `fatal`;
 /// breakers count all of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// The attempt ran past its deadline and was interrupted.
@@ -169,7 +180,9 @@ impl fmt::Display for FailureKind {
 
 /// How one attempt failed: the kind the layers above act on, and a sentence
 /// for the user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error, utoipa::ToSchema,
+)]
 #[error("{kind}: {message}")]
 pub struct TaskFailure {
     pub kind: FailureKind,

@@ -15,3 +15,4 @@ mod hostile;
 mod reload;
 mod scheduling;
 mod seed;
+mod shutdown;

@@ -180,6 +180,61 @@ async fn status_routes_and_metrics_describe_pools_queues_and_breakers() -> Resul
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_covers_every_route() -> Result<()> {
+    let (daemon, _dirs) = Daemon::with_fixtures(&[]).await?;
+    let (status, doc) = daemon.get("/openapi.json").await?;
+    assert_eq!(status, 200);
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{doc}"
+    );
+    for (path, method) in [
+        ("/api/v1/tasks", "post"),
+        ("/api/v1/tasks", "get"),
+        ("/api/v1/tasks/batch", "post"),
+        ("/api/v1/tasks/{id}", "get"),
+        ("/api/v1/tasks/{id}", "delete"),
+        ("/api/v1/plugins", "get"),
+        ("/metrics", "get"),
+        ("/api/hp/health", "get"),
+        ("/api/hp/stats", "get"),
+        ("/api/hp/workers", "get"),
+        ("/api/hp/queues", "get"),
+        ("/api/hp/circuit-breakers", "get"),
+        ("/api/hp/scrape", "post"),
+        ("/api/hp/scrape/batch", "post"),
+        ("/api/hp/query", "post"),
+        ("/api/hp/embed", "post"),
+        ("/api/hp/batch", "post"),
+        ("/api/hp/maintenance", "post"),
+        ("/api/hp/tasks/{task_id}", "get"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is not documented"
+        );
+    }
+    for schema in [
+        "TaskRecord",
+        "SubmitRequest",
+        "ErrorBody",
+        "Priority",
+        "FailureKind",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "{schema} missing"
+        );
+    }
+    let priorities = &doc["components"]["schemas"]["Priority"]["enum"];
+    assert_eq!(
+        priorities,
+        &json!(["CRITICAL", "HIGH", "NORMAL", "LOW", "BULK"])
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_token_guards_every_route_but_health() -> Result<()> {
     let dirs = Dirs::with_config("auth_token = \"s3cret\"\n")?;
     dirs.install("echo", "echo")?;

@@ -1,6 +1,6 @@
 //! Starting the daemon and talking to it.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -153,6 +153,18 @@ impl Daemon {
             url,
             client: reqwest::Client::new(),
         })
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub async fn terminate(mut self, within: Duration) -> Result<std::process::ExitStatus> {
+        let pid = self.child.id().context("the daemon already exited")?;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        ensure!(status.success(), "kill -TERM {pid} failed");
+        Ok(tokio::time::timeout(within, self.child.wait())
+            .await
+            .context("the daemon did not exit after SIGTERM")??)
     }
 
     /// Stops the daemon the hard way.

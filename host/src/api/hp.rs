@@ -10,9 +10,10 @@
 //! `GET tasks/{task_id}` is `GET /api/v1/tasks/{id}`.
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::tasks::{WaitQuery, parse_priority, submit_task, wait_duration};
 use crate::scheduler::NewTask;
+use crate::store::TaskRecord;
 use crate::task::{Priority, rfc3339};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -22,6 +23,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use std::time::Duration;
 
+#[utoipa::path(get, path = "/api/hp/health", tag = "status",
+    responses((status = 200, description = "Liveness (open even with auth)", body = Object)))]
 pub async fn health(State(state): State<AppState>) -> Json<Value> {
     let registry = state.scheduler.registry();
     Json(json!({
@@ -34,6 +37,8 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
+#[utoipa::path(get, path = "/api/hp/stats", tag = "status",
+    responses((status = 200, description = "Counters and gauges per pool and plugin, breakers", body = Object)))]
 pub async fn stats(State(state): State<AppState>) -> Json<Value> {
     let scheduler = &state.scheduler;
     let counters = scheduler.metrics().pools();
@@ -82,6 +87,8 @@ pub async fn stats(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
+#[utoipa::path(get, path = "/api/hp/workers", tag = "status",
+    responses((status = 200, description = "Workers per pool, busy or idle", body = Object)))]
 pub async fn workers(State(state): State<AppState>) -> Json<Value> {
     let now = state.scheduler.clock().now();
     let pools: Vec<Value> = state
@@ -103,6 +110,8 @@ pub async fn workers(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "pools": pools }))
 }
 
+#[utoipa::path(get, path = "/api/hp/queues", tag = "status",
+    responses((status = 200, description = "Queued tasks per pool and priority", body = Object)))]
 pub async fn queues(State(state): State<AppState>) -> Json<Value> {
     let pools: Vec<Value> = state
         .scheduler
@@ -121,6 +130,8 @@ pub async fn queues(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "queues": pools }))
 }
 
+#[utoipa::path(get, path = "/api/hp/circuit-breakers", tag = "status",
+    responses((status = 200, description = "Every breaker's state", body = Object)))]
 pub async fn circuit_breakers(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "circuit_breakers": state.scheduler.breakers().statuses() }))
 }
@@ -190,6 +201,12 @@ async fn seed_submit(
     submit_task(state, seed_task(kind, body, default)?, wait).await
 }
 
+#[utoipa::path(post, path = "/api/hp/scrape", tag = "seed", request_body = Object,
+    responses(
+        (status = 202, description = "A `scrape` task: `{url, brand?, ...}`", body = TaskRecord),
+        (status = 400, body = ErrorBody),
+        (status = 422, description = "No plugin handles the kind", body = ErrorBody),
+    ))]
 pub async fn scrape(
     State(state): State<AppState>,
     body: Result<Json<Value>, JsonRejection>,
@@ -197,6 +214,12 @@ pub async fn scrape(
     seed_submit(&state, "scrape", Priority::Normal, None, body).await
 }
 
+#[utoipa::path(post, path = "/api/hp/embed", tag = "seed", request_body = Object,
+    responses(
+        (status = 202, description = "An `embed` task", body = TaskRecord),
+        (status = 400, body = ErrorBody),
+        (status = 422, description = "No plugin handles the kind", body = ErrorBody),
+    ))]
 pub async fn embed(
     State(state): State<AppState>,
     body: Result<Json<Value>, JsonRejection>,
@@ -204,6 +227,12 @@ pub async fn embed(
     seed_submit(&state, "embed", Priority::Normal, None, body).await
 }
 
+#[utoipa::path(post, path = "/api/hp/batch", tag = "seed", request_body = Object,
+    responses(
+        (status = 202, description = "A `batch` task (BULK by default)", body = TaskRecord),
+        (status = 400, body = ErrorBody),
+        (status = 422, description = "No plugin handles the kind", body = ErrorBody),
+    ))]
 pub async fn batch(
     State(state): State<AppState>,
     body: Result<Json<Value>, JsonRejection>,
@@ -211,6 +240,12 @@ pub async fn batch(
     seed_submit(&state, "batch", Priority::Bulk, None, body).await
 }
 
+#[utoipa::path(post, path = "/api/hp/maintenance", tag = "seed", request_body = Object,
+    responses(
+        (status = 202, description = "A `maintenance` task (LOW by default)", body = TaskRecord),
+        (status = 400, body = ErrorBody),
+        (status = 422, description = "No plugin handles the kind", body = ErrorBody),
+    ))]
 pub async fn maintenance(
     State(state): State<AppState>,
     body: Result<Json<Value>, JsonRejection>,
@@ -219,6 +254,12 @@ pub async fn maintenance(
 }
 
 /// A RAG query: CRITICAL by default, and the answer comes back in the reply.
+#[utoipa::path(post, path = "/api/hp/query", tag = "seed", request_body = Object, params(WaitQuery),
+    responses(
+        (status = 200, description = "The answered `rag` task", body = TaskRecord),
+        (status = 202, description = "Not answered within the wait", body = TaskRecord),
+        (status = 422, description = "No plugin handles `rag`", body = ErrorBody),
+    ))]
 pub async fn query(
     State(state): State<AppState>,
     wait: Result<Query<WaitQuery>, QueryRejection>,
@@ -231,6 +272,11 @@ pub async fn query(
 
 /// `{"urls": [...], ...shared fields}`: one `scrape` task per URL, so each
 /// page has its own status, retries and result.
+#[utoipa::path(post, path = "/api/hp/scrape/batch", tag = "seed", request_body = Object,
+    responses(
+        (status = 202, description = "`{status, count, task_ids}`", body = Object),
+        (status = 400, body = ErrorBody),
+    ))]
 pub async fn scrape_batch(
     State(state): State<AppState>,
     body: Result<Json<Value>, JsonRejection>,
@@ -270,4 +316,15 @@ pub async fn scrape_batch(
     }
     let body = json!({ "status": "queued", "count": ids.len(), "task_ids": ids });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// `GET /api/hp/tasks/{task_id}`: the original path of `GET /api/v1/tasks/{id}`.
+#[utoipa::path(get, path = "/api/hp/tasks/{task_id}", tag = "seed",
+    params(("task_id" = String, Path, description = "Task id (UUID)")),
+    responses((status = 200, body = TaskRecord), (status = 404, body = ErrorBody)))]
+pub async fn task(
+    state: State<AppState>,
+    id: axum::extract::Path<String>,
+) -> Result<Json<TaskRecord>, ApiError> {
+    super::tasks::get(state, id).await
 }

@@ -7,6 +7,8 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
+#[utoipa::path(get, path = "/metrics", tag = "status",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
     let scheduler = &state.scheduler;
     let breakers: Vec<BreakerGauge> = scheduler

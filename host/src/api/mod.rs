@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod hp;
 pub mod metrics;
+pub mod openapi;
 pub mod plugins;
 pub mod tasks;
 
@@ -49,7 +50,8 @@ pub fn router(state: AppState, max_body_bytes: usize, auth_token: Option<Arc<str
         .route("/api/hp/embed", post(hp::embed))
         .route("/api/hp/batch", post(hp::batch))
         .route("/api/hp/maintenance", post(hp::maintenance))
-        .route("/api/hp/tasks/{task_id}", get(tasks::get))
+        .route("/api/hp/tasks/{task_id}", get(hp::task))
+        .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::not_found("not_found", "no such route; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

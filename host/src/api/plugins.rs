@@ -5,6 +5,8 @@ use super::AppState;
 use axum::Json;
 use axum::extract::State;
 
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins",
+    responses((status = 200, description = "`{directory, plugins: [...], compile_cache}`", body = Object)))]
 pub async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
     let registry = state.scheduler.registry();
     let plugins = registry.statuses();

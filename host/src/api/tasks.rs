@@ -15,15 +15,22 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// Body of `POST /api/v1/tasks` (and each item of a batch).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
+    /// The task kind; a loaded plugin must handle it.
     pub kind: String,
+    /// Any JSON; handed to the plugin. Defaults to `{}`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub payload: Option<serde_json::Value>,
+    /// CRITICAL, HIGH, NORMAL (default), LOW or BULK, any letter case.
     pub priority: Option<String>,
+    /// Wall-time budget of one attempt, seconds (capped by the plugin's manifest).
     pub timeout_s: Option<u64>,
+    /// Retries after the first attempt for transient failures (default 3).
     pub max_retries: Option<u32>,
+    /// A second submission with the same key returns the first task.
     pub idempotency_key: Option<String>,
 }
 
@@ -49,13 +56,24 @@ pub fn parse_priority(p: Option<&str>, default: Priority) -> Result<Priority, Ap
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct WaitQuery {
     /// Seconds to wait for the task to finish before answering.
     pub wait: Option<f64>,
 }
 
+/// Submit a task; with `?wait=SECONDS`, wait for it to finish.
+#[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks", params(WaitQuery),
+    request_body = SubmitRequest,
+    responses(
+        (status = 202, description = "Queued (or still running after `wait`)", body = TaskRecord),
+        (status = 200, description = "Finished within `wait`", body = TaskRecord),
+        (status = 400, description = "Malformed JSON, bad priority, bad wait", body = super::error::ErrorBody),
+        (status = 413, description = "Body over the limit", body = super::error::ErrorBody),
+        (status = 415, description = "Not JSON", body = super::error::ErrorBody),
+        (status = 422, description = "Unknown kind or fields", body = super::error::ErrorBody),
+    ))]
 pub async fn submit(
     State(state): State<AppState>,
     query: Result<Query<WaitQuery>, QueryRejection>,
@@ -68,7 +86,7 @@ pub async fn submit(
 }
 
 /// Body of `POST /api/v1/tasks/batch`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     pub tasks: Vec<SubmitRequest>,
@@ -79,6 +97,12 @@ pub const MAX_BATCH: usize = 10_000;
 
 /// Submits many tasks at once. All are validated first: one bad item
 /// refuses the whole batch (400, naming the item), so nothing is half-done.
+#[utoipa::path(post, path = "/api/v1/tasks/batch", tag = "tasks", request_body = BatchRequest,
+    responses(
+        (status = 202, description = "All queued: `{count, tasks: [{task_id, status}]}`", body = Object),
+        (status = 400, description = "An invalid item (named as tasks[i])", body = super::error::ErrorBody),
+        (status = 422, description = "An item of unknown kind", body = super::error::ErrorBody),
+    ))]
 pub async fn submit_batch(
     State(state): State<AppState>,
     body: Result<Json<BatchRequest>, JsonRejection>,
@@ -151,6 +175,13 @@ pub fn wait_duration(wait: Option<f64>, max: Duration) -> Result<Option<Duration
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "Task id (UUID)")),
+    responses(
+        (status = 200, body = TaskRecord),
+        (status = 400, description = "Not a UUID", body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -167,6 +198,14 @@ pub async fn get(
 const CANCEL_WAIT: Duration = Duration::from_secs(2);
 
 /// Cancels a queued, parked, retry-waiting or running task and returns it.
+#[utoipa::path(delete, path = "/api/v1/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "Task id (UUID)")),
+    responses(
+        (status = 200, description = "Cancelled", body = TaskRecord),
+        (status = 202, description = "Still stopping", body = TaskRecord),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 409, description = "Already finished", body = super::error::ErrorBody),
+    ))]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -189,7 +228,7 @@ pub fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub status: Option<String>,
@@ -200,6 +239,8 @@ pub struct ListQuery {
 /// Most tasks one listing returns.
 const MAX_LIST: usize = 1000;
 
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", params(ListQuery),
+    responses((status = 200, description = "`{count, tasks}`, newest first", body = Object)))]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,

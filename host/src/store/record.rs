@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use uuid::Uuid;
 
 /// One task and everything known about it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TaskRecord {
     pub task_id: Uuid,
     pub kind: String,
@@ -15,12 +15,14 @@ pub struct TaskRecord {
     pub category: Option<String>,
     pub priority: Priority,
     pub status: TaskStatus,
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     /// Attempts started so far.
     pub attempts: u32,
     pub max_retries: u32,
     /// The wall-time budget the submitter asked for, seconds.
     pub timeout_s: u64,
+    #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     pub error: Option<TaskFailure>,
     /// The plugin version of the latest attempt.
@@ -31,31 +33,36 @@ pub struct TaskRecord {
     pub parked_on: Option<String>,
     /// When a task in `retry_wait` runs again.
     #[serde(serialize_with = "optional_time")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub next_attempt_at: Option<SystemTime>,
     /// Every attempt: plugin version, duration, error.
     pub attempt_log: Vec<AttemptRecord>,
     #[serde(serialize_with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: SystemTime,
     #[serde(serialize_with = "optional_time")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<SystemTime>,
     #[serde(serialize_with = "optional_time")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<SystemTime>,
 }
 
 /// The plugin version an attempt ran on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AttemptPlugin {
     pub name: String,
     pub version: String,
 }
 
 /// One attempt of a task.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AttemptRecord {
     /// 1-based.
     pub attempt: u32,
     pub plugin: AttemptPlugin,
     #[serde(serialize_with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub started_at: SystemTime,
     pub duration_ms: u64,
     /// `None` when it succeeded.
@@ -66,7 +73,7 @@ pub struct AttemptRecord {
 }
 
 /// The latest progress report of a running task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Progress {
     pub percent: u8,
     pub message: String,
