@@ -13,40 +13,19 @@
 
 #![allow(clippy::print_stdout)] // a benchmark reports on stdout
 
+mod support;
+
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{Result, install};
+use wasmhive::Daemon;
 use wasmhive::capabilities::Caller;
 use wasmhive::capabilities::host_api::DiscardProgress;
 use wasmhive::runtime::Attempt;
 use wasmhive::runtime::sandbox::{AttemptSetup, CancelToken, HostState};
 use wasmhive::scheduler::NewTask;
 use wasmhive::task::Priority;
-use wasmhive::{Config, Daemon};
-
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/plugins/fixtures")
-        .join(format!("{name}.wasm"))
-}
-
-fn install(dir: &Path, fixture_name: &str, as_name: &str) -> Result<()> {
-    let tmp = dir.join(format!(".{as_name}.tmp"));
-    std::fs::copy(fixture(fixture_name), &tmp)?;
-    std::fs::rename(&tmp, dir.join(format!("{as_name}.wasm")))?;
-    Ok(())
-}
-
-fn daemon_config(root: &Path) -> Config {
-    Config {
-        plugins: root.join("plugins"),
-        data: root.join("data"),
-        ..Config::default()
-    }
-}
 
 fn attempt(n: u64) -> Attempt {
     Attempt {
@@ -73,9 +52,7 @@ fn per_op(elapsed: Duration, n: u64) -> f64 {
 }
 
 fn main() -> Result<()> {
-    if !fixture("echo").exists() {
-        return Err("fixtures missing: run `cargo xtask build-plugins`".into());
-    }
+    support::require_fixtures()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -84,10 +61,7 @@ fn main() -> Result<()> {
 
 async fn async_main() -> Result<()> {
     let root = tempfile::tempdir()?;
-    let config = daemon_config(root.path());
-    std::fs::create_dir_all(&config.plugins)?;
-    install(&config.plugins, "echo", "echo")?;
-    let daemon = Daemon::start(config).await?;
+    let daemon = support::start(root.path(), &["echo"], 64).await?;
     let registry = daemon.scheduler().registry().clone();
     let runtime = registry.runtime().clone();
     let echo = registry.resolve("echo").ok_or("echo did not load")?;
@@ -226,7 +200,7 @@ async fn async_main() -> Result<()> {
     drop(daemon);
 
     let root = tempfile::tempdir()?;
-    let config = daemon_config(root.path());
+    let config = support::config(root.path(), 2);
     std::fs::create_dir_all(&config.plugins)?;
     let names = [
         "echo",

@@ -206,45 +206,36 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
 
-        family(
-            "wasmhive_pool_workers",
-            "gauge",
-            "Workers in the pool.",
-            &mut out,
-        );
-        for g in gauges {
-            let _ = writeln!(
-                out,
-                "wasmhive_pool_workers{{pool=\"{}\"}} {}",
-                g.name, g.size
-            );
-        }
-        family(
-            "wasmhive_pool_running",
-            "gauge",
-            "Attempts running now.",
-            &mut out,
-        );
-        for g in gauges {
-            let _ = writeln!(
-                out,
-                "wasmhive_pool_running{{pool=\"{}\"}} {}",
-                g.name, g.running
-            );
-        }
-        family(
-            "wasmhive_pool_utilisation",
-            "gauge",
-            "Running / workers, now.",
-            &mut out,
-        );
-        for g in gauges {
-            let u = if g.size == 0 {
-                0.0
-            } else {
-                g.running as f64 / g.size as f64
-            };
-            let _ = writeln!(out, "wasmhive_pool_utilisation{{pool=\"{}\"}} {u}", g.name);
+        let pool_gauges: [PoolGaugeFamily; 5] = [
+            ("wasmhive_pool_workers", "Workers in the pool.", |g| {
+                g.size as f64
+            }),
+            ("wasmhive_pool_running", "Attempts running now.", |g| {
+                g.running as f64
+            }),
+            (
+                "wasmhive_pool_utilisation",
+                "Running / workers, now.",
+                |g| {
+                    if g.size == 0 {
+                        0.0
+                    } else {
+                        g.running as f64 / g.size as f64
+                    }
+                },
+            ),
+            ("wasmhive_parked", "Tasks parked on an open breaker.", |g| {
+                g.parked as f64
+            }),
+            ("wasmhive_retry_wait", "Tasks waiting to retry.", |g| {
+                g.retry_wait as f64
+            }),
+        ];
+        for (name, help, read) in pool_gauges {
+            family(name, "gauge", help, &mut out);
+            for g in gauges {
+                let _ = writeln!(out, "{name}{{pool=\"{}\"}} {}", g.name, read(g));
+            }
         }
         family(
             "wasmhive_queued",
@@ -261,28 +252,6 @@ impl Metrics {
                     p.as_str()
                 );
             }
-        }
-        family(
-            "wasmhive_parked",
-            "gauge",
-            "Tasks parked on an open breaker.",
-            &mut out,
-        );
-        for g in gauges {
-            let _ = writeln!(out, "wasmhive_parked{{pool=\"{}\"}} {}", g.name, g.parked);
-        }
-        family(
-            "wasmhive_retry_wait",
-            "gauge",
-            "Tasks waiting to retry.",
-            &mut out,
-        );
-        for g in gauges {
-            let _ = writeln!(
-                out,
-                "wasmhive_retry_wait{{pool=\"{}\"}} {}",
-                g.name, g.retry_wait
-            );
         }
 
         let counters: [CounterFamily; 7] = [
@@ -445,6 +414,9 @@ impl Metrics {
         out
     }
 }
+
+/// A pool gauge family: name, help text, how to read it.
+type PoolGaugeFamily = (&'static str, &'static str, fn(&PoolGauges) -> f64);
 
 /// A pool counter family: name, help text, how to read it.
 type CounterFamily = (&'static str, &'static str, fn(&PoolCounters) -> u64);
