@@ -29,7 +29,8 @@ async fn queued_tasks_run_in_priority_order() -> Result<()> {
     let daemon = Daemon::start(&dirs).await?;
     // Occupy the only worker, then queue one task per priority, least
     // urgent first. Each runs 20 ms, so start times (ms) are distinct.
-    let blocker = daemon.submit("busy", json!({ "ms": 400 })).await?;
+    // Long enough that all five are queued before it ends, even on a loaded machine.
+    let blocker = daemon.submit("busy", json!({ "ms": 1500 })).await?;
     let mut ids = Vec::new();
     for priority in ["BULK", "LOW", "NORMAL", "HIGH", "CRITICAL"] {
         let body = json!({ "kind": "busy", "payload": { "ms": 20 }, "priority": priority });
@@ -53,7 +54,8 @@ async fn bulk_makes_progress_under_a_critical_flood() -> Result<()> {
     let dirs = Dirs::with_config("[pools]\nbatch = 1\n")?;
     dirs.install("busy", "busy")?;
     let daemon = Daemon::start(&dirs).await?;
-    let blocker = daemon.submit("busy", json!({ "ms": 200 })).await?;
+    // Long enough that the whole flood is queued before it ends.
+    let blocker = daemon.submit("busy", json!({ "ms": 1500 })).await?;
     let bulk = submit_with(
         &daemon,
         json!({ "kind": "busy", "payload": { "ms": 1 }, "priority": "BULK" }),

@@ -60,6 +60,8 @@ pub struct Probation {
 #[derive(Default)]
 struct State {
     slots: BTreeMap<String, Slot>,
+    /// (plugin, version) pairs taken out by a rollback.
+    rolled_back: std::collections::HashSet<(String, String)>,
     /// kind -> slot
     kinds: HashMap<String, String>,
 }
@@ -209,6 +211,14 @@ impl Registry {
             && self.clock.now().saturating_duration_since(since) < self.probation.duration
     }
 
+    /// Whether `version` of plugin `name` was taken out by a rollback.
+    pub fn is_rolled_back(&self, name: &str, version: &str) -> bool {
+        self.state.read().is_ok_and(|s| {
+            s.rolled_back
+                .contains(&(name.to_string(), version.to_string()))
+        })
+    }
+
     /// Puts the previous version of plugin `name` back if `version` is the
     /// one serving and it is still on probation. Returns the restored version.
     pub async fn roll_back(&self, name: &str, version: &str) -> Option<Arc<PluginVersion>> {
@@ -226,9 +236,14 @@ impl Registry {
         if !state.slots.get(&stem).is_some_and(|s| self.on_probation(s)) {
             return None;
         }
-        let State { slots, kinds } = &mut *state;
+        let State {
+            slots,
+            kinds,
+            rolled_back,
+        } = &mut *state;
         let slot = slots.get_mut(&stem)?;
         let bad = slot.current.take()?;
+        rolled_back.insert((bad.info.name.clone(), bad.info.version.clone()));
         let good = slot.previous.take()?;
         for kind in &bad.info.kinds {
             kinds.remove(kind);
@@ -441,7 +456,7 @@ impl Registry {
             }
         }
         let version = Arc::new(version);
-        let State { slots, kinds } = &mut *state;
+        let State { slots, kinds, .. } = &mut *state;
         let slot = slots.entry(stem.to_string()).or_default();
         if let Some(old) = slot.current.take() {
             for kind in &old.info.kinds {

@@ -732,12 +732,18 @@ impl Scheduler {
             }
             _ => false,
         };
+        // Failed on a version that has since been rolled back (this failure
+        // may be the one that tripped it): run again on the restored one,
+        // uncharged.
+        let rerun_after_rollback = matches!(&outcome, Err(f) if counts_against_plugin(f.kind))
+            && inner.config.rollback
+            && inner.registry.is_rolled_back(&plugin.name, &plugin.version);
         inner.metrics.attempt_finished(
             pool,
             (&plugin.name, &plugin.version),
             run_time,
             outcome.as_ref().err().map(|f| f.kind),
-            retry || interrupted_by_shutdown,
+            retry || interrupted_by_shutdown || rerun_after_rollback,
         );
 
         if interrupted_by_shutdown {
@@ -746,6 +752,18 @@ impl Scheduler {
                 t.attempts = t.attempts.saturating_sub(1);
                 t.status = TaskStatus::Queued;
             });
+            return;
+        }
+        if rerun_after_rollback {
+            let mut record = record;
+            record.charged = false;
+            inner.store.update(id, |t| {
+                t.attempt_log.push(record);
+                t.attempts = t.attempts.saturating_sub(1);
+                t.status = TaskStatus::Queued;
+                t.error = error;
+            });
+            self.enqueue(id, task.priority, pool);
             return;
         }
         if retry {
