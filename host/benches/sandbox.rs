@@ -151,14 +151,16 @@ async fn async_main() -> Result<()> {
     let start = Instant::now();
     let mut ids = Vec::with_capacity(tasks as usize);
     for i in 0..tasks {
-        let submitted = scheduler.submit(NewTask {
-            kind: "echo".into(),
-            payload: serde_json::json!({ "i": i }),
-            priority: Priority::Normal,
-            timeout_s: None,
-            max_retries: None,
-            idempotency_key: None,
-        })?;
+        let submitted = scheduler
+            .submit(NewTask {
+                kind: "echo".into(),
+                payload: serde_json::json!({ "i": i }),
+                priority: Priority::Normal,
+                timeout_s: None,
+                max_retries: None,
+                idempotency_key: None,
+            })
+            .await?;
         ids.push(submitted.task.task_id);
     }
     for id in ids {

@@ -97,7 +97,8 @@ async fn async_main() -> Result<()> {
                     "echo",
                     serde_json::json!({ "i": i }),
                     Priority::Normal,
-                ))?
+                ))
+                .await?
                 .task
                 .task_id,
         );
@@ -165,8 +166,9 @@ async fn async_main() -> Result<()> {
                         s.wait(id, Duration::from_secs(60)).await;
                     }
                 }
-                if let Ok(sub) =
-                    s.submit(task("busy", serde_json::json!({ "ms": 5 }), Priority::Bulk))
+                if let Ok(sub) = s
+                    .submit(task("busy", serde_json::json!({ "ms": 5 }), Priority::Bulk))
+                    .await
                 {
                     queued.push_back(sub.task.task_id);
                 }
@@ -199,7 +201,8 @@ async fn critical_latencies(scheduler: &Scheduler, n: usize) -> Result<Vec<Durat
                 "busy",
                 serde_json::json!({ "ms": 5 }),
                 Priority::Critical,
-            ))?
+            ))
+            .await?
             .task
             .task_id;
         scheduler.wait(id, Duration::from_secs(60)).await;

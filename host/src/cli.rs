@@ -51,6 +51,9 @@ pub struct ServeArgs {
     /// Data directory (compile cache; task store) [default: wasmhive-data].
     #[arg(long, env = "WASMHIVE_DATA")]
     pub data: Option<PathBuf>,
+    /// Task store: sqlite (durable, in the data directory) or memory [default: sqlite].
+    #[arg(long, env = "WASMHIVE_STORE")]
+    pub store: Option<crate::config::StoreBackend>,
     /// Require `Authorization: Bearer <token>` on every route but /api/hp/health.
     #[arg(long, env = "WASMHIVE_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
@@ -71,6 +74,9 @@ impl ServeArgs {
         }
         if let Some(data) = &self.data {
             config.data = data.clone();
+        }
+        if let Some(store) = self.store {
+            config.store.backend = store;
         }
         if let Some(token) = &self.auth_token {
             config.auth_token = Some(token.clone());

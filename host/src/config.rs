@@ -52,6 +52,44 @@ pub struct Config {
     pub breakers: BTreeMap<String, BreakerConfig>,
     /// The automatic breaker of every plugin version.
     pub plugin_breaker: PluginBreakerConfig,
+    /// Where tasks are kept.
+    pub store: StoreConfig,
+}
+
+/// Which task store, and how it keeps data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite` (durable, `<data>/tasks.db`) or `memory` (lost on restart).
+    pub backend: StoreBackend,
+    /// `full` (fsync each group commit: survives power loss) or `normal`
+    /// (survives a daemon crash, not a machine crash).
+    pub synchronous: crate::store::sqlite::Synchronous,
+    /// Finished tasks older than this are deleted, seconds (0 keeps them).
+    pub retention_s: u64,
+    /// How often retention runs, seconds.
+    pub prune_interval_s: u64,
+    /// Largest database file, MiB (0 = no cap); past it submissions get 503.
+    pub max_size_mb: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Sqlite,
+    Memory,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Sqlite,
+            synchronous: crate::store::sqlite::Synchronous::Full,
+            retention_s: 7 * 24 * 3600,
+            prune_interval_s: 60,
+            max_size_mb: 0,
+        }
+    }
 }
 
 /// The automatic per-plugin-version breaker and the rollback it drives.
@@ -124,6 +162,7 @@ impl Default for Config {
             retry: RetryPolicy::default(),
             breakers: BreakerConfig::defaults(),
             plugin_breaker: PluginBreakerConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }

@@ -8,13 +8,15 @@
 use crate::api::{self, AppState};
 use crate::breaker::BreakerSet;
 use crate::clock::{Clock, SystemClock};
+use crate::config::StoreBackend;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::runtime::registry::{Probation, Registry};
 use crate::runtime::reload::{self, PluginWatcher};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::scheduler::{Scheduler, SchedulerConfig};
-use crate::store::Store;
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::store::{Store, StoreError};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +43,8 @@ pub enum DaemonError {
     },
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A started daemon: plugins loaded and watched, ready to serve.
@@ -103,8 +107,25 @@ impl Daemon {
             config.plugin_breaker.breaker(),
             clock.clone(),
         ));
+        let store = match config.store.backend {
+            StoreBackend::Memory => Store::memory(),
+            StoreBackend::Sqlite => {
+                let path = config.data.join("tasks.db");
+                let options = SqliteOptions {
+                    synchronous: config.store.synchronous,
+                    max_size_mb: config.store.max_size_mb,
+                };
+                let opened =
+                    tokio::task::spawn_blocking(move || SqliteStore::open(&path, &options))
+                        .await
+                        .map_err(|e| {
+                            StoreError::Unavailable(format!("opening the store failed: {e}"))
+                        })??;
+                Store::Sqlite(opened)
+            }
+        };
         let scheduler = Scheduler::start(
-            Store::memory(),
+            store.clone(),
             registry,
             breakers,
             Arc::new(Metrics::default()),
@@ -116,6 +137,23 @@ impl Daemon {
                 rollback: config.plugin_breaker.rollback,
             },
         );
+        scheduler.recover();
+        if config.store.retention_s > 0 {
+            let retention = Duration::from_secs(config.store.retention_s);
+            let every = Duration::from_secs(config.store.prune_interval_s.max(1));
+            let clock = scheduler.clock().clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let before = clock.wall() - retention;
+                    match store.prune(before).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(pruned = n, "retention: finished tasks deleted"),
+                        Err(e) => tracing::warn!("retention failed: {e}"),
+                    }
+                }
+            });
+        }
         Ok(Daemon {
             scheduler,
             config,

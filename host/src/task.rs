@@ -153,6 +153,9 @@ pub enum FailureKind {
     NoHandler,
     /// A circuit breaker the task needs is open.
     BreakerOpen,
+    /// The daemon stopped (crash, kill) while the attempt ran; the task was
+    /// re-queued when it came back.
+    Interrupted,
 }
 
 impl FailureKind {
@@ -168,6 +171,7 @@ impl FailureKind {
             FailureKind::Cancelled => "cancelled",
             FailureKind::NoHandler => "no_handler",
             FailureKind::BreakerOpen => "breaker_open",
+            FailureKind::Interrupted => "interrupted",
         }
     }
 }

@@ -52,15 +52,19 @@ async fn start(
 }
 
 impl Clocked {
-    fn submit(&self, kind: &str, payload: serde_json::Value) -> Result<uuid::Uuid> {
-        let submitted = self.daemon.scheduler().submit(NewTask {
-            kind: kind.into(),
-            payload,
-            priority: Priority::Normal,
-            timeout_s: None,
-            max_retries: None,
-            idempotency_key: None,
-        })?;
+    async fn submit(&self, kind: &str, payload: serde_json::Value) -> Result<uuid::Uuid> {
+        let submitted = self
+            .daemon
+            .scheduler()
+            .submit(NewTask {
+                kind: kind.into(),
+                payload,
+                priority: Priority::Normal,
+                timeout_s: None,
+                max_retries: None,
+                idempotency_key: None,
+            })
+            .await?;
         Ok(submitted.task.task_id)
     }
 
@@ -107,7 +111,7 @@ impl Clocked {
 async fn retries_follow_the_backoff_schedule_exactly() -> Result<()> {
     let t = start(&[("flaky", None)], |_| {}).await?;
     let policy = RetryPolicy::default();
-    let id = t.submit("flaky", json!({ "fail": 2 }))?;
+    let id = t.submit("flaky", json!({ "fail": 2 })).await?;
 
     for failed in 1..=2u32 {
         let task = t
@@ -156,16 +160,16 @@ async fn an_open_plugin_breaker_parks_tasks_uncharged_then_half_opens_and_closes
     let breaker = t.daemon.scheduler().breakers().plugin("flaky", "1.0.0");
 
     // Two failures in a row open it.
-    let a = t.submit("flaky", json!({ "fail": 1 }))?;
+    let a = t.submit("flaky", json!({ "fail": 1 })).await?;
     t.until(a, "fail once", |task| task.status == TaskStatus::RetryWait)
         .await?;
-    let b = t.submit("flaky", json!({ "fail": 1 }))?;
+    let b = t.submit("flaky", json!({ "fail": 1 })).await?;
     t.until(b, "fail once", |task| task.status == TaskStatus::RetryWait)
         .await?;
     assert_eq!(breaker.state(), State::Open);
 
     // A new task is parked, not run, not charged.
-    let c = t.submit("flaky", json!({ "fail": 0 }))?;
+    let c = t.submit("flaky", json!({ "fail": 0 })).await?;
     let parked = t
         .until(c, "be parked", |task| task.parked_on.is_some())
         .await?;
@@ -214,7 +218,7 @@ async fn a_named_breaker_parks_the_plugins_granted_its_capability() -> Result<()
     let vectors = breakers.named("vectors").cloned();
     assert_eq!(vectors.as_ref().map(|b| b.state()), Some(State::Open));
 
-    let id = t.submit("echo", json!("waits for vectors"))?;
+    let id = t.submit("echo", json!("waits for vectors")).await?;
     let task = t
         .until(id, "be parked", |task| task.parked_on.is_some())
         .await?;

@@ -46,7 +46,8 @@ async fn running_work_finishes_within_the_grace_period() -> Result<()> {
     let (daemon, _dir) = daemon(30).await?;
     let scheduler = daemon.scheduler().clone();
     let id = scheduler
-        .submit(task("busy", json!({ "ms": 300 })))?
+        .submit(task("busy", json!({ "ms": 300 })))
+        .await?
         .task
         .task_id;
     while scheduler
@@ -61,7 +62,7 @@ async fn running_work_finishes_within_the_grace_period() -> Result<()> {
         Some(TaskStatus::Succeeded)
     );
     assert!(matches!(
-        scheduler.submit(task("busy", json!({}))),
+        scheduler.submit(task("busy", json!({}))).await,
         Err(SubmitError::ShuttingDown)
     ));
     Ok(())
@@ -71,7 +72,11 @@ async fn running_work_finishes_within_the_grace_period() -> Result<()> {
 async fn past_the_grace_period_work_is_interrupted_and_requeued_uncharged() -> Result<()> {
     let (daemon, _dir) = daemon(0).await?;
     let scheduler = daemon.scheduler().clone();
-    let id = scheduler.submit(task("spin", json!({})))?.task.task_id;
+    let id = scheduler
+        .submit(task("spin", json!({})))
+        .await?
+        .task
+        .task_id;
     while scheduler
         .get(id)
         .is_some_and(|t| t.status != TaskStatus::Running)

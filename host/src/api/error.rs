@@ -10,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 
 #[derive(Debug)]
 pub struct ApiError {
+    /// Seconds a client should wait before trying again (`Retry-After`).
+    pub retry_after: Option<u64>,
     pub status: StatusCode,
     /// Stable, machine-readable: `unknown_kind`, `invalid_json`, ...
     pub code: &'static str,
@@ -20,6 +22,7 @@ pub struct ApiError {
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
+            retry_after: None,
             status,
             code,
             message: message.into(),
@@ -60,7 +63,13 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -90,8 +99,13 @@ impl From<SubmitError> for ApiError {
             SubmitError::Timeout { .. } => (StatusCode::BAD_REQUEST, "invalid_timeout"),
             SubmitError::Retries => (StatusCode::BAD_REQUEST, "invalid_max_retries"),
             SubmitError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            SubmitError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         };
-        ApiError::new(status, code, e.to_string())
+        let mut error = ApiError::new(status, code, e.to_string());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            error.retry_after = Some(5);
+        }
+        error
     }
 }
 

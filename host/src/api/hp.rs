@@ -27,8 +27,11 @@ use std::time::Duration;
     responses((status = 200, description = "Liveness (open even with auth)", body = Object)))]
 pub async fn health(State(state): State<AppState>) -> Json<Value> {
     let registry = state.scheduler.registry();
+    let store = state.scheduler.store();
+    let degraded = store.degraded();
     Json(json!({
-        "status": "healthy",
+        "status": if degraded.is_some() { "degraded" } else { "healthy" },
+        "store": { "backend": store.backend(), "error": degraded },
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started.elapsed().as_secs(),
         "plugins_loaded": registry.loaded_count(),
@@ -312,7 +315,7 @@ pub async fn scrape_batch(
     }
     let mut ids = Vec::with_capacity(tasks.len());
     for task in tasks {
-        ids.push(state.scheduler.submit(task)?.task.task_id);
+        ids.push(state.scheduler.submit(task).await?.task.task_id);
     }
     let body = json!({ "status": "queued", "count": ids.len(), "task_ids": ids });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())

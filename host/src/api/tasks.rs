@@ -123,13 +123,19 @@ pub async fn submit_batch(
             .map_err(|e| at_item(i, e.into()))?;
         tasks.push(task);
     }
-    let mut submitted = Vec::with_capacity(tasks.len());
+    // Submitted concurrently so one group commit covers the batch.
+    let mut pending = tokio::task::JoinSet::new();
     for (i, task) in tasks.into_iter().enumerate() {
-        let s = state
-            .scheduler
-            .submit(task)
-            .map_err(|e| at_item(i, e.into()))?;
-        submitted.push(serde_json::json!({ "task_id": s.task.task_id, "status": s.task.status }));
+        let scheduler = state.scheduler.clone();
+        pending.spawn(async move { (i, scheduler.submit(task).await) });
+    }
+    let mut submitted = vec![serde_json::Value::Null; pending.len()];
+    while let Some(joined) = pending.join_next().await {
+        let Ok((i, result)) = joined else {
+            continue;
+        };
+        let s = result.map_err(|e| at_item(i, e.into()))?;
+        submitted[i] = serde_json::json!({ "task_id": s.task.task_id, "status": s.task.status });
     }
     let body = serde_json::json!({ "count": submitted.len(), "tasks": submitted });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
@@ -146,7 +152,7 @@ pub async fn submit_task(
     new: NewTask,
     wait: Option<Duration>,
 ) -> Result<Response, ApiError> {
-    let mut task = state.scheduler.submit(new)?.task;
+    let mut task = state.scheduler.submit(new).await?.task;
     if let Some(wait) = wait
         && let Some(t) = state.scheduler.wait(task.task_id, wait).await
     {

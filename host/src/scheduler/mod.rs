@@ -73,6 +73,9 @@ pub enum SubmitError {
     Retries,
     #[error("the daemon is shutting down and accepts no new tasks")]
     ShuttingDown,
+    /// The task store cannot take the task (disk full, read-only, ...).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Why a cancel was refused.
@@ -205,7 +208,7 @@ impl Scheduler {
 
     /// Records the task and queues it. An idempotency key that was seen
     /// before returns the existing task instead.
-    pub fn submit(&self, new: NewTask) -> Result<Submitted, SubmitError> {
+    pub async fn submit(&self, new: NewTask) -> Result<Submitted, SubmitError> {
         let inner = &self.inner;
         if *inner.stop.borrow() {
             return Err(SubmitError::ShuttingDown);
@@ -250,7 +253,7 @@ impl Scheduler {
             started_at: None,
             finished_at: None,
         };
-        match inner.store.insert(record) {
+        match inner.store.insert(record).await? {
             Inserted::Existing(task) => Ok(Submitted {
                 task,
                 created: false,
@@ -315,6 +318,68 @@ impl Scheduler {
 
     pub fn get(&self, id: Uuid) -> Option<TaskRecord> {
         self.inner.store.get(id)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Picks up what the store held when the daemon last stopped: queued
+    /// tasks are queued again (with their priority), retry timers re-armed
+    /// for their due time, and attempts that were running are recorded as
+    /// `interrupted` and run again (at-least-once). Returns how many.
+    pub fn recover(&self) -> usize {
+        let inner = &self.inner;
+        let tasks = inner.store.unfinished();
+        let now_wall = inner.clock.wall();
+        for task in &tasks {
+            let id = task.task_id;
+            let Some(pool) = task.category.clone() else {
+                continue;
+            };
+            match task.status {
+                TaskStatus::RetryWait => {
+                    let wait = task
+                        .next_attempt_at
+                        .and_then(|due| due.duration_since(now_wall).ok())
+                        .unwrap_or_default();
+                    self.retry_later(id, &pool, wait);
+                }
+                TaskStatus::Running => {
+                    let plugin = task.plugin.clone().unwrap_or(AttemptPlugin {
+                        name: String::new(),
+                        version: String::new(),
+                    });
+                    inner.store.update(id, |t| {
+                        t.attempt_log.push(AttemptRecord {
+                            attempt: t.attempts,
+                            plugin,
+                            started_at: now_wall,
+                            duration_ms: 0,
+                            error: Some(TaskFailure::new(
+                                FailureKind::Interrupted,
+                                "the daemon stopped while this attempt ran; it runs again",
+                            )),
+                            charged: true,
+                        });
+                        t.status = TaskStatus::Queued;
+                        t.parked_on = None;
+                    });
+                    self.enqueue(id, task.priority, &pool);
+                }
+                _ => {
+                    inner.store.update(id, |t| t.parked_on = None);
+                    self.enqueue(id, task.priority, &pool);
+                }
+            }
+        }
+        if !tasks.is_empty() {
+            tracing::info!(
+                tasks = tasks.len(),
+                "recovered unfinished tasks from the store"
+            );
+        }
+        tasks.len()
     }
 
     pub fn list(&self, filter: &TaskFilter) -> Vec<TaskRecord> {
@@ -623,6 +688,19 @@ impl Scheduler {
         }
         inner.metrics.parked(pool);
         tracing::debug!(task.id = %task.task_id, breaker, "parked on an open breaker");
+        // A version rolled back or replaced meanwhile will not half-open for
+        // this task's sake: let it go to the version now serving. (Checked
+        // after parking, so a rollback racing with us is seen by one side.)
+        if let Some((name, version)) = plugin_breaker_version(breaker) {
+            let replaced = inner.registry.is_rolled_back(name, version)
+                || inner
+                    .registry
+                    .resolve(&task.kind)
+                    .is_some_and(|v| v.info.name != name || v.info.version != version);
+            if replaced {
+                self.release(breaker);
+            }
+        }
     }
 
     /// Puts the tasks parked on `breaker` back in their queues.
@@ -915,10 +993,7 @@ impl Scheduler {
     /// after a swap, put the previous version back and give the tasks that
     /// failed on the bad one their attempts back.
     async fn maybe_roll_back(&self, breaker: &str) {
-        let Some((name, version)) = breaker
-            .strip_prefix("plugin:")
-            .and_then(|rest| rest.rsplit_once('@'))
-        else {
+        let Some((name, version)) = plugin_breaker_version(breaker) else {
             return;
         };
         let Some(rolled_back) = self.inner.registry.roll_back(name, version).await else {
@@ -1002,6 +1077,11 @@ impl Scheduler {
             })
             .collect()
     }
+}
+
+/// The plugin and version of an automatic breaker's name (`plugin:NAME@VERSION`).
+fn plugin_breaker_version(breaker: &str) -> Option<(&str, &str)> {
+    breaker.strip_prefix("plugin:")?.rsplit_once('@')
 }
 
 /// Whether a failure says something about the plugin's health (and so

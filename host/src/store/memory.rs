@@ -48,6 +48,38 @@ impl MemoryStore {
         Some(record.clone())
     }
 
+    /// Forgets a task (a refused insert, or retention).
+    pub fn remove(&self, id: Uuid) {
+        if let Ok(mut inner) = self.inner.write()
+            && let Some(record) = inner.tasks.remove(&id)
+            && let Some(key) = record.idempotency_key
+        {
+            inner.idempotency.remove(&key);
+        }
+    }
+
+    /// Every task, oldest first.
+    pub fn all(&self) -> Vec<TaskRecord> {
+        self.inner
+            .read()
+            .map(|i| i.tasks.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Ids of tasks that finished before `before`.
+    pub fn finished_before(&self, before: std::time::SystemTime) -> Vec<Uuid> {
+        self.inner
+            .read()
+            .map(|i| {
+                i.tasks
+                    .values()
+                    .filter(|t| t.finished_at.is_some_and(|f| f < before))
+                    .map(|t| t.task_id)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn list(&self, filter: &TaskFilter) -> Vec<TaskRecord> {
         let Ok(inner) = self.inner.read() else {
             return Vec::new();

@@ -1,17 +1,23 @@
 //! Where tasks live: the [`Store`] boundary and its backends.
 //!
 //! Everything above (scheduler, API) talks to [`Store`]; a backend is one
-//! file here. Today the only backend is [`memory`] (tasks are lost on
-//! restart); the durable SQLite backend slots in behind the same methods.
-//! The store knows nothing of plugins or WebAssembly: it keeps
-//! [`TaskRecord`]s and enforces idempotency keys.
+//! file here: [`sqlite`] (the default: durable, in the data directory) and
+//! [`memory`] (tests and benchmarks; lost on restart). Inserts are async
+//! and return once the task is durable; reads come from memory; other
+//! changes are written behind. A Postgres backend for several daemons
+//! sharing one queue would be a third variant (claiming work with
+//! `FOR UPDATE SKIP LOCKED`) behind the same methods. The store knows
+//! nothing of plugins or WebAssembly.
 
 pub mod memory;
 pub mod record;
+pub mod sqlite;
 
 pub use record::{AttemptPlugin, AttemptRecord, Progress, TaskRecord};
 
 use crate::task::TaskStatus;
+use std::path::PathBuf;
+use std::time::SystemTime;
 use uuid::Uuid;
 
 /// Which tasks a listing returns.
@@ -32,10 +38,22 @@ pub enum Inserted {
     Existing(TaskRecord),
 }
 
+/// Why the store could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("could not open the task store {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    /// Writes fail (disk full, read-only, locked, corrupt): try later.
+    #[error("the task store cannot accept work right now: {0}")]
+    Unavailable(String),
+}
+
 /// The task store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub enum Store {
     Memory(memory::MemoryStore),
+    Sqlite(sqlite::SqliteStore),
 }
 
 impl Store {
@@ -44,28 +62,75 @@ impl Store {
         Store::Memory(memory::MemoryStore::default())
     }
 
-    pub fn insert(&self, record: TaskRecord) -> Inserted {
+    fn view(&self) -> &memory::MemoryStore {
         match self {
-            Store::Memory(m) => m.insert(record),
+            Store::Memory(m) => m,
+            Store::Sqlite(s) => s.memory(),
+        }
+    }
+
+    /// Records a task; returns once it is durable.
+    pub async fn insert(&self, record: TaskRecord) -> Result<Inserted, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.insert(record)),
+            Store::Sqlite(s) => s.insert(record).await,
         }
     }
 
     pub fn get(&self, id: Uuid) -> Option<TaskRecord> {
-        match self {
-            Store::Memory(m) => m.get(id),
-        }
+        self.view().get(id)
     }
 
     /// Applies `change` to the task and returns it as it now is.
     pub fn update(&self, id: Uuid, change: impl FnOnce(&mut TaskRecord)) -> Option<TaskRecord> {
         match self {
             Store::Memory(m) => m.update(id, change),
+            Store::Sqlite(s) => s.update(id, change),
         }
     }
 
     pub fn list(&self, filter: &TaskFilter) -> Vec<TaskRecord> {
+        self.view().list(filter)
+    }
+
+    /// Tasks not finished (what a restart must pick up), oldest first.
+    pub fn unfinished(&self) -> Vec<TaskRecord> {
+        self.view()
+            .all()
+            .into_iter()
+            .filter(|t| !t.status.is_finished())
+            .collect()
+    }
+
+    /// Deletes tasks that finished before `before`; returns how many.
+    pub async fn prune(&self, before: SystemTime) -> Result<usize, StoreError> {
+        let ids = self.view().finished_before(before);
+        let n = ids.len();
         match self {
-            Store::Memory(m) => m.list(filter),
+            Store::Memory(m) => ids.into_iter().for_each(|id| m.remove(id)),
+            Store::Sqlite(s) => {
+                if n > 0 {
+                    s.delete(ids).await?;
+                    s.compact().await?;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// `None` when healthy; the last write error while writes fail.
+    pub fn degraded(&self) -> Option<String> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Sqlite(s) => s.degraded(),
+        }
+    }
+
+    /// `memory` or `sqlite`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Memory(_) => "memory",
+            Store::Sqlite(_) => "sqlite",
         }
     }
 }

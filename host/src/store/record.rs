@@ -2,12 +2,12 @@
 //! JSON of the REST contract).
 
 use crate::task::{Priority, TaskFailure, TaskStatus, rfc3339};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::time::SystemTime;
 use uuid::Uuid;
 
 /// One task and everything known about it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskRecord {
     pub task_id: Uuid,
     pub kind: String,
@@ -32,36 +32,45 @@ pub struct TaskRecord {
     /// The open circuit breaker the task waits on, if parked.
     pub parked_on: Option<String>,
     /// When a task in `retry_wait` runs again.
-    #[serde(serialize_with = "optional_time")]
+    #[serde(
+        serialize_with = "optional_time",
+        deserialize_with = "parse_optional_time"
+    )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub next_attempt_at: Option<SystemTime>,
     /// Every attempt: plugin version, duration, error.
     pub attempt_log: Vec<AttemptRecord>,
-    #[serde(serialize_with = "time")]
+    #[serde(serialize_with = "time", deserialize_with = "parse_time")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: SystemTime,
-    #[serde(serialize_with = "optional_time")]
+    #[serde(
+        serialize_with = "optional_time",
+        deserialize_with = "parse_optional_time"
+    )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<SystemTime>,
-    #[serde(serialize_with = "optional_time")]
+    #[serde(
+        serialize_with = "optional_time",
+        deserialize_with = "parse_optional_time"
+    )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<SystemTime>,
 }
 
 /// The plugin version an attempt ran on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttemptPlugin {
     pub name: String,
     pub version: String,
 }
 
 /// One attempt of a task.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttemptRecord {
     /// 1-based.
     pub attempt: u32,
     pub plugin: AttemptPlugin,
-    #[serde(serialize_with = "time")]
+    #[serde(serialize_with = "time", deserialize_with = "parse_time")]
     #[schema(value_type = String, format = DateTime)]
     pub started_at: SystemTime,
     pub duration_ms: u64,
@@ -73,7 +82,7 @@ pub struct AttemptRecord {
 }
 
 /// The latest progress report of a running task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Progress {
     pub percent: u8,
     pub message: String,
@@ -87,5 +96,19 @@ fn optional_time<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S
     match t {
         Some(t) => time(t, s),
         None => s.serialize_none(),
+    }
+}
+
+fn parse_time<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_rfc3339(&text).map_err(serde::de::Error::custom)
+}
+
+fn parse_optional_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(text) => humantime::parse_rfc3339(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
     }
 }

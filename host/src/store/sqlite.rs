@@ -1,0 +1,392 @@
+//! The embedded SQLite backend: durable tasks in `<data>/tasks.db`.
+//!
+//! Reads are served from an in-memory view ([`MemoryStore`]) that is
+//! loaded from the database at start; every change is written through to
+//! SQLite by one writer thread. The writer takes whatever changes are
+//! waiting (up to [`MAX_BATCH`]), coalesces them per task, and commits them
+//! in one transaction — group commit, so durability costs one fsync per
+//! batch, not per task. An insert's caller waits for the commit that holds
+//! it: a `202 Accepted` means the task is on disk. Later changes (running,
+//! progress, outcome) are written behind; a crash loses at most the last
+//! batch of them, which recovery turns into a re-run (at-least-once).
+//!
+//! The database runs in WAL mode with `synchronous=FULL` by default,
+//! versioned migrations (`PRAGMA user_version`) and incremental vacuum.
+//! A failed commit (disk full, read-only, locked, corrupt) is rolled back
+//! whole, its inserts are refused with the reason, and the store reports
+//! itself degraded until a commit succeeds again.
+
+use super::memory::MemoryStore;
+use super::{Inserted, StoreError, TaskRecord};
+use rusqlite::{Connection, OpenFlags, params};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// Most changes committed in one transaction.
+pub const MAX_BATCH: usize = 8192;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts them.
+const MIGRATIONS: &[&str] = &[
+    // 1: tasks, with the columns recovery and listings filter on; the full
+    // record is JSON (the shape the REST API shows).
+    "CREATE TABLE tasks (
+        id TEXT PRIMARY KEY NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        priority TEXT NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        created_ms INTEGER NOT NULL,
+        finished_ms INTEGER,
+        record TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX tasks_unfinished ON tasks(status) WHERE finished_ms IS NULL;
+    CREATE INDEX tasks_finished ON tasks(finished_ms) WHERE finished_ms IS NOT NULL;",
+];
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync every commit: survives power loss.
+    Full,
+    /// fsync at checkpoints: survives a crash of the daemon, not of the machine.
+    Normal,
+}
+
+/// Opening options.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub synchronous: Synchronous,
+    /// Largest database file, MiB (0 = no cap). When it is reached inserts
+    /// are refused (503) until retention frees room.
+    pub max_size_mb: u64,
+}
+
+enum Op {
+    Put(Box<TaskRecord>, Option<oneshot::Sender<Result<(), String>>>),
+    Delete(Vec<Uuid>, oneshot::Sender<Result<(), String>>),
+    Compact(oneshot::Sender<Result<(), String>>),
+}
+
+/// The SQLite-backed store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    memory: MemoryStore,
+    writes: mpsc::Sender<Op>,
+    /// The last write error, while the store is degraded.
+    degraded: Arc<Mutex<Option<String>>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Op")
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) `path` and loads every task.
+    pub fn open(path: &Path, options: &SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let open_error = |e: rusqlite::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )
+        .map_err(open_error)?;
+        let synchronous = match options.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_error)?;
+        conn.execute_batch(&format!(
+            "PRAGMA auto_vacuum = INCREMENTAL;
+             PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = {synchronous};
+             PRAGMA foreign_keys = ON;"
+        ))
+        .map_err(open_error)?;
+        if options.max_size_mb > 0 {
+            let page_size: i64 = conn
+                .query_row("PRAGMA page_size", [], |r| r.get(0))
+                .map_err(open_error)?;
+            let pages = (options.max_size_mb as i64 * 1024 * 1024) / page_size.max(512);
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                .map_err(open_error)?;
+        }
+        migrate(&mut conn).map_err(open_error)?;
+        let integrity: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(open_error)?;
+        if integrity != "ok" {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                message: format!(
+                    "the database is corrupt ({integrity}); move it aside to start empty, or restore a backup"
+                ),
+            });
+        }
+
+        let memory = MemoryStore::default();
+        {
+            let mut stmt = conn
+                .prepare("SELECT record FROM tasks ORDER BY id")
+                .map_err(open_error)?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(open_error)?;
+            for row in rows {
+                let json = row.map_err(open_error)?;
+                match serde_json::from_str::<TaskRecord>(&json) {
+                    Ok(record) => {
+                        memory.insert(record);
+                    }
+                    Err(e) => tracing::error!("skipping an unreadable task row: {e}"),
+                }
+            }
+        }
+
+        let (writes, rx) = mpsc::channel();
+        let degraded = Arc::new(Mutex::new(None));
+        let writer_degraded = degraded.clone();
+        std::thread::Builder::new()
+            .name("wasmhive-store".into())
+            .spawn(move || writer(conn, rx, writer_degraded))
+            .map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                message: format!("could not start the writer thread: {e}"),
+            })?;
+        Ok(SqliteStore {
+            memory,
+            writes,
+            degraded,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn memory(&self) -> &MemoryStore {
+        &self.memory
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records a new task and returns once it is committed.
+    pub async fn insert(&self, record: TaskRecord) -> Result<Inserted, StoreError> {
+        let inserted = self.memory.insert(record);
+        let Inserted::New(record) = &inserted else {
+            return Ok(inserted);
+        };
+        let (ack, committed) = oneshot::channel();
+        let id = record.task_id;
+        if self
+            .writes
+            .send(Op::Put(Box::new(record.clone()), Some(ack)))
+            .is_err()
+        {
+            self.memory.remove(id);
+            return Err(StoreError::Unavailable(
+                "the store writer has stopped".into(),
+            ));
+        }
+        match committed.await {
+            Ok(Ok(())) => Ok(inserted),
+            Ok(Err(message)) => {
+                self.memory.remove(id);
+                Err(StoreError::Unavailable(message))
+            }
+            Err(_) => {
+                self.memory.remove(id);
+                Err(StoreError::Unavailable(
+                    "the store writer has stopped".into(),
+                ))
+            }
+        }
+    }
+
+    /// Applies a change and writes it behind.
+    pub fn update(&self, id: Uuid, change: impl FnOnce(&mut TaskRecord)) -> Option<TaskRecord> {
+        let record = self.memory.update(id, change)?;
+        // A send fails only when the writer is gone (shutdown); the change
+        // is then in memory only, as after a crash.
+        let _ = self.writes.send(Op::Put(Box::new(record.clone()), None));
+        Some(record)
+    }
+
+    /// Deletes tasks (retention) and waits for the commit.
+    pub async fn delete(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
+        for id in &ids {
+            self.memory.remove(*id);
+        }
+        let (ack, done) = oneshot::channel();
+        self.writes
+            .send(Op::Delete(ids, ack))
+            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?;
+        done.await
+            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
+            .map_err(StoreError::Unavailable)
+    }
+
+    /// Returns free pages to the file system.
+    pub async fn compact(&self) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.writes
+            .send(Op::Compact(ack))
+            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?;
+        done.await
+            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
+            .map_err(StoreError::Unavailable)
+    }
+
+    /// The last write error while writes fail; `None` when healthy.
+    pub fn degraded(&self) -> Option<String> {
+        self.degraded.lock().ok().and_then(|d| d.clone())
+    }
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let done = usize::try_from(version).unwrap_or(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The writer thread: batches, coalesces, commits, acknowledges.
+fn writer(mut conn: Connection, ops: mpsc::Receiver<Op>, degraded: Arc<Mutex<Option<String>>>) {
+    while let Ok(first) = ops.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match ops.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut puts: HashMap<Uuid, Box<TaskRecord>> = HashMap::new();
+        let mut put_acks = Vec::new();
+        let mut deletes = Vec::new();
+        let mut other_acks = Vec::new();
+        let mut compact = Vec::new();
+        for op in batch {
+            match op {
+                Op::Put(record, ack) => {
+                    if let Some(ack) = ack {
+                        put_acks.push(ack);
+                    }
+                    puts.insert(record.task_id, record);
+                }
+                Op::Delete(ids, ack) => {
+                    for id in &ids {
+                        puts.remove(id);
+                    }
+                    deletes.extend(ids);
+                    other_acks.push(ack);
+                }
+                Op::Compact(ack) => compact.push(ack),
+            }
+        }
+        let result = commit(&mut conn, puts.values(), &deletes).map_err(|e| describe(&e));
+        match &result {
+            Ok(()) => {
+                if let Ok(mut d) = degraded.lock()
+                    && d.take().is_some()
+                {
+                    tracing::info!("task store writable again");
+                }
+            }
+            Err(message) => {
+                tracing::error!("task store write failed, batch rolled back: {message}");
+                if let Ok(mut d) = degraded.lock() {
+                    *d = Some(message.clone());
+                }
+            }
+        }
+        for ack in put_acks.into_iter().chain(other_acks) {
+            let _ = ack.send(result.clone());
+        }
+        for ack in compact {
+            let done = conn
+                .execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
+                .map_err(|e| describe(&e));
+            let _ = ack.send(done);
+        }
+    }
+}
+
+fn commit<'a>(
+    conn: &mut Connection,
+    puts: impl Iterator<Item = &'a Box<TaskRecord>>,
+    deletes: &[Uuid],
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut put = tx.prepare_cached(
+            "INSERT INTO tasks (id, kind, status, priority, idempotency_key, created_ms, finished_ms, record)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT(id) DO UPDATE SET status = excluded.status,
+                 finished_ms = excluded.finished_ms, record = excluded.record",
+        )?;
+        for record in puts {
+            let json = serde_json::to_string(record)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            put.execute(params![
+                record.task_id.to_string(),
+                record.kind,
+                record.status.as_str(),
+                record.priority.as_str(),
+                record.idempotency_key,
+                millis(record.created_at),
+                record.finished_at.map(millis),
+                json,
+            ])?;
+        }
+        let mut delete = tx.prepare_cached("DELETE FROM tasks WHERE id = ?1")?;
+        for id in deletes {
+            delete.execute(params![id.to_string()])?;
+        }
+    }
+    tx.commit()
+}
+
+/// A write error as a sentence an operator can act on.
+fn describe(e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode;
+    let code = match e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+        _ => None,
+    };
+    let what = match code {
+        Some(ErrorCode::DiskFull) => "the disk (or the store's max_size_mb) is full",
+        Some(ErrorCode::ReadOnly) => "the database is read-only",
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            "the database is locked by another process"
+        }
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+            "the database file is corrupt"
+        }
+        Some(ErrorCode::CannotOpen | ErrorCode::SystemIoFailure) => {
+            "the database file cannot be written"
+        }
+        _ => "the task store could not write",
+    };
+    format!("{what} ({e})")
+}
