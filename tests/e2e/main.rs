@@ -11,6 +11,7 @@ mod support;
 
 mod api;
 mod clocked;
+mod durability;
 mod hostile;
 mod reload;
 mod scheduling;

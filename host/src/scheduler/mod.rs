@@ -510,6 +510,12 @@ impl Scheduler {
         let clock = self.inner.clock.clone();
         while let Some(job) = pool.take(worker, || clock.now(), &mut stop).await {
             self.run_job(&pool, job).await;
+            // The worker is free only once the outcome is durable: a crash
+            // then re-runs at most the tasks that held a worker (at-least-once
+            // with a bound of one duplicate per worker).
+            if let Err(e) = self.inner.store.sync().await {
+                tracing::warn!("outcome not yet durable: {e}");
+            }
             pool.release(worker);
         }
     }

@@ -118,6 +118,14 @@ impl Store {
         Ok(n)
     }
 
+    /// Returns once every change made so far is durable.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Sqlite(s) => s.sync().await,
+        }
+    }
+
     /// `None` when healthy; the last write error while writes fail.
     pub fn degraded(&self) -> Option<String> {
         match self {

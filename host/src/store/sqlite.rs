@@ -71,6 +71,8 @@ enum Op {
     Put(Box<TaskRecord>, Option<oneshot::Sender<Result<(), String>>>),
     Delete(Vec<Uuid>, oneshot::Sender<Result<(), String>>),
     Compact(oneshot::Sender<Result<(), String>>),
+    /// Acknowledged once every change sent before it is committed.
+    Sync(oneshot::Sender<Result<(), String>>),
 }
 
 /// The SQLite-backed store. Cheap to clone.
@@ -247,6 +249,17 @@ impl SqliteStore {
             .map_err(StoreError::Unavailable)
     }
 
+    /// Returns once every change made so far is committed.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.writes
+            .send(Op::Sync(ack))
+            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?;
+        done.await
+            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
+            .map_err(StoreError::Unavailable)
+    }
+
     /// The last write error while writes fail; `None` when healthy.
     pub fn degraded(&self) -> Option<String> {
         self.degraded.lock().ok().and_then(|d| d.clone())
@@ -302,6 +315,7 @@ fn writer(mut conn: Connection, ops: mpsc::Receiver<Op>, degraded: Arc<Mutex<Opt
                     other_acks.push(ack);
                 }
                 Op::Compact(ack) => compact.push(ack),
+                Op::Sync(ack) => other_acks.push(ack),
             }
         }
         let result = commit(&mut conn, puts.values(), &deletes).map_err(|e| describe(&e));

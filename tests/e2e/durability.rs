@@ -1,0 +1,201 @@
+//! The durable store: nothing accepted is lost across `kill -9`, retry
+//! timers and idempotency keys survive a restart, a full store answers 503.
+
+use crate::support::{Daemon, Dirs, error_kind};
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+async fn submit_batch(daemon: &Daemon, tasks: Vec<Value>) -> Result<Vec<String>> {
+    let (status, body) = daemon
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/tasks/batch",
+            Some(json!({ "tasks": tasks })),
+        )
+        .await?;
+    ensure!(status == 202, "batch refused ({status}): {body}");
+    Ok(body["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["task_id"].as_str().map(str::to_string))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_accepted_task_finishes_across_a_kill_9() -> Result<()> {
+    let dirs = Dirs::new()?;
+    dirs.install("busy", "busy")?;
+    let daemon = Daemon::start(&dirs).await?;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let chunk = (0..1000)
+            .map(|_| json!({ "kind": "busy", "payload": { "ms": 2 } }))
+            .collect();
+        ids.extend(submit_batch(&daemon, chunk).await?);
+    }
+    assert_eq!(ids.len(), 5000);
+    // Let part of the work finish, then kill the daemon without warning.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, done) = daemon
+            .get("/api/v1/tasks?status=succeeded&limit=1000")
+            .await?;
+        if done["count"].as_u64().unwrap_or(0) >= 500 {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "no progress before the kill");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.kill().await?;
+    // What the first daemon finished, from its own log (written as it ran).
+    let first_log = std::fs::read_to_string(dirs.log())?;
+    let finished_before_kill: std::collections::HashSet<&str> = first_log
+        .lines()
+        .filter(|l| l.contains("attempt succeeded"))
+        .filter_map(|l| l.split("task.id=").nth(1)?.split([' ', '}']).next())
+        .collect();
+    ensure!(
+        finished_before_kill.len() >= 500,
+        "the log shows {} finished",
+        finished_before_kill.len()
+    );
+
+    let daemon = Daemon::start(&dirs).await?;
+    let mut duplicates = 0;
+    let mut interrupted = 0;
+    for id in &ids {
+        let task = daemon.wait(id).await?;
+        assert_eq!(task["status"], "succeeded", "{task}");
+        let log = task["attempt_log"].as_array().cloned().unwrap_or_default();
+        let cut = log
+            .iter()
+            .filter(|a| a["error"]["kind"] == "interrupted")
+            .count();
+        assert_eq!(
+            log.len(),
+            1 + cut,
+            "one successful attempt, plus any cut by the kill: {task}"
+        );
+        interrupted += cut;
+        if finished_before_kill.contains(id.as_str()) && log.len() > 1 {
+            duplicates += 1;
+        }
+        if finished_before_kill.contains(id.as_str()) && cut == 0 {
+            // Finished before the kill and not re-run: its outcome was durable.
+            assert_eq!(log.len(), 1);
+        }
+    }
+    println!(
+        "kill -9 with 5000 tasks, 8 workers: {} finished before the kill, {interrupted} attempts cut, {duplicates} finished twice",
+        finished_before_kill.len()
+    );
+    // A worker is freed only once its outcome is durable: at most one task
+    // per worker can run again after finishing.
+    assert!(duplicates <= 8, "{duplicates} tasks finished twice");
+    assert!(
+        interrupted <= 8,
+        "{interrupted} attempts were cut by the kill"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_timers_and_idempotency_keys_survive_a_restart() -> Result<()> {
+    let dirs = Dirs::with_config("[retry]\nbase_s = 1.5\njitter_s = 0.01\n")?;
+    dirs.install("flaky", "flaky")?;
+    dirs.install("echo", "echo")?;
+    let daemon = Daemon::start(&dirs).await?;
+    let flaky = daemon.submit("flaky", json!({ "fail": 1 })).await?;
+    let keyed = daemon
+        .run_with(json!({ "kind": "echo", "payload": "first", "idempotency_key": "order-7" }))
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let due = loop {
+        let (_, task) = daemon.get(&format!("/api/v1/tasks/{flaky}")).await?;
+        if task["status"] == "retry_wait" {
+            break task["next_attempt_at"]
+                .as_str()
+                .context("no next_attempt_at")?
+                .to_string();
+        }
+        ensure!(Instant::now() < deadline, "flaky never failed: {task}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    daemon.kill().await?;
+
+    let daemon = Daemon::start(&dirs).await?;
+    let (_, task) = daemon.get(&format!("/api/v1/tasks/{flaky}")).await?;
+    assert_eq!(
+        task["next_attempt_at"].as_str(),
+        Some(due.as_str()),
+        "{task}"
+    );
+    let task = daemon.wait(&flaky).await?;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    assert_eq!(task["attempts"], 2);
+    let second = task["attempt_log"][1]["started_at"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        second >= due.as_str(),
+        "retried at {second}, before its due time {due}"
+    );
+
+    let again = daemon
+        .run_with(json!({ "kind": "echo", "payload": "second", "idempotency_key": "order-7" }))
+        .await?;
+    assert_eq!(again["task_id"], keyed["task_id"]);
+    assert_eq!(again["result"], "first");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_store_answers_503_and_keeps_serving() -> Result<()> {
+    let dirs = Dirs::with_config("[store]\nmax_size_mb = 1\n")?;
+    dirs.install("echo", "echo")?;
+    let daemon = Daemon::start(&dirs).await?;
+    let accepted = daemon.run("echo", json!("before")).await?;
+    let big = "x".repeat(200 * 1024);
+    let client = reqwest::Client::new();
+    let mut refused = None;
+    for _ in 0..40 {
+        let response = client
+            .post(format!("{}/api/v1/tasks", daemon.url))
+            .json(&json!({ "kind": "echo", "payload": big }))
+            .send()
+            .await?;
+        if response.status() == 503 {
+            refused = Some(response);
+            break;
+        }
+        ensure!(response.status() == 202, "unexpected {}", response.status());
+    }
+    let response = refused.context("the 1 MiB store never filled up")?;
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    let body: Value = response.json().await?;
+    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("full"),
+        "{body}"
+    );
+
+    let (status, health) = daemon.get("/api/hp/health").await?;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "degraded", "{health}");
+    let id = accepted["task_id"].as_str().unwrap_or_default();
+    let (status, task) = daemon.get(&format!("/api/v1/tasks/{id}")).await?;
+    assert_eq!((status, task["status"].as_str()), (200, Some("succeeded")));
+    assert_eq!(error_kind(&task), "none");
+    Ok(())
+}
