@@ -1,5 +1,8 @@
 //! What the benchmarks share: the fixture guests and an in-process daemon.
 
+// Each benchmark binary includes this module and uses a part of it.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use wasmhive::{Config, Daemon};
 
@@ -30,13 +33,16 @@ pub fn install(dir: &Path, fixture_name: &str, as_name: &str) -> Result<()> {
 }
 
 /// A daemon config rooted in `root` (plugins/ and data/ below it) whose
-/// `batch` pool, where the fixtures run, has `batch_workers` workers.
+/// `batch` pool, where the fixtures run, has `batch_workers` workers. The
+/// store is in memory, so runtime and scheduler figures do not include the
+/// disk; the store benchmark sets its own.
 pub fn config(root: &Path, batch_workers: usize) -> Config {
     let mut config = Config {
         plugins: root.join("plugins"),
         data: root.join("data"),
         ..Config::default()
     };
+    config.store.backend = wasmhive::config::StoreBackend::Memory;
     config.pools.insert("batch".into(), batch_workers);
     config.runtime.max_instances = 512;
     config

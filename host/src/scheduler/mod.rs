@@ -510,13 +510,21 @@ impl Scheduler {
         let clock = self.inner.clock.clone();
         while let Some(job) = pool.take(worker, || clock.now(), &mut stop).await {
             self.run_job(&pool, job).await;
-            // The worker is free only once the outcome is durable: a crash
-            // then re-runs at most the tasks that held a worker (at-least-once
-            // with a bound of one duplicate per worker).
-            if let Err(e) = self.inner.store.sync().await {
-                tracing::warn!("outcome not yet durable: {e}");
-            }
+            // Outcomes not yet durable are bounded to one per worker: the
+            // worker moves on while its outcome commits, but not while the
+            // previous one it handed off is still uncommitted. A crash then
+            // re-runs at most two tasks per worker that had finished.
+            let Ok(durable) = pool.uncommitted.clone().acquire_owned().await else {
+                return;
+            };
             pool.release(worker);
+            let store = self.inner.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.sync().await {
+                    tracing::warn!("outcome not yet durable: {e}");
+                }
+                drop(durable);
+            });
         }
     }
 

@@ -42,10 +42,21 @@ impl MemoryStore {
     }
 
     pub fn update(&self, id: Uuid, change: impl FnOnce(&mut TaskRecord)) -> Option<TaskRecord> {
+        self.update_then(id, change, TaskRecord::clone)
+    }
+
+    /// Applies `change`, then reads the changed record with `then` under
+    /// the same lock (so a writer sees changes in the order they happened).
+    pub fn update_then<R>(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut TaskRecord),
+        then: impl FnOnce(&TaskRecord) -> R,
+    ) -> Option<R> {
         let mut inner = self.inner.write().ok()?;
         let record = inner.tasks.get_mut(&id)?;
         change(record);
-        Some(record.clone())
+        Some(then(record))
     }
 
     /// Forgets a task (a refused insert, or retention).

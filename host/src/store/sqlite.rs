@@ -23,9 +23,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use uuid::Uuid;
+
+/// How long after a failed write the store reports itself degraded (a
+/// full disk lets small updates through while inserts fail).
+pub const DEGRADED_FOR: Duration = Duration::from_secs(60);
 
 /// Most changes committed in one transaction.
 pub const MAX_BATCH: usize = 8192;
@@ -46,6 +50,10 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX tasks_unfinished ON tasks(status) WHERE finished_ms IS NULL;
     CREATE INDEX tasks_finished ON tasks(finished_ms) WHERE finished_ms IS NOT NULL;",
+    // 2: every read is served from memory and recovery reads the whole
+    // table, so these indexes only cost writes.
+    "DROP INDEX tasks_unfinished;
+    DROP INDEX tasks_finished;",
 ];
 
 /// How hard a commit waits for the disk.
@@ -67,8 +75,35 @@ pub struct SqliteOptions {
     pub max_size_mb: u64,
 }
 
+/// One task's row, serialised by the caller so the writer thread only writes.
+struct Row {
+    id: Uuid,
+    kind: String,
+    status: &'static str,
+    priority: &'static str,
+    idempotency_key: Option<String>,
+    created_ms: i64,
+    finished_ms: Option<i64>,
+    json: String,
+}
+
+impl Row {
+    fn of(record: &TaskRecord) -> Result<Row, String> {
+        Ok(Row {
+            id: record.task_id,
+            kind: record.kind.clone(),
+            status: record.status.as_str(),
+            priority: record.priority.as_str(),
+            idempotency_key: record.idempotency_key.clone(),
+            created_ms: millis(record.created_at),
+            finished_ms: record.finished_at.map(millis),
+            json: serde_json::to_string(record).map_err(|e| e.to_string())?,
+        })
+    }
+}
+
 enum Op {
-    Put(Box<TaskRecord>, Option<oneshot::Sender<Result<(), String>>>),
+    Put(Box<Row>, Option<oneshot::Sender<Result<(), String>>>),
     Delete(Vec<Uuid>, oneshot::Sender<Result<(), String>>),
     Compact(oneshot::Sender<Result<(), String>>),
     /// Acknowledged once every change sent before it is committed.
@@ -80,8 +115,8 @@ enum Op {
 pub struct SqliteStore {
     memory: MemoryStore,
     writes: mpsc::Sender<Op>,
-    /// The last write error, while the store is degraded.
-    degraded: Arc<Mutex<Option<String>>>,
+    /// The last write error and when it happened.
+    degraded: Arc<Mutex<Option<(Instant, String)>>>,
     path: PathBuf,
 }
 
@@ -190,11 +225,16 @@ impl SqliteStore {
         };
         let (ack, committed) = oneshot::channel();
         let id = record.task_id;
-        if self
-            .writes
-            .send(Op::Put(Box::new(record.clone()), Some(ack)))
-            .is_err()
-        {
+        let row = match Row::of(record) {
+            Ok(row) => row,
+            Err(e) => {
+                self.memory.remove(id);
+                return Err(StoreError::Unavailable(format!(
+                    "the task cannot be stored: {e}"
+                )));
+            }
+        };
+        if self.writes.send(Op::Put(Box::new(row), Some(ack))).is_err() {
             self.memory.remove(id);
             return Err(StoreError::Unavailable(
                 "the store writer has stopped".into(),
@@ -217,10 +257,20 @@ impl SqliteStore {
 
     /// Applies a change and writes it behind.
     pub fn update(&self, id: Uuid, change: impl FnOnce(&mut TaskRecord)) -> Option<TaskRecord> {
-        let record = self.memory.update(id, change)?;
-        // A send fails only when the writer is gone (shutdown); the change
-        // is then in memory only, as after a crash.
-        let _ = self.writes.send(Op::Put(Box::new(record.clone()), None));
+        // Serialised and sent under the view's lock, so the writer receives
+        // a task's changes in the order they were made.
+        let writes = &self.writes;
+        let record = self.memory.update_then(id, change, |r| {
+            match Row::of(r) {
+                // A send fails only when the writer is gone (shutdown); the
+                // change is then in memory only, as after a crash.
+                Ok(row) => {
+                    let _ = writes.send(Op::Put(Box::new(row), None));
+                }
+                Err(e) => tracing::error!(task.id = %id, "task change not stored: {e}"),
+            }
+            r.clone()
+        })?;
         Some(record)
     }
 
@@ -260,9 +310,10 @@ impl SqliteStore {
             .map_err(StoreError::Unavailable)
     }
 
-    /// The last write error while writes fail; `None` when healthy.
+    /// The last write error, if one happened within [`DEGRADED_FOR`].
     pub fn degraded(&self) -> Option<String> {
-        self.degraded.lock().ok().and_then(|d| d.clone())
+        let last = self.degraded.lock().ok()?.clone()?;
+        (last.0.elapsed() < DEGRADED_FOR).then_some(last.1)
     }
 }
 
@@ -285,7 +336,12 @@ fn millis(t: SystemTime) -> i64 {
 }
 
 /// The writer thread: batches, coalesces, commits, acknowledges.
-fn writer(mut conn: Connection, ops: mpsc::Receiver<Op>, degraded: Arc<Mutex<Option<String>>>) {
+fn writer(
+    mut conn: Connection,
+    ops: mpsc::Receiver<Op>,
+    degraded: Arc<Mutex<Option<(Instant, String)>>>,
+) {
+    let mut failing = false;
     while let Ok(first) = ops.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -294,18 +350,18 @@ fn writer(mut conn: Connection, ops: mpsc::Receiver<Op>, degraded: Arc<Mutex<Opt
                 Err(_) => break,
             }
         }
-        let mut puts: HashMap<Uuid, Box<TaskRecord>> = HashMap::new();
+        let mut puts: HashMap<Uuid, Box<Row>> = HashMap::new();
         let mut put_acks = Vec::new();
         let mut deletes = Vec::new();
         let mut other_acks = Vec::new();
         let mut compact = Vec::new();
         for op in batch {
             match op {
-                Op::Put(record, ack) => {
+                Op::Put(row, ack) => {
                     if let Some(ack) = ack {
                         put_acks.push(ack);
                     }
-                    puts.insert(record.task_id, record);
+                    puts.insert(row.id, row);
                 }
                 Op::Delete(ids, ack) => {
                     for id in &ids {
@@ -321,16 +377,15 @@ fn writer(mut conn: Connection, ops: mpsc::Receiver<Op>, degraded: Arc<Mutex<Opt
         let result = commit(&mut conn, puts.values(), &deletes).map_err(|e| describe(&e));
         match &result {
             Ok(()) => {
-                if let Ok(mut d) = degraded.lock()
-                    && d.take().is_some()
-                {
+                if std::mem::take(&mut failing) {
                     tracing::info!("task store writable again");
                 }
             }
             Err(message) => {
+                failing = true;
                 tracing::error!("task store write failed, batch rolled back: {message}");
                 if let Ok(mut d) = degraded.lock() {
-                    *d = Some(message.clone());
+                    *d = Some((Instant::now(), message.clone()));
                 }
             }
         }
@@ -348,7 +403,7 @@ fn writer(mut conn: Connection, ops: mpsc::Receiver<Op>, degraded: Arc<Mutex<Opt
 
 fn commit<'a>(
     conn: &mut Connection,
-    puts: impl Iterator<Item = &'a Box<TaskRecord>>,
+    puts: impl Iterator<Item = &'a Box<Row>>,
     deletes: &[Uuid],
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
@@ -359,18 +414,16 @@ fn commit<'a>(
              ON CONFLICT(id) DO UPDATE SET status = excluded.status,
                  finished_ms = excluded.finished_ms, record = excluded.record",
         )?;
-        for record in puts {
-            let json = serde_json::to_string(record)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        for row in puts {
             put.execute(params![
-                record.task_id.to_string(),
-                record.kind,
-                record.status.as_str(),
-                record.priority.as_str(),
-                record.idempotency_key,
-                millis(record.created_at),
-                record.finished_at.map(millis),
-                json,
+                row.id.to_string(),
+                row.kind,
+                row.status,
+                row.priority,
+                row.idempotency_key,
+                row.created_ms,
+                row.finished_ms,
+                row.json,
             ])?;
         }
         let mut delete = tx.prepare_cached("DELETE FROM tasks WHERE id = ?1")?;

@@ -1,0 +1,233 @@
+//! Durable store benchmarks, run with `cargo xtask bench` (release profile):
+//!
+//! 1. end-to-end throughput with echo, submit -> succeeded, in-process, with
+//!    the SQLite store (synchronous FULL and NORMAL) against the in-memory
+//!    store in the same run;
+//! 2. REST submissions per second against the real `wasmhive` binary in its
+//!    own process, loaded from this one over loopback (single and batch);
+//! 3. restart recovery time with 100k queued tasks in the database.
+//!
+//! Figures are printed, never asserted.
+
+#![allow(clippy::print_stdout)] // a benchmark reports on stdout
+
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
+use support::Result;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use wasmhive::Daemon;
+use wasmhive::config::StoreBackend;
+use wasmhive::scheduler::NewTask;
+use wasmhive::store::TaskRecord;
+use wasmhive::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use wasmhive::task::{Priority, TaskStatus};
+
+fn echo(i: usize) -> NewTask {
+    NewTask {
+        kind: "echo".into(),
+        payload: serde_json::json!({ "i": i }),
+        priority: Priority::Normal,
+        timeout_s: None,
+        max_retries: None,
+        idempotency_key: None,
+    }
+}
+
+fn main() -> Result<()> {
+    support::require_fixtures()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async_main())
+}
+
+/// Concurrent submitters: each waits for its task to be durable, so this
+/// many are needed to keep group commits full.
+const SUBMITTERS: usize = 2048;
+
+/// Submits `n` echo tasks from [`SUBMITTERS`] concurrent submitters and
+/// waits for all.
+async fn end_to_end(backend: StoreBackend, synchronous: Synchronous, n: usize) -> Result<f64> {
+    let root = tempfile::tempdir()?;
+    let mut config = support::config(root.path(), 64);
+    config.store.backend = backend;
+    config.store.synchronous = synchronous;
+    std::fs::create_dir_all(&config.plugins)?;
+    support::install(&config.plugins, "echo", "echo")?;
+    let daemon = Daemon::start(config).await?;
+    let scheduler = daemon.scheduler().clone();
+    let start = Instant::now();
+    let mut submitters = Vec::new();
+    for s in 0..SUBMITTERS {
+        let scheduler = scheduler.clone();
+        submitters.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in (s..n).step_by(SUBMITTERS) {
+                if let Ok(sub) = scheduler.submit(echo(i)).await {
+                    ids.push(sub.task.task_id);
+                }
+            }
+            for id in &ids {
+                scheduler.wait(*id, Duration::from_secs(120)).await;
+            }
+            ids.len()
+        }));
+    }
+    let mut done = 0;
+    for s in submitters {
+        done += s.await?;
+    }
+    Ok(done as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn async_main() -> Result<()> {
+    println!("== 1. end to end, echo, in-process (submit -> succeeded)");
+    let n = 100_000;
+    let memory = end_to_end(StoreBackend::Memory, Synchronous::Full, n).await?;
+    let normal = end_to_end(StoreBackend::Sqlite, Synchronous::Normal, n).await?;
+    let full = end_to_end(StoreBackend::Sqlite, Synchronous::Full, n).await?;
+    println!("memory store:              {memory:>8.0} tasks/s");
+    println!(
+        "sqlite, synchronous=NORMAL: {normal:>8.0} tasks/s  ({:.0}% of memory)",
+        100.0 * normal / memory
+    );
+    println!(
+        "sqlite, synchronous=FULL:   {full:>8.0} tasks/s  ({:.0}% of memory)",
+        100.0 * full / memory
+    );
+
+    println!("== 2. REST submissions, daemon in its own process (sqlite, FULL)");
+    let root = tempfile::tempdir()?;
+    let config = support::config(root.path(), 8);
+    std::fs::create_dir_all(&config.plugins)?;
+    support::install(&config.plugins, "echo", "echo")?;
+    // The binary runs with its defaults: the SQLite store, synchronous=FULL.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wasmhive"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--plugins")
+        .arg(&config.plugins)
+        .arg("--data")
+        .arg(&config.data)
+        .env("WASMHIVE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let line = BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await?
+        .ok_or("daemon exited")?;
+    let base = line
+        .strip_prefix("wasmhive listening on ")
+        .ok_or("bad first line")?
+        .to_string();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    for (label, batch) in [("one task per request", 1usize), ("batches of 100", 100)] {
+        let window = Duration::from_secs(3);
+        let start = Instant::now();
+        let mut loaders = Vec::new();
+        for _ in 0..64 {
+            let (client, base) = (client.clone(), base.clone());
+            loaders.push(tokio::spawn(async move {
+                let mut accepted = 0usize;
+                while start.elapsed() < window {
+                    let response = if batch == 1 {
+                        client
+                            .post(format!("{base}/api/v1/tasks"))
+                            .json(&serde_json::json!({ "kind": "echo", "payload": 1 }))
+                            .send()
+                            .await
+                    } else {
+                        let tasks: Vec<_> = (0..batch)
+                            .map(|_| serde_json::json!({ "kind": "echo", "payload": 1 }))
+                            .collect();
+                        client
+                            .post(format!("{base}/api/v1/tasks/batch"))
+                            .json(&serde_json::json!({ "tasks": tasks }))
+                            .send()
+                            .await
+                    };
+                    if response.is_ok_and(|r| r.status() == 202) {
+                        accepted += batch;
+                    }
+                }
+                accepted
+            }));
+        }
+        let mut accepted = 0;
+        for l in loaders {
+            accepted += l.await?;
+        }
+        println!(
+            "{label:<22} {:>8.0} durable submissions/s (64 keep-alive clients)",
+            accepted as f64 / start.elapsed().as_secs_f64()
+        );
+    }
+    child.kill().await?;
+
+    println!("== 3. restart with 100k queued tasks");
+    let root = tempfile::tempdir()?;
+    let mut config = support::config(root.path(), 2);
+    config.store.backend = StoreBackend::Sqlite;
+    std::fs::create_dir_all(&config.plugins)?;
+    std::fs::create_dir_all(&config.data)?;
+    support::install(&config.plugins, "echo", "echo")?;
+    {
+        let options = SqliteOptions {
+            synchronous: Synchronous::Normal,
+            max_size_mb: 0,
+        };
+        let store = SqliteStore::open(&config.data.join("tasks.db"), &options)?;
+        let mut inserts = tokio::task::JoinSet::new();
+        for i in 0..100_000usize {
+            let store = store.clone();
+            inserts.spawn(async move { store.insert(queued(i)).await.is_ok() });
+        }
+        while inserts.join_next().await.is_some() {}
+    }
+    let start = Instant::now();
+    let daemon = Daemon::start(config).await?;
+    let took = start.elapsed();
+    let queued: usize = daemon
+        .scheduler()
+        .pool_gauges()
+        .iter()
+        .map(|g| g.queued.iter().sum::<usize>() + g.running)
+        .sum();
+    println!(
+        "daemon start incl. loading and re-queueing: {took:?} ({queued} tasks back in the queue when it returned)"
+    );
+    Ok(())
+}
+
+fn queued(i: usize) -> TaskRecord {
+    TaskRecord {
+        task_id: uuid::Uuid::now_v7(),
+        kind: "echo".into(),
+        category: Some("batch".into()),
+        priority: Priority::ALL[i % 5],
+        status: TaskStatus::Queued,
+        payload: serde_json::json!({ "i": i }),
+        attempts: 0,
+        max_retries: 3,
+        timeout_s: 300,
+        result: None,
+        error: None,
+        plugin: None,
+        progress: None,
+        idempotency_key: None,
+        parked_on: None,
+        next_attempt_at: None,
+        attempt_log: Vec::new(),
+        created_at: SystemTime::now(),
+        started_at: None,
+        finished_at: None,
+    }
+}
