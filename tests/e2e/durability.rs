@@ -91,9 +91,9 @@ async fn every_accepted_task_finishes_across_a_kill_9() -> Result<()> {
         "kill -9 with 5000 tasks, 8 workers: {} finished before the kill, {interrupted} attempts cut, {duplicates} finished twice",
         finished_before_kill.len()
     );
-    // A worker is freed only once its outcome is durable: at most one task
-    // per worker can run again after finishing.
-    assert!(duplicates <= 8, "{duplicates} tasks finished twice");
+    // Each worker has at most one outcome waiting to commit and one task in
+    // hand: at most two tasks per worker can run again after finishing.
+    assert!(duplicates <= 16, "{duplicates} tasks finished twice");
     assert!(
         interrupted <= 8,
         "{interrupted} attempts were cut by the kill"
