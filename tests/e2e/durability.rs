@@ -199,3 +199,52 @@ async fn a_full_store_answers_503_and_keeps_serving() -> Result<()> {
     assert_eq!(error_kind(&task), "none");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_locked_database_answers_503_until_the_lock_goes() -> Result<()> {
+    let dirs = Dirs::new()?;
+    dirs.install("echo", "echo")?;
+    let daemon = Daemon::start(&dirs).await?;
+    daemon.run("echo", json!("before")).await?;
+
+    // Another process takes the write lock and holds it.
+    let other = rusqlite::Connection::open(dirs.data().join("tasks.db"))?;
+    other.execute_batch("BEGIN EXCLUSIVE")?;
+    let (status, body) = daemon
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/tasks",
+            Some(json!({ "kind": "echo", "payload": 1 })),
+        )
+        .await?;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("locked"),
+        "{body}"
+    );
+
+    other.execute_batch("ROLLBACK")?;
+    drop(other);
+    assert_eq!(daemon.run("echo", json!("after")).await?["result"], "after");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_database_stops_the_start_with_what_to_do() -> Result<()> {
+    let dirs = Dirs::new()?;
+    dirs.install("echo", "echo")?;
+    std::fs::create_dir_all(dirs.data())?;
+    std::fs::write(dirs.data().join("tasks.db"), vec![0x5a; 64 * 1024])?;
+    let Err(error) = Daemon::start(&dirs).await else {
+        anyhow::bail!("the daemon started on a corrupt database");
+    };
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("tasks.db") && message.contains("corrupt"),
+        "{message}"
+    );
+    Ok(())
+}

@@ -131,7 +131,7 @@ impl SqliteStore {
     pub fn open(path: &Path, options: &SqliteOptions) -> Result<SqliteStore, StoreError> {
         let open_error = |e: rusqlite::Error| StoreError::Open {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: describe(&e),
         };
         let mut conn = Connection::open_with_flags(
             path,
