@@ -248,3 +248,26 @@ async fn a_corrupt_database_stops_the_start_with_what_to_do() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_prunes_finished_tasks_and_nothing_else() -> Result<()> {
+    let dirs = Dirs::with_config("[store]\nretention_s = 1\nprune_interval_s = 1\n")?;
+    dirs.install("echo", "echo")?;
+    dirs.install("spin", "spin")?;
+    let daemon = Daemon::start(&dirs).await?;
+    let done = daemon.run("echo", json!("old")).await?;
+    let done = done["task_id"].as_str().unwrap_or_default().to_string();
+    let running = daemon.submit("spin", json!({})).await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _) = daemon.get(&format!("/api/v1/tasks/{done}")).await?;
+        if status == 404 {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the finished task was never pruned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, task) = daemon.get(&format!("/api/v1/tasks/{running}")).await?;
+    assert_eq!((status, task["status"].as_str()), (200, Some("running")), "{task}");
+    Ok(())
+}

@@ -10,6 +10,11 @@
 //! progress, outcome) are written behind; a crash loses at most the last
 //! batch of them, which recovery turns into a re-run (at-least-once).
 //!
+//! The crate is rusqlite with SQLite bundled: the standard embedded-SQL
+//! binding for Rust, a synchronous API that suits one dedicated writer
+//! thread (an async driver would add a pool and a runtime hop per call for
+//! nothing), and no system library to install on a fresh machine.
+//!
 //! The database runs in WAL mode with `synchronous=FULL` by default,
 //! versioned migrations (`PRAGMA user_version`) and incremental vacuum.
 //! A failed commit (disk full, read-only, locked, corrupt) is rolled back
