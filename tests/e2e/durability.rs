@@ -264,10 +264,17 @@ async fn retention_prunes_finished_tasks_and_nothing_else() -> Result<()> {
         if status == 404 {
             break;
         }
-        ensure!(Instant::now() < deadline, "the finished task was never pruned");
+        ensure!(
+            Instant::now() < deadline,
+            "the finished task was never pruned"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (status, task) = daemon.get(&format!("/api/v1/tasks/{running}")).await?;
-    assert_eq!((status, task["status"].as_str()), (200, Some("running")), "{task}");
+    assert_eq!(
+        (status, task["status"].as_str()),
+        (200, Some("running")),
+        "{task}"
+    );
     Ok(())
 }

@@ -59,6 +59,9 @@ const MIGRATIONS: &[&str] = &[
     // table, so these indexes only cost writes.
     "DROP INDEX tasks_unfinished;
     DROP INDEX tasks_finished;",
+    // 3: a change's sequence number, so a row is only ever replaced by a
+    // later change (callers serialise concurrently, outside any lock).
+    "ALTER TABLE tasks ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// How hard a commit waits for the disk.
@@ -83,6 +86,7 @@ pub struct SqliteOptions {
 /// One task's row, serialised by the caller so the writer thread only writes.
 struct Row {
     id: Uuid,
+    seq: i64,
     kind: String,
     status: &'static str,
     priority: &'static str,
@@ -93,9 +97,10 @@ struct Row {
 }
 
 impl Row {
-    fn of(record: &TaskRecord) -> Result<Row, String> {
+    fn of(record: &TaskRecord, seq: i64) -> Result<Row, String> {
         Ok(Row {
             id: record.task_id,
+            seq,
             kind: record.kind.clone(),
             status: record.status.as_str(),
             priority: record.priority.as_str(),
@@ -123,6 +128,8 @@ pub struct SqliteStore {
     /// The last write error and when it happened.
     degraded: Arc<Mutex<Option<(Instant, String)>>>,
     path: PathBuf,
+    /// Orders the changes: taken under the view's lock with the change.
+    seq: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl std::fmt::Debug for Op {
@@ -177,6 +184,9 @@ impl SqliteStore {
             });
         }
 
+        let seq: i64 = conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM tasks", [], |r| r.get(0))
+            .map_err(open_error)?;
         let memory = MemoryStore::default();
         {
             let mut stmt = conn
@@ -211,6 +221,7 @@ impl SqliteStore {
             writes,
             degraded,
             path: path.to_path_buf(),
+            seq: Arc::new(std::sync::atomic::AtomicI64::new(seq + 1)),
         })
     }
 
@@ -230,7 +241,8 @@ impl SqliteStore {
         };
         let (ack, committed) = oneshot::channel();
         let id = record.task_id;
-        let row = match Row::of(record) {
+        let seq = self.next_seq();
+        let row = match Row::of(record, seq) {
             Ok(row) => row,
             Err(e) => {
                 self.memory.remove(id);
@@ -262,21 +274,25 @@ impl SqliteStore {
 
     /// Applies a change and writes it behind.
     pub fn update(&self, id: Uuid, change: impl FnOnce(&mut TaskRecord)) -> Option<TaskRecord> {
-        // Serialised and sent under the view's lock, so the writer receives
-        // a task's changes in the order they were made.
-        let writes = &self.writes;
-        let record = self.memory.update_then(id, change, |r| {
-            match Row::of(r) {
-                // A send fails only when the writer is gone (shutdown); the
-                // change is then in memory only, as after a crash.
-                Ok(row) => {
-                    let _ = writes.send(Op::Put(Box::new(row), None));
-                }
-                Err(e) => tracing::error!(task.id = %id, "task change not stored: {e}"),
+        // The sequence number is taken under the view's lock, with the
+        // change; serialising happens outside it, and the database keeps
+        // only the latest change of a task whatever order they arrive in.
+        let (record, seq) = self
+            .memory
+            .update_then(id, change, |r| (r.clone(), self.next_seq()))?;
+        match Row::of(&record, seq) {
+            // A send fails only when the writer is gone (shutdown); the
+            // change is then in memory only, as after a crash.
+            Ok(row) => {
+                let _ = self.writes.send(Op::Put(Box::new(row), None));
             }
-            r.clone()
-        })?;
+            Err(e) => tracing::error!(task.id = %id, "task change not stored: {e}"),
+        }
         Some(record)
+    }
+
+    fn next_seq(&self) -> i64 {
+        self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Deletes tasks (retention) and waits for the commit.
@@ -366,7 +382,12 @@ fn writer(
                     if let Some(ack) = ack {
                         put_acks.push(ack);
                     }
-                    puts.insert(row.id, row);
+                    match puts.get(&row.id) {
+                        Some(newer) if newer.seq > row.seq => {}
+                        _ => {
+                            puts.insert(row.id, row);
+                        }
+                    }
                 }
                 Op::Delete(ids, ack) => {
                     for id in &ids {
@@ -414,10 +435,11 @@ fn commit<'a>(
     let tx = conn.transaction()?;
     {
         let mut put = tx.prepare_cached(
-            "INSERT INTO tasks (id, kind, status, priority, idempotency_key, created_ms, finished_ms, record)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            "INSERT INTO tasks (id, kind, status, priority, idempotency_key, created_ms, finished_ms, record, seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT(id) DO UPDATE SET status = excluded.status,
-                 finished_ms = excluded.finished_ms, record = excluded.record",
+                 finished_ms = excluded.finished_ms, record = excluded.record, seq = excluded.seq
+             WHERE excluded.seq > tasks.seq",
         )?;
         for row in puts {
             put.execute(params![
@@ -429,6 +451,7 @@ fn commit<'a>(
                 row.created_ms,
                 row.finished_ms,
                 row.json,
+                row.seq,
             ])?;
         }
         let mut delete = tx.prepare_cached("DELETE FROM tasks WHERE id = ?1")?;
@@ -461,4 +484,77 @@ fn describe(e: &rusqlite::Error) -> String {
         _ => "the task store could not write",
     };
     format!("{what} ({e})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::{Priority, TaskStatus};
+
+    fn record(key: Option<&str>) -> TaskRecord {
+        TaskRecord {
+            task_id: Uuid::now_v7(),
+            kind: "echo".into(),
+            category: Some("batch".into()),
+            priority: Priority::High,
+            status: TaskStatus::Queued,
+            payload: serde_json::json!({ "n": 1 }),
+            attempts: 0,
+            max_retries: 3,
+            timeout_s: 300,
+            result: None,
+            error: None,
+            plugin: None,
+            progress: None,
+            idempotency_key: key.map(str::to_string),
+            parked_on: None,
+            next_attempt_at: None,
+            attempt_log: Vec::new(),
+            created_at: SystemTime::now(),
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reopened_store_has_the_last_change_of_every_task()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("tasks.db");
+        let options = SqliteOptions {
+            synchronous: Synchronous::Normal,
+            max_size_mb: 0,
+        };
+        let store = SqliteStore::open(&path, &options)?;
+        let a = record(Some("k"));
+        let id = a.task_id;
+        store.insert(a).await?;
+        for attempt in 1..=3 {
+            store.update(id, |t| {
+                t.attempts = attempt;
+                t.status = TaskStatus::RetryWait;
+            });
+        }
+        store.sync().await?;
+        drop(store);
+
+        let reopened = SqliteStore::open(&path, &options)?;
+        let back = reopened.memory().get(id).ok_or("task lost")?;
+        assert_eq!((back.attempts, back.status), (3, TaskStatus::RetryWait));
+        assert_eq!(back.priority, Priority::High);
+        // The idempotency key is still taken, and new changes still win.
+        assert!(matches!(
+            reopened.insert(record(Some("k"))).await?,
+            Inserted::Existing(_)
+        ));
+        reopened.update(id, |t| t.status = TaskStatus::Queued);
+        reopened.sync().await?;
+        drop(reopened);
+        let again = SqliteStore::open(&path, &options)?;
+        assert_eq!(
+            again.memory().get(id).map(|t| t.status),
+            Some(TaskStatus::Queued)
+        );
+        Ok(())
+    }
 }
