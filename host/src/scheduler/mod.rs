@@ -564,7 +564,7 @@ impl Scheduler {
             name: plugin.info.name.clone(),
             version: plugin.info.version.clone(),
         };
-        let started = inner.store.update(id, |t| {
+        let started = inner.store.start_attempt(id, |t| {
             if t.status == TaskStatus::Queued {
                 t.status = TaskStatus::Running;
                 t.attempts = attempt_no;

@@ -89,6 +89,21 @@ impl Store {
         }
     }
 
+    /// A change that moves a queued task to `running` (status, attempts,
+    /// start time, plugin). The SQLite backend stores it as a status update
+    /// instead of rewriting the record: one of the three writes of every
+    /// task, made cheap.
+    pub fn start_attempt(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut TaskRecord),
+    ) -> Option<TaskRecord> {
+        match self {
+            Store::Memory(m) => m.update(id, change),
+            Store::Sqlite(s) => s.start_attempt(id, change),
+        }
+    }
+
     pub fn list(&self, filter: &TaskFilter) -> Vec<TaskRecord> {
         self.view().list(filter)
     }

@@ -23,6 +23,7 @@
 
 use super::memory::MemoryStore;
 use super::{Inserted, StoreError, TaskRecord};
+use crate::task::TaskStatus;
 use rusqlite::{Connection, OpenFlags, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -114,6 +115,9 @@ impl Row {
 
 enum Op {
     Put(Box<Row>, Option<oneshot::Sender<Result<(), String>>>),
+    /// A queued task started an attempt: only its status column is written
+    /// (recovery reads it as `running` with one more attempt than the record).
+    Started(Uuid, i64),
     Delete(Vec<Uuid>, oneshot::Sender<Result<(), String>>),
     Compact(oneshot::Sender<Result<(), String>>),
     /// Acknowledged once every change sent before it is committed.
@@ -190,15 +194,21 @@ impl SqliteStore {
         let memory = MemoryStore::default();
         {
             let mut stmt = conn
-                .prepare("SELECT record FROM tasks ORDER BY id")
+                .prepare("SELECT record, status FROM tasks ORDER BY id")
                 .map_err(open_error)?;
             let rows = stmt
-                .query_map([], |r| r.get::<_, String>(0))
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
                 .map_err(open_error)?;
             for row in rows {
-                let json = row.map_err(open_error)?;
+                let (json, status) = row.map_err(open_error)?;
                 match serde_json::from_str::<TaskRecord>(&json) {
-                    Ok(record) => {
+                    Ok(mut record) => {
+                        if status == TaskStatus::Running.as_str()
+                            && record.status == TaskStatus::Queued
+                        {
+                            record.status = TaskStatus::Running;
+                            record.attempts += 1;
+                        }
                         memory.insert(record);
                     }
                     Err(e) => tracing::error!("skipping an unreadable task row: {e}"),
@@ -295,6 +305,21 @@ impl SqliteStore {
         self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Moves a queued task to running ([`Store::start_attempt`]).
+    pub fn start_attempt(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut TaskRecord),
+    ) -> Option<TaskRecord> {
+        let (record, seq) = self
+            .memory
+            .update_then(id, change, |r| (r.clone(), self.next_seq()))?;
+        if record.status == TaskStatus::Running {
+            let _ = self.writes.send(Op::Started(id, seq));
+        }
+        Some(record)
+    }
+
     /// Deletes tasks (retention) and waits for the commit.
     pub async fn delete(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
         for id in &ids {
@@ -372,6 +397,7 @@ fn writer(
             }
         }
         let mut puts: HashMap<Uuid, Box<Row>> = HashMap::new();
+        let mut started: HashMap<Uuid, i64> = HashMap::new();
         let mut put_acks = Vec::new();
         let mut deletes = Vec::new();
         let mut other_acks = Vec::new();
@@ -396,11 +422,16 @@ fn writer(
                     deletes.extend(ids);
                     other_acks.push(ack);
                 }
+                Op::Started(id, seq) => {
+                    started.insert(id, seq);
+                }
                 Op::Compact(ack) => compact.push(ack),
                 Op::Sync(ack) => other_acks.push(ack),
             }
         }
-        let result = commit(&mut conn, puts.values(), &deletes).map_err(|e| describe(&e));
+        // A full write later in the batch supersedes a status-only one.
+        started.retain(|id, seq| puts.get(id).is_none_or(|row| row.seq < *seq));
+        let result = commit(&mut conn, puts.values(), &started, &deletes).map_err(|e| describe(&e));
         match &result {
             Ok(()) => {
                 if std::mem::take(&mut failing) {
@@ -430,6 +461,7 @@ fn writer(
 fn commit<'a>(
     conn: &mut Connection,
     puts: impl Iterator<Item = &'a Box<Row>>,
+    started: &HashMap<Uuid, i64>,
     deletes: &[Uuid],
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
@@ -453,6 +485,12 @@ fn commit<'a>(
                 row.json,
                 row.seq,
             ])?;
+        }
+        let mut start = tx.prepare_cached(
+            "UPDATE tasks SET status = 'running', seq = ?2 WHERE id = ?1 AND seq < ?2",
+        )?;
+        for (id, seq) in started {
+            start.execute(params![id.to_string(), seq])?;
         }
         let mut delete = tx.prepare_cached("DELETE FROM tasks WHERE id = ?1")?;
         for id in deletes {
