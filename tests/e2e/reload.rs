@@ -256,3 +256,20 @@ fn walk(dir: &std::path::Path) -> Box<dyn Iterator<Item = std::path::PathBuf>> {
         }
     }))
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_category_without_a_pool_is_refused_with_the_pools_there_are() -> Result<()> {
+    let dirs = Dirs::new()?;
+    dirs.install("echo", "echo")?;
+    dirs.write("echo.toml", b"category = \"gpu\"\n")?;
+    let daemon = Daemon::start(&dirs).await?;
+    let entry = daemon.plugin("echo.wasm").await?.unwrap_or_default();
+    assert_eq!(entry["status"], "failed", "{entry}");
+    let message = entry["last_error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("`gpu` has no worker pool"), "{message}");
+    assert!(
+        message.contains("batch, embedding, maintenance, rag, scraping"),
+        "{message}"
+    );
+    Ok(())
+}

@@ -208,3 +208,21 @@ async fn a_bad_release_is_rolled_back_and_its_failures_retried_on_the_good_one()
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_manifest_timeout_is_a_ceiling_a_task_may_only_lower() -> Result<()> {
+    let dirs = Dirs::new()?;
+    dirs.install("spin", "spin")?;
+    dirs.write("spin.toml", b"[limits]\ntimeout_s = 1\n")?;
+    let daemon = Daemon::start(&dirs).await?;
+    let task = daemon
+        .run_with(json!({ "kind": "spin", "timeout_s": 300, "max_retries": 0 }))
+        .await?;
+    assert_eq!(task["timeout_s"], 1, "{task}");
+    assert_eq!(error_kind(&task), "timeout");
+    let took = task["attempt_log"][0]["duration_ms"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    assert!((1000..3000).contains(&took), "the attempt ran {took} ms");
+    Ok(())
+}
