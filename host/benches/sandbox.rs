@@ -22,23 +22,8 @@ use support::{Result, install};
 use wasmhive::Daemon;
 use wasmhive::capabilities::Caller;
 use wasmhive::capabilities::host_api::DiscardProgress;
-use wasmhive::runtime::Attempt;
 use wasmhive::runtime::sandbox::{AttemptSetup, CancelToken, HostState};
-use wasmhive::scheduler::NewTask;
 use wasmhive::task::Priority;
-
-fn attempt(n: u64) -> Attempt {
-    Attempt {
-        task_id: format!("bench-{n}"),
-        kind: "echo".into(),
-        payload: "{\"n\":1}".into(),
-        priority: Priority::Normal,
-        attempt: 1,
-        budget: Duration::from_secs(10),
-        cancel: CancelToken::default(),
-        progress: Arc::new(DiscardProgress),
-    }
-}
 
 /// The guest's body, natively: hand the payload back and parse it as the
 /// host parses a result.
@@ -52,11 +37,7 @@ fn per_op(elapsed: Duration, n: u64) -> f64 {
 }
 
 fn main() -> Result<()> {
-    support::require_fixtures()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async_main())
+    support::run(async_main)
 }
 
 async fn async_main() -> Result<()> {
@@ -69,11 +50,11 @@ async fn async_main() -> Result<()> {
     println!("== 1. cost per task (one at a time)");
     let n = 20_000u64;
     for i in 0..1_000 {
-        runtime.run(&echo, attempt(i)).await?;
+        runtime.run(&echo, support::echo_attempt(i)).await?;
     }
     let start = Instant::now();
     for i in 0..n {
-        black_box(runtime.run(&echo, attempt(i)).await?);
+        black_box(runtime.run(&echo, support::echo_attempt(i)).await?);
     }
     let sandbox_us = per_op(start.elapsed(), n);
 
@@ -122,28 +103,8 @@ async fn async_main() -> Result<()> {
         "== 2. throughput with echo on {} cores",
         std::thread::available_parallelism()?.get()
     );
-    let duration = Duration::from_secs(3);
-    let concurrency = 64u64;
-    let start = Instant::now();
-    let mut handles = Vec::new();
-    for c in 0..concurrency {
-        let runtime = runtime.clone();
-        let echo = echo.clone();
-        handles.push(tokio::spawn(async move {
-            let mut done = 0u64;
-            while start.elapsed() < duration {
-                if runtime.run(&echo, attempt(c)).await.is_ok() {
-                    done += 1;
-                }
-            }
-            done
-        }));
-    }
-    let mut total = 0;
-    for h in handles {
-        total += h.await?;
-    }
-    let raw_rate = total as f64 / start.elapsed().as_secs_f64();
+    let concurrency = 64;
+    let raw_rate = support::raw_throughput(&daemon, concurrency, Duration::from_secs(3)).await?;
     println!("runtime only: {raw_rate:.0} tasks/s ({concurrency} concurrent callers)");
 
     let scheduler = daemon.scheduler().clone();
@@ -152,14 +113,11 @@ async fn async_main() -> Result<()> {
     let mut ids = Vec::with_capacity(tasks as usize);
     for i in 0..tasks {
         let submitted = scheduler
-            .submit(NewTask {
-                kind: "echo".into(),
-                payload: serde_json::json!({ "i": i }),
-                priority: Priority::Normal,
-                timeout_s: None,
-                max_retries: None,
-                idempotency_key: None,
-            })
+            .submit(support::task(
+                "echo",
+                serde_json::json!({ "i": i }),
+                Priority::Normal,
+            ))
             .await?;
         ids.push(submitted.task.task_id);
     }

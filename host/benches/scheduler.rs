@@ -13,25 +13,10 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::Result;
-use wasmhive::capabilities::host_api::DiscardProgress;
-use wasmhive::runtime::Attempt;
-use wasmhive::runtime::sandbox::CancelToken;
-use wasmhive::scheduler::{NewTask, Scheduler};
+use support::{Result, task};
+use wasmhive::scheduler::Scheduler;
 use wasmhive::task::Priority;
-
-fn task(kind: &str, payload: serde_json::Value, priority: Priority) -> NewTask {
-    NewTask {
-        kind: kind.into(),
-        payload,
-        priority,
-        timeout_s: None,
-        max_retries: None,
-        idempotency_key: None,
-    }
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -39,52 +24,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() -> Result<()> {
-    support::require_fixtures()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async_main())
+    support::run(async_main)
 }
 
 async fn async_main() -> Result<()> {
     let root = tempfile::tempdir()?;
     let daemon = support::start(root.path(), &["echo", "busy"], 64).await?;
     let scheduler = daemon.scheduler().clone();
-    let registry = scheduler.registry().clone();
-    let runtime = registry.runtime().clone();
-    let echo = registry.resolve("echo").ok_or("echo did not load")?;
 
     println!("== 1. throughput with echo");
     let window = Duration::from_secs(3);
-    let start = Instant::now();
-    let mut loops = Vec::new();
-    for c in 0..64u64 {
-        let (runtime, echo) = (runtime.clone(), echo.clone());
-        loops.push(tokio::spawn(async move {
-            let mut done = 0u64;
-            while start.elapsed() < window {
-                let attempt = Attempt {
-                    task_id: format!("raw-{c}"),
-                    kind: "echo".into(),
-                    payload: "{\"n\":1}".into(),
-                    priority: Priority::Normal,
-                    attempt: 1,
-                    budget: Duration::from_secs(10),
-                    cancel: CancelToken::default(),
-                    progress: Arc::new(DiscardProgress),
-                };
-                if runtime.run(&echo, attempt).await.is_ok() {
-                    done += 1;
-                }
-            }
-            done
-        }));
-    }
-    let mut raw = 0;
-    for l in loops {
-        raw += l.await?;
-    }
-    let raw_rate = raw as f64 / start.elapsed().as_secs_f64();
+    let raw_rate = support::raw_throughput(&daemon, 64, window).await?;
     println!("raw runtime (64 callers):                 {raw_rate:>8.0} tasks/s");
 
     let n = 100_000;

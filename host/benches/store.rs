@@ -19,28 +19,12 @@ use support::Result;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use wasmhive::Daemon;
 use wasmhive::config::StoreBackend;
-use wasmhive::scheduler::NewTask;
 use wasmhive::store::TaskRecord;
 use wasmhive::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
-use wasmhive::task::{Priority, TaskStatus};
-
-fn echo(i: usize) -> NewTask {
-    NewTask {
-        kind: "echo".into(),
-        payload: serde_json::json!({ "i": i }),
-        priority: Priority::Normal,
-        timeout_s: None,
-        max_retries: None,
-        idempotency_key: None,
-    }
-}
+use wasmhive::task::Priority;
 
 fn main() -> Result<()> {
-    support::require_fixtures()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async_main())
+    support::run(async_main)
 }
 
 /// Concurrent submitters: each waits for its task to be durable, so this
@@ -65,7 +49,14 @@ async fn end_to_end(backend: StoreBackend, synchronous: Synchronous, n: usize) -
         submitters.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             for i in (s..n).step_by(SUBMITTERS) {
-                if let Ok(sub) = scheduler.submit(echo(i)).await {
+                if let Ok(sub) = scheduler
+                    .submit(support::task(
+                        "echo",
+                        serde_json::json!({ "i": i }),
+                        Priority::Normal,
+                    ))
+                    .await
+                {
                     ids.push(sub.task.task_id);
                 }
             }
@@ -209,25 +200,14 @@ async fn async_main() -> Result<()> {
 
 fn queued(i: usize) -> TaskRecord {
     TaskRecord {
-        task_id: uuid::Uuid::now_v7(),
-        kind: "echo".into(),
         category: Some("batch".into()),
-        priority: Priority::ALL[i % 5],
-        status: TaskStatus::Queued,
-        payload: serde_json::json!({ "i": i }),
-        attempts: 0,
         max_retries: 3,
         timeout_s: 300,
-        result: None,
-        error: None,
-        plugin: None,
-        progress: None,
-        idempotency_key: None,
-        parked_on: None,
-        next_attempt_at: None,
-        attempt_log: Vec::new(),
-        created_at: SystemTime::now(),
-        started_at: None,
-        finished_at: None,
+        ..TaskRecord::new(
+            "echo",
+            serde_json::json!({ "i": i }),
+            Priority::ALL[i % 5],
+            SystemTime::now(),
+        )
     }
 }

@@ -57,3 +57,74 @@ pub async fn start(root: &Path, fixtures: &[&str], batch_workers: usize) -> Resu
     }
     Ok(Daemon::start(config).await?)
 }
+
+/// One attempt of an echo task, for calling the runtime directly.
+pub fn echo_attempt(n: u64) -> wasmhive::runtime::Attempt {
+    wasmhive::runtime::Attempt {
+        task_id: format!("bench-{n}"),
+        kind: "echo".into(),
+        payload: "{\"n\":1}".into(),
+        priority: wasmhive::task::Priority::Normal,
+        attempt: 1,
+        budget: std::time::Duration::from_secs(10),
+        cancel: wasmhive::runtime::sandbox::CancelToken::default(),
+        progress: std::sync::Arc::new(wasmhive::capabilities::host_api::DiscardProgress),
+    }
+}
+
+/// A task to submit to the scheduler.
+pub fn task(
+    kind: &str,
+    payload: serde_json::Value,
+    priority: wasmhive::task::Priority,
+) -> wasmhive::scheduler::NewTask {
+    wasmhive::scheduler::NewTask {
+        kind: kind.into(),
+        payload,
+        priority,
+        timeout_s: None,
+        max_retries: None,
+        idempotency_key: None,
+    }
+}
+
+/// Echo tasks per second through `Runtime::run` alone, from `callers`
+/// concurrent loops for `window`.
+pub async fn raw_throughput(
+    daemon: &Daemon,
+    callers: u64,
+    window: std::time::Duration,
+) -> Result<f64> {
+    let registry = daemon.scheduler().registry().clone();
+    let runtime = registry.runtime().clone();
+    let echo = registry.resolve("echo").ok_or("echo did not load")?;
+    let start = std::time::Instant::now();
+    let mut loops = Vec::new();
+    for c in 0..callers {
+        let (runtime, echo) = (runtime.clone(), echo.clone());
+        loops.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            while start.elapsed() < window {
+                if runtime.run(&echo, echo_attempt(c)).await.is_ok() {
+                    done += 1;
+                }
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for l in loops {
+        total += l.await?;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Runs a benchmark's async body on a multi-threaded runtime, once the
+/// guests are built.
+pub fn run<F: std::future::Future<Output = Result<()>>>(body: impl FnOnce() -> F) -> Result<()> {
+    require_fixtures()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(body())
+}

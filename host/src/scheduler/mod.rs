@@ -232,26 +232,11 @@ impl Scheduler {
         }
         let category = plugin.info.category.clone();
         let record = TaskRecord {
-            task_id: Uuid::now_v7(),
-            kind: new.kind,
             category: Some(category.clone()),
-            priority: new.priority,
-            status: TaskStatus::Queued,
-            payload: new.payload,
-            attempts: 0,
             max_retries,
             timeout_s: timeout_s.min(ceiling),
-            result: None,
-            error: None,
-            plugin: None,
-            progress: None,
             idempotency_key: new.idempotency_key,
-            parked_on: None,
-            next_attempt_at: None,
-            attempt_log: Vec::new(),
-            created_at: inner.clock.wall(),
-            started_at: None,
-            finished_at: None,
+            ..TaskRecord::new(&new.kind, new.payload, new.priority, inner.clock.wall())
         };
         match inner.store.insert(record).await? {
             Inserted::Existing(task) => Ok(Submitted {

@@ -115,26 +115,13 @@ mod tests {
 
     fn record(kind: &str, key: Option<&str>) -> TaskRecord {
         TaskRecord {
-            task_id: Uuid::now_v7(),
-            kind: kind.into(),
-            category: None,
-            priority: Priority::Normal,
-            status: TaskStatus::Queued,
-            payload: serde_json::json!({}),
-            attempts: 0,
-            max_retries: 3,
-            timeout_s: 300,
-            result: None,
-            error: None,
-            plugin: None,
-            progress: None,
             idempotency_key: key.map(str::to_string),
-            parked_on: None,
-            next_attempt_at: None,
-            attempt_log: Vec::new(),
-            created_at: SystemTime::now(),
-            started_at: None,
-            finished_at: None,
+            ..TaskRecord::new(
+                kind,
+                serde_json::json!({}),
+                Priority::Normal,
+                SystemTime::now(),
+            )
         }
     }
 

@@ -64,6 +64,40 @@ pub struct AttemptPlugin {
     pub version: String,
 }
 
+impl TaskRecord {
+    /// A new queued task with a fresh time-ordered id and no history; the
+    /// scheduler fills in category, limits and options.
+    pub fn new(
+        kind: &str,
+        payload: serde_json::Value,
+        priority: Priority,
+        created_at: SystemTime,
+    ) -> Self {
+        TaskRecord {
+            task_id: Uuid::now_v7(),
+            kind: kind.to_string(),
+            category: None,
+            priority,
+            status: TaskStatus::Queued,
+            payload,
+            attempts: 0,
+            max_retries: 0,
+            timeout_s: 0,
+            result: None,
+            error: None,
+            plugin: None,
+            progress: None,
+            idempotency_key: None,
+            parked_on: None,
+            next_attempt_at: None,
+            attempt_log: Vec::new(),
+            created_at,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}
+
 /// One attempt of a task.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttemptRecord {

@@ -301,6 +301,19 @@ impl SqliteStore {
         Some(record)
     }
 
+    /// Sends an acknowledged operation to the writer and waits for it.
+    async fn request(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Op,
+    ) -> Result<(), StoreError> {
+        let stopped = || StoreError::Unavailable("the store writer has stopped".into());
+        let (ack, done) = oneshot::channel();
+        self.writes.send(op(ack)).map_err(|_| stopped())?;
+        done.await
+            .map_err(|_| stopped())?
+            .map_err(StoreError::Unavailable)
+    }
+
     fn next_seq(&self) -> i64 {
         self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
@@ -325,35 +338,17 @@ impl SqliteStore {
         for id in &ids {
             self.memory.remove(*id);
         }
-        let (ack, done) = oneshot::channel();
-        self.writes
-            .send(Op::Delete(ids, ack))
-            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?;
-        done.await
-            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
-            .map_err(StoreError::Unavailable)
+        self.request(|ack| Op::Delete(ids, ack)).await
     }
 
     /// Returns free pages to the file system.
     pub async fn compact(&self) -> Result<(), StoreError> {
-        let (ack, done) = oneshot::channel();
-        self.writes
-            .send(Op::Compact(ack))
-            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?;
-        done.await
-            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
-            .map_err(StoreError::Unavailable)
+        self.request(Op::Compact).await
     }
 
     /// Returns once every change made so far is committed.
     pub async fn sync(&self) -> Result<(), StoreError> {
-        let (ack, done) = oneshot::channel();
-        self.writes
-            .send(Op::Sync(ack))
-            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?;
-        done.await
-            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
-            .map_err(StoreError::Unavailable)
+        self.request(Op::Sync).await
     }
 
     /// The last write error, if one happened within [`DEGRADED_FOR`].
@@ -527,30 +522,18 @@ fn describe(e: &rusqlite::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::{Priority, TaskStatus};
+    use crate::task::Priority;
 
     fn record(key: Option<&str>) -> TaskRecord {
         TaskRecord {
-            task_id: Uuid::now_v7(),
-            kind: "echo".into(),
             category: Some("batch".into()),
-            priority: Priority::High,
-            status: TaskStatus::Queued,
-            payload: serde_json::json!({ "n": 1 }),
-            attempts: 0,
-            max_retries: 3,
-            timeout_s: 300,
-            result: None,
-            error: None,
-            plugin: None,
-            progress: None,
             idempotency_key: key.map(str::to_string),
-            parked_on: None,
-            next_attempt_at: None,
-            attempt_log: Vec::new(),
-            created_at: SystemTime::now(),
-            started_at: None,
-            finished_at: None,
+            ..TaskRecord::new(
+                "echo",
+                serde_json::json!({ "n": 1 }),
+                Priority::High,
+                SystemTime::now(),
+            )
         }
     }
 
