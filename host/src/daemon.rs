@@ -77,7 +77,12 @@ impl Daemon {
         } else {
             None
         };
-        let runtime = Arc::new(Runtime::new(&config, cache_dir.as_deref())?);
+        let runtime = Arc::new(Runtime::new(
+            &config.runtime,
+            &config.limits,
+            config.pools.keys().cloned().collect(),
+            cache_dir.as_deref(),
+        )?);
         let probation = Probation {
             tasks: u64::from(config.plugin_breaker.probation_tasks),
             duration: Duration::from_secs(config.plugin_breaker.probation_s),

@@ -18,15 +18,16 @@ pub mod plugin;
 pub mod registry;
 pub mod reload;
 pub mod sandbox;
+pub mod settings;
 
 use crate::bindings::{self, HandlerPre, WIT_PACKAGE, WIT_VERSION, host, vectors, wasmhive};
 use crate::capabilities::Caller;
 use crate::capabilities::host_api::{DiscardProgress, ProgressSink};
-use crate::config::{Config, Limits};
 use crate::task::{FailureKind, Priority, TaskFailure};
 use manifest::Manifest;
 use plugin::{LoadError, Names, PluginInfo, PluginLimits, PluginVersion};
 use sandbox::{AttemptSetup, CancelToken, HostState};
+use settings::{Limits, RuntimeConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,8 +95,13 @@ impl Drop for Runtime {
 impl Runtime {
     /// Builds the engine and linker and starts the epoch thread.
     /// `cache_dir` turns on the compile cache there.
-    pub fn new(config: &Config, cache_dir: Option<&Path>) -> Result<Runtime, RuntimeError> {
-        let rt = &config.runtime;
+    /// `categories` are the worker pools a plugin's category must name.
+    pub fn new(
+        rt: &RuntimeConfig,
+        limits: &Limits,
+        categories: std::collections::BTreeSet<String>,
+        cache_dir: Option<&Path>,
+    ) -> Result<Runtime, RuntimeError> {
         let max_memory_bytes = usize::try_from(rt.max_memory_mb << 20).unwrap_or(usize::MAX);
         let instances = rt.max_instances;
         let mut pool = PoolingAllocationConfig::default();
@@ -141,12 +147,12 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker,
-            defaults: config.limits.clone(),
+            defaults: limits.clone(),
             max_memory_bytes,
             tick,
             cache,
             epoch_stop,
-            categories: config.pools.keys().cloned().collect(),
+            categories,
         })
     }
 

@@ -1,0 +1,68 @@
+//! The runtime's settings: default per-plugin limits and the engine's
+//! fixed parameters. They are part of the daemon's `Config` (re-exported
+//! from `config`), defined here so the runtime depends on nothing above it.
+
+use serde::{Deserialize, Serialize};
+
+/// Default limits for every plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory cap per instance, MiB.
+    pub memory_mb: u64,
+    /// Wall-clock ceiling of one attempt, seconds.
+    pub timeout_s: u64,
+    /// Instruction (fuel) budget per attempt; 0 turns the budget off.
+    pub fuel: u64,
+    /// Child tasks one task may submit.
+    pub max_children: u32,
+    /// Largest result a plugin may return, MiB; a larger one fails the task.
+    pub max_result_mb: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: 64,
+            timeout_s: 300,
+            fuel: 0,
+            max_children: 100,
+            max_result_mb: 16,
+        }
+    }
+}
+
+/// Sandbox engine settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Largest memory cap any manifest may ask for, MiB: the size of one
+    /// slot in the pooling allocator.
+    pub max_memory_mb: u64,
+    /// Instances the pooling allocator keeps room for (running tasks plus
+    /// `describe` calls during reloads).
+    pub max_instances: u32,
+    /// Period of the epoch clock that enforces deadlines and cancellation.
+    pub epoch_tick_ms: u64,
+    /// Quiet time after the last change in the plugins directory before it
+    /// is reloaded.
+    pub reload_debounce_ms: u64,
+    /// Cache compiled plugins under `<data>/cache` (fast restarts).
+    pub compile_cache: bool,
+    /// On SIGTERM / ctrl-c, how long running attempts may finish before they
+    /// are interrupted (and re-queued), seconds.
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            max_memory_mb: 1024,
+            max_instances: 256,
+            epoch_tick_ms: 10,
+            reload_debounce_ms: 50,
+            compile_cache: true,
+            shutdown_grace_s: 30,
+        }
+    }
+}
