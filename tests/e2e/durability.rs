@@ -25,9 +25,12 @@ async fn submit_batch(daemon: &Daemon, tasks: Vec<Value>) -> Result<Vec<String>>
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_accepted_task_finishes_across_a_kill_9() -> Result<()> {
-    let dirs = Dirs::new()?;
+    // One worker: the 5000 tasks take several seconds, so the kill lands in
+    // the middle of the run.
+    let dirs = Dirs::with_config("[pools]\nbatch = 1\n")?;
     dirs.install("busy", "busy")?;
     let daemon = Daemon::start(&dirs).await?;
+    let submitting = Instant::now();
     let mut ids = Vec::new();
     for _ in 0..5 {
         let chunk = (0..1000)
@@ -48,6 +51,7 @@ async fn every_accepted_task_finishes_across_a_kill_9() -> Result<()> {
         ensure!(Instant::now() < deadline, "no progress before the kill");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    println!("submitted 5000 in {:?}; killing", submitting.elapsed());
     daemon.kill().await?;
     // What the first daemon finished, from its own log (written as it ran).
     let first_log = std::fs::read_to_string(dirs.log())?;
@@ -57,9 +61,10 @@ async fn every_accepted_task_finishes_across_a_kill_9() -> Result<()> {
         .filter_map(|l| l.split("task.id=").nth(1)?.split([' ', '}']).next())
         .collect();
     ensure!(
-        finished_before_kill.len() >= 500,
-        "the log shows {} finished",
-        finished_before_kill.len()
+        (500..ids.len()).contains(&finished_before_kill.len()),
+        "the kill should land mid-run; the log shows {} of {} finished",
+        finished_before_kill.len(),
+        ids.len()
     );
 
     let daemon = Daemon::start(&dirs).await?;
@@ -88,14 +93,14 @@ async fn every_accepted_task_finishes_across_a_kill_9() -> Result<()> {
         }
     }
     println!(
-        "kill -9 with 5000 tasks, 8 workers: {} finished before the kill, {interrupted} attempts cut, {duplicates} finished twice",
+        "kill -9 with 5000 tasks, 1 worker: {} finished before the kill, {interrupted} attempts cut, {duplicates} finished twice",
         finished_before_kill.len()
     );
-    // Each worker has at most one outcome waiting to commit and one task in
-    // hand: at most two tasks per worker can run again after finishing.
-    assert!(duplicates <= 16, "{duplicates} tasks finished twice");
+    // Per worker, only the task in hand and the outcomes still waiting for
+    // their group commit can run again (the single worker here: a handful).
+    assert!(duplicates <= 3, "{duplicates} tasks finished twice");
     assert!(
-        interrupted <= 8,
+        interrupted <= 4,
         "{interrupted} attempts were cut by the kill"
     );
     Ok(())
