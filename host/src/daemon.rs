@@ -208,6 +208,10 @@ impl Daemon {
     pub async fn shutdown(&self) {
         let grace = Duration::from_secs(self.config.runtime.shutdown_grace_s);
         self.scheduler.shutdown(grace).await;
+        // Everything the scheduler recorded reaches the disk before exit.
+        if let Err(e) = self.scheduler.store().sync().await {
+            tracing::error!("the last task changes could not be stored: {e}");
+        }
     }
 }
 

@@ -128,7 +128,9 @@ async fn retry_timers_and_idempotency_keys_survive_a_restart() -> Result<()> {
         ensure!(Instant::now() < deadline, "flaky never failed: {task}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    daemon.kill().await?;
+    // A clean stop: everything recorded is on disk when the process exits.
+    let exited = daemon.terminate(Duration::from_secs(20)).await?;
+    ensure!(exited.success(), "{exited:?}");
 
     let daemon = Daemon::start(&dirs).await?;
     let (_, task) = daemon.get(&format!("/api/v1/tasks/{flaky}")).await?;

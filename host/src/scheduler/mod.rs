@@ -324,11 +324,13 @@ impl Scheduler {
             };
             match task.status {
                 TaskStatus::RetryWait => {
+                    // Re-arm the timer for the stored due time; the record
+                    // keeps its `next_attempt_at` as it was.
                     let wait = task
                         .next_attempt_at
                         .and_then(|due| due.duration_since(now_wall).ok())
                         .unwrap_or_default();
-                    self.retry_later(id, &pool, wait);
+                    self.arm_timer(id, &pool, inner.clock.now() + wait);
                 }
                 TaskStatus::Running => {
                     let plugin = task.plugin.clone().unwrap_or(AttemptPlugin {
@@ -765,10 +767,15 @@ impl Scheduler {
             t.status = TaskStatus::RetryWait;
             t.next_attempt_at = Some(due_wall);
         });
-        if let Ok(mut timers) = inner.timers.lock() {
+        self.arm_timer(id, pool, due);
+    }
+
+    /// Queues task `id` again in `pool` at `due`.
+    fn arm_timer(&self, id: Uuid, pool: &str, due: Instant) {
+        if let Ok(mut timers) = self.inner.timers.lock() {
             timers.push(Reverse((due, id, pool.to_string())));
         }
-        inner.timers_changed.notify_one();
+        self.inner.timers_changed.notify_one();
     }
 
     /// Records an attempt's outcome and decides what happens next.
