@@ -216,6 +216,21 @@ impl Breaker {
         }
     }
 
+    /// Whether [`admit`](Self::admit) would let a call through now (without
+    /// taking a trial slot).
+    pub fn would_admit(&self) -> bool {
+        let Ok(inner) = self.inner.lock() else {
+            return true;
+        };
+        match inner.state {
+            State::Closed => true,
+            State::HalfOpen => inner.trials_out < self.config.half_open_trials.max(1),
+            State::Open => inner
+                .opened_at
+                .is_some_and(|t| self.clock.now() >= t + self.open_for()),
+        }
+    }
+
     /// Moves an open breaker whose time is up to half-open (called by the
     /// timer that wakes parked work).
     pub fn poll(&self) -> Option<Transition> {

@@ -689,9 +689,19 @@ impl Scheduler {
         }
         inner.metrics.parked(pool);
         tracing::debug!(task.id = %task.task_id, breaker, "parked on an open breaker");
+        // The breaker may have moved on between its refusal and the parking
+        // (closed, or a trial slot freed): its release already ran, so run
+        // this one now. Checked after parking, so one side sees the other.
+        if inner
+            .breakers
+            .find(breaker)
+            .is_some_and(|b| b.would_admit())
+        {
+            self.release(breaker);
+            return;
+        }
         // A version rolled back or replaced meanwhile will not half-open for
-        // this task's sake: let it go to the version now serving. (Checked
-        // after parking, so a rollback racing with us is seen by one side.)
+        // this task's sake: let it go to the version now serving.
         if let Some((name, version)) = plugin_breaker_version(breaker) {
             let replaced = inner.registry.is_rolled_back(name, version)
                 || inner
