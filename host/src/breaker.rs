@@ -301,20 +301,11 @@ impl Breaker {
         let half_open_in_s = self
             .half_open_at()
             .map(|t| t.saturating_duration_since(self.clock.now()).as_secs_f64());
-        let Ok(inner) = self.inner.lock() else {
-            return BreakerStatus {
-                name: self.name.clone(),
-                state: State::Closed,
-                consecutive_failures: 0,
-                failure_threshold: self.config.failures,
-                open_s: self.config.open_s,
-                half_open_in_s: None,
-                times_opened: 0,
-                successes: 0,
-                failures: 0,
-                rejected: 0,
-            };
-        };
+        // A poisoned lock still holds the last consistent counts.
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         BreakerStatus {
             name: self.name.clone(),
             state: inner.state,
