@@ -495,23 +495,18 @@ impl Scheduler {
     async fn worker_loop(self, pool: Arc<CategoryPool>, worker: usize) {
         let mut stop = self.inner.stop.subscribe();
         let clock = self.inner.clock.clone();
+        let store = self.inner.store.clone();
+        let mut uncommitted = None;
         while let Some(job) = pool.take(worker, || clock.now(), &mut stop).await {
             self.run_job(&pool, job).await;
             // Outcomes not yet durable are bounded to one per worker: the
             // worker moves on while its outcome commits, but not while the
-            // previous one it handed off is still uncommitted. A crash then
-            // re-runs at most two tasks per worker that had finished.
-            let Ok(durable) = pool.uncommitted.clone().acquire_owned().await else {
-                return;
-            };
+            // previous one is still uncommitted. A crash then re-runs at
+            // most two tasks per worker that had finished.
+            if let Some(mark) = uncommitted.replace(store.mark()) {
+                store.durable(mark).await;
+            }
             pool.release(worker);
-            let store = self.inner.store.clone();
-            tokio::spawn(async move {
-                if let Err(e) = store.sync().await {
-                    tracing::warn!("outcome not yet durable: {e}");
-                }
-                drop(durable);
-            });
         }
     }
 

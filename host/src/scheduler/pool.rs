@@ -33,9 +33,6 @@ pub struct CategoryPool {
     pub reserved: usize,
     state: Mutex<PoolState>,
     wake: Notify,
-    /// Outcomes handed to the store but not yet committed, at most one per
-    /// worker (bounds what a crash can make run twice).
-    pub uncommitted: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// One worker as `/api/hp/workers` shows it.
@@ -58,7 +55,6 @@ impl CategoryPool {
                 workers: vec![None; size],
             }),
             wake: Notify::new(),
-            uncommitted: std::sync::Arc::new(tokio::sync::Semaphore::new(size)),
         }
     }
 

@@ -141,6 +141,23 @@ impl Store {
         }
     }
 
+    /// A mark covering every change made so far, for [`Store::durable`].
+    pub fn mark(&self) -> u64 {
+        match self {
+            Store::Memory(_) => 0,
+            Store::Sqlite(s) => s.mark(),
+        }
+    }
+
+    /// Returns once every change up to `mark` has been handled by the
+    /// backend (committed, or its failure logged): the cheap form of
+    /// [`Store::sync`] for the hot path, with no error to report.
+    pub async fn durable(&self, mark: u64) {
+        if let Store::Sqlite(s) = self {
+            s.durable(mark).await;
+        }
+    }
+
     /// `None` when healthy; the last write error while writes fail.
     pub fn degraded(&self) -> Option<String> {
         match self {

@@ -124,11 +124,23 @@ enum Op {
     Sync(oneshot::Sender<Result<(), String>>),
 }
 
+/// The writer's queue. Sends are numbered under the lock, so the numbers
+/// follow the queue's order and "the first `n` changes are committed" is
+/// one counter the writer publishes.
+#[derive(Debug)]
+struct Writes {
+    tx: mpsc::Sender<Op>,
+    sent: u64,
+}
+
 /// The SQLite-backed store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     memory: MemoryStore,
-    writes: mpsc::Sender<Op>,
+    writes: Arc<Mutex<Writes>>,
+    /// How many changes the writer has finished with (committed, or
+    /// rolled back and reported), in queue order.
+    handled: tokio::sync::watch::Receiver<u64>,
     /// The last write error and when it happened.
     degraded: Arc<Mutex<Option<(Instant, String)>>>,
     path: PathBuf,
@@ -216,19 +228,21 @@ impl SqliteStore {
             }
         }
 
-        let (writes, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::channel();
+        let (handled_tx, handled) = tokio::sync::watch::channel(0);
         let degraded = Arc::new(Mutex::new(None));
         let writer_degraded = degraded.clone();
         std::thread::Builder::new()
             .name("wasmhive-store".into())
-            .spawn(move || writer(conn, rx, writer_degraded))
+            .spawn(move || writer(conn, rx, handled_tx, writer_degraded))
             .map_err(|e| StoreError::Open {
                 path: path.to_path_buf(),
                 message: format!("could not start the writer thread: {e}"),
             })?;
         Ok(SqliteStore {
             memory,
-            writes,
+            writes: Arc::new(Mutex::new(Writes { tx, sent: 0 })),
+            handled,
             degraded,
             path: path.to_path_buf(),
             seq: Arc::new(std::sync::atomic::AtomicI64::new(seq + 1)),
@@ -261,7 +275,7 @@ impl SqliteStore {
                 )));
             }
         };
-        if self.writes.send(Op::Put(Box::new(row), Some(ack))).is_err() {
+        if self.send(Op::Put(Box::new(row), Some(ack))).is_none() {
             self.memory.remove(id);
             return Err(StoreError::Unavailable(
                 "the store writer has stopped".into(),
@@ -294,7 +308,7 @@ impl SqliteStore {
             // A send fails only when the writer is gone (shutdown); the
             // change is then in memory only, as after a crash.
             Ok(row) => {
-                let _ = self.writes.send(Op::Put(Box::new(row), None));
+                let _ = self.send(Op::Put(Box::new(row), None));
             }
             Err(e) => tracing::error!(task.id = %id, "task change not stored: {e}"),
         }
@@ -308,10 +322,32 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let stopped = || StoreError::Unavailable("the store writer has stopped".into());
         let (ack, done) = oneshot::channel();
-        self.writes.send(op(ack)).map_err(|_| stopped())?;
+        self.send(op(ack)).ok_or_else(stopped)?;
         done.await
             .map_err(|_| stopped())?
             .map_err(StoreError::Unavailable)
+    }
+
+    /// Queues `op` for the writer; its number in the queue, or `None` when
+    /// the writer is gone (shutdown).
+    fn send(&self, op: Op) -> Option<u64> {
+        let mut writes = self.writes.lock().ok()?;
+        writes.tx.send(op).ok()?;
+        writes.sent += 1;
+        Some(writes.sent)
+    }
+
+    /// A mark covering every change made so far ([`Self::durable`]).
+    pub fn mark(&self) -> u64 {
+        self.writes.lock().map(|w| w.sent).unwrap_or(0)
+    }
+
+    /// Returns once the writer has handled every change up to `mark`
+    /// (committed it, or logged why not), or has stopped. Cheaper than
+    /// [`Self::sync`]: nothing is sent, every waiter shares one counter.
+    pub async fn durable(&self, mark: u64) {
+        let mut handled = self.handled.clone();
+        let _ = handled.wait_for(|n| *n >= mark).await;
     }
 
     fn next_seq(&self) -> i64 {
@@ -328,7 +364,7 @@ impl SqliteStore {
             .memory
             .update_then(id, change, |r| (r.clone(), self.next_seq()))?;
         if record.status == TaskStatus::Running {
-            let _ = self.writes.send(Op::Started(id, seq));
+            let _ = self.send(Op::Started(id, seq));
         }
         Some(record)
     }
@@ -380,9 +416,11 @@ fn millis(t: SystemTime) -> i64 {
 fn writer(
     mut conn: Connection,
     ops: mpsc::Receiver<Op>,
+    handled: tokio::sync::watch::Sender<u64>,
     degraded: Arc<Mutex<Option<(Instant, String)>>>,
 ) {
     let mut failing = false;
+    let mut received = 0u64;
     while let Ok(first) = ops.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -391,6 +429,7 @@ fn writer(
                 Err(_) => break,
             }
         }
+        received += batch.len() as u64;
         let mut puts: HashMap<Uuid, Box<Row>> = HashMap::new();
         let mut started: HashMap<Uuid, i64> = HashMap::new();
         let mut put_acks = Vec::new();
@@ -444,6 +483,7 @@ fn writer(
         for ack in put_acks.into_iter().chain(other_acks) {
             let _ = ack.send(result.clone());
         }
+        handled.send_replace(received);
         for ack in compact {
             let done = conn
                 .execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
