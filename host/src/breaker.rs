@@ -413,6 +413,16 @@ impl BreakerSet {
         }
     }
 
+    /// Whether the named breaker `name` refuses calls now (open and not yet
+    /// due to half-open). Unknown names are never open.
+    pub fn is_open(&self, name: &str) -> bool {
+        let Some(b) = self.named.get(name) else {
+            return false;
+        };
+        self.announce(b.poll());
+        b.state() == State::Open
+    }
+
     /// The named breakers a plugin depends on, from its manifest's grants.
     pub fn bound_to(&self, http_hosts: &[String], capabilities: &[&str]) -> Vec<Arc<Breaker>> {
         self.named

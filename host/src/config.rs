@@ -55,6 +55,8 @@ pub struct Config {
     pub plugin_breaker: PluginBreakerConfig,
     /// Where tasks are kept.
     pub store: StoreConfig,
+    /// The vector collections (`<data>/vectors.db`).
+    pub vectors: crate::capabilities::vectors::VectorConfig,
 }
 
 /// Which task store, and how it keeps data.
@@ -164,6 +166,7 @@ impl Default for Config {
             breakers: BreakerConfig::defaults(),
             plugin_breaker: PluginBreakerConfig::default(),
             store: StoreConfig::default(),
+            vectors: Default::default(),
         }
     }
 }

@@ -7,6 +7,8 @@
 
 use crate::api::{self, AppState};
 use crate::breaker::BreakerSet;
+use crate::capabilities::Services;
+use crate::capabilities::vectors::VectorStore;
 use crate::clock::{Clock, SystemClock};
 use crate::config::StoreBackend;
 use crate::config::{Config, ConfigError};
@@ -77,11 +79,35 @@ impl Daemon {
         } else {
             None
         };
+        let breakers = Arc::new(BreakerSet::new(
+            &config.breakers,
+            config.plugin_breaker.breaker(),
+            clock.clone(),
+        ));
+        let vectors = match config.store.backend {
+            StoreBackend::Memory => VectorStore::in_memory(config.vectors.clone()),
+            StoreBackend::Sqlite => {
+                let path = config.data.join("vectors.db");
+                let vector_config = config.vectors.clone();
+                tokio::task::spawn_blocking(move || VectorStore::open(&path, vector_config))
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("opening vectors failed: {e}")))?
+                    .map_err(|message| StoreError::Open {
+                        path: config.data.join("vectors.db"),
+                        message,
+                    })?
+            }
+        };
+        let services = Services {
+            vectors: Some(Arc::new(vectors)),
+            breakers: Some(breakers.clone()),
+        };
         let runtime = Arc::new(Runtime::new(
             &config.runtime,
             &config.limits,
             config.pools.keys().cloned().collect(),
             cache_dir.as_deref(),
+            services,
         )?);
         let probation = Probation {
             tasks: u64::from(config.plugin_breaker.probation_tasks),
@@ -107,11 +133,6 @@ impl Daemon {
                 path: config.plugins.clone(),
                 source,
             })?;
-        let breakers = Arc::new(BreakerSet::new(
-            &config.breakers,
-            config.plugin_breaker.breaker(),
-            clock.clone(),
-        ));
         let store = match config.store.backend {
             StoreBackend::Memory => Store::memory(),
             StoreBackend::Sqlite => {

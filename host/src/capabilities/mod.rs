@@ -13,7 +13,19 @@ pub mod host_api;
 pub mod http;
 pub mod vectors;
 
+use crate::breaker::BreakerSet;
 use std::sync::Arc;
+use vectors::VectorStore;
+
+/// What the capabilities share across attempts, built once by the daemon;
+/// what one attempt may use of it comes from its plugin's manifest.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    /// The vector collections (`None`: this host keeps none).
+    pub vectors: Option<Arc<VectorStore>>,
+    /// The named breakers capabilities report outcomes to.
+    pub breakers: Option<Arc<BreakerSet>>,
+}
 
 /// Who is calling: names a capability puts in its log lines and refusals.
 #[derive(Debug, Clone)]

@@ -78,6 +78,7 @@ pub struct Runtime {
     epoch_stop: Arc<AtomicBool>,
     /// Worker pools a plugin's category must name.
     categories: std::collections::BTreeSet<String>,
+    services: crate::capabilities::Services,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -101,6 +102,7 @@ impl Runtime {
         limits: &Limits,
         categories: std::collections::BTreeSet<String>,
         cache_dir: Option<&Path>,
+        services: crate::capabilities::Services,
     ) -> Result<Runtime, RuntimeError> {
         let max_memory_bytes = usize::try_from(rt.max_memory_mb << 20).unwrap_or(usize::MAX);
         let instances = rt.max_instances;
@@ -153,6 +155,7 @@ impl Runtime {
             cache,
             epoch_stop,
             categories,
+            services,
         })
     }
 
@@ -342,7 +345,8 @@ impl Runtime {
         let setup = AttemptSetup {
             caller: caller(names, "describe"),
             config: Arc::default(),
-            vectors_granted: false,
+            vectors: None,
+            breakers: None,
             memory_cap_bytes: limits.memory_bytes,
             deadline: Instant::now() + DESCRIBE_BUDGET,
             cancel: CancelToken::default(),
@@ -383,7 +387,12 @@ impl Runtime {
         let setup = AttemptSetup {
             caller: caller(&plugin.names, &attempt.task_id),
             config: plugin.config.clone(),
-            vectors_granted: plugin.manifest.capabilities.vectors,
+            vectors: self
+                .services
+                .vectors
+                .clone()
+                .filter(|_| plugin.manifest.capabilities.vectors),
+            breakers: self.services.breakers.clone(),
             memory_cap_bytes: plugin.limits.memory_bytes,
             deadline: Instant::now() + budget,
             cancel: cancel.clone(),

@@ -111,7 +111,9 @@ impl ResourceLimiter for MemoryLimiter {
 pub struct AttemptSetup {
     pub caller: Caller,
     pub config: Arc<BTreeMap<String, String>>,
-    pub vectors_granted: bool,
+    /// The vector store, when the plugin is granted it.
+    pub vectors: Option<Arc<crate::capabilities::vectors::VectorStore>>,
+    pub breakers: Option<Arc<crate::breaker::BreakerSet>>,
     pub memory_cap_bytes: usize,
     pub deadline: Instant,
     pub cancel: CancelToken,
@@ -144,7 +146,8 @@ impl HostState {
         let AttemptSetup {
             caller,
             config,
-            vectors_granted,
+            vectors,
+            breakers,
             memory_cap_bytes,
             deadline,
             cancel,
@@ -174,7 +177,7 @@ impl HostState {
             http_ctx: WasiHttpCtx::new(),
             http: HttpPolicy::new(caller.clone()),
             host_api: HostApi::new(caller.clone(), config, progress),
-            vectors: Vectors::new(caller, vectors_granted),
+            vectors: Vectors::new(caller, vectors, breakers),
             limiter: MemoryLimiter::new(memory_cap_bytes),
             deadline,
             cancel,

@@ -1,0 +1,519 @@
+//! The daemon's vector collections: in memory for search, persisted in
+//! `<data>/vectors.db` (SQLite, WAL) next to the task store.
+//!
+//! A change is committed to the file first and applied in memory after, so
+//! a failed write (disk full, read-only) changes nothing and the caller is
+//! told. Memory is bounded by `[vectors] max_mb`: an upsert that would pass
+//! it is refused with the figures. Loading at start reads every point back.
+
+use super::index::{Collection, normalize};
+use rusqlite::{Connection, params};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Longest collection name.
+pub const MAX_NAME: usize = 64;
+/// Most points one upsert may carry.
+pub const MAX_BATCH: usize = 10_000;
+/// Largest `k` a query may ask for.
+pub const MAX_K: usize = 1_000;
+/// Longest point id, bytes.
+pub const MAX_ID: usize = 256;
+/// Largest metadata document, bytes.
+pub const MAX_METADATA: usize = 64 * 1024;
+
+/// Settings from `[vectors]` in the daemon's config.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VectorConfig {
+    /// Memory all collections together may use, MiB.
+    pub max_mb: u64,
+    /// Largest dimension a collection may have.
+    pub max_dim: u32,
+}
+
+impl Default for VectorConfig {
+    fn default() -> Self {
+        VectorConfig {
+            max_mb: 1024,
+            max_dim: 4096,
+        }
+    }
+}
+
+/// Why a vector call failed. Only [`VectorError::Storage`] says anything
+/// about the store's health (and counts against the `vectors` breaker).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum VectorError {
+    /// The request itself is wrong: a plugin bug, not an outage.
+    #[error("{0}")]
+    Invalid(String),
+    /// The memory bound is reached.
+    #[error("{0}")]
+    Full(String),
+    /// The file could not be written or read.
+    #[error("the vector store could not write: {0}")]
+    Storage(String),
+}
+
+/// A point to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPoint {
+    pub id: String,
+    pub vector: Vec<f32>,
+    /// A JSON document.
+    pub metadata: String,
+}
+
+/// A search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub id: String,
+    pub score: f32,
+    pub metadata: String,
+}
+
+/// The collections and their file. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct VectorStore {
+    collections: RwLock<HashMap<String, Arc<RwLock<Collection>>>>,
+    /// `None` for a store kept in memory only (tests, the memory backend).
+    conn: Option<Mutex<Connection>>,
+    /// Serialises changes so the file and memory apply them in one order.
+    changes: Mutex<()>,
+    used: Mutex<usize>,
+    config: VectorConfig,
+    path: Option<PathBuf>,
+}
+
+impl VectorStore {
+    /// A store that keeps nothing on disk.
+    pub fn in_memory(config: VectorConfig) -> VectorStore {
+        VectorStore {
+            collections: RwLock::default(),
+            conn: None,
+            changes: Mutex::new(()),
+            used: Mutex::new(0),
+            config,
+            path: None,
+        }
+    }
+
+    /// Opens (creating if needed) `path` and loads every collection.
+    pub fn open(path: &Path, config: VectorConfig) -> Result<VectorStore, String> {
+        let fail = |e: rusqlite::Error| format!("could not open {}: {e}", path.display());
+        let conn = Connection::open(path).map_err(fail)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA auto_vacuum = INCREMENTAL;
+             CREATE TABLE IF NOT EXISTS collections (
+                 name TEXT PRIMARY KEY NOT NULL,
+                 dim INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS points (
+                 collection TEXT NOT NULL,
+                 id TEXT NOT NULL,
+                 vector BLOB NOT NULL,
+                 metadata TEXT NOT NULL,
+                 PRIMARY KEY (collection, id)
+             );",
+        )
+        .map_err(fail)?;
+        let mut collections = HashMap::new();
+        let mut used = 0;
+        {
+            let mut stmt = conn
+                .prepare("SELECT name, dim FROM collections")
+                .map_err(fail)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(fail)?;
+            for row in rows {
+                let (name, dim) = row.map_err(fail)?;
+                let dim = usize::try_from(dim).unwrap_or(0);
+                collections.insert(name, Collection::new(dim));
+            }
+            let mut stmt = conn
+                .prepare("SELECT collection, id, vector, metadata FROM points")
+                .map_err(fail)?;
+            let mut rows = stmt.query([]).map_err(fail)?;
+            while let Some(row) = rows.next().map_err(fail)? {
+                let name: String = row.get(0).map_err(fail)?;
+                let id: String = row.get(1).map_err(fail)?;
+                let blob: Vec<u8> = row.get(2).map_err(fail)?;
+                let metadata: String = row.get(3).map_err(fail)?;
+                let Some(c) = collections.get_mut(&name) else {
+                    continue;
+                };
+                let vector = from_blob(&blob);
+                if vector.len() == c.dim() {
+                    used += c.upsert(id, &vector, metadata).max(0) as usize;
+                }
+            }
+        }
+        Ok(VectorStore {
+            collections: RwLock::new(
+                collections
+                    .into_iter()
+                    .map(|(n, c)| (n, Arc::new(RwLock::new(c))))
+                    .collect(),
+            ),
+            conn: Some(Mutex::new(conn)),
+            changes: Mutex::new(()),
+            used: Mutex::new(used),
+            config,
+            path: Some(path.to_path_buf()),
+        })
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Memory the points use, bytes.
+    pub fn used_bytes(&self) -> usize {
+        self.used.lock().map(|u| *u).unwrap_or(0)
+    }
+
+    fn collection(&self, name: &str) -> Option<Arc<RwLock<Collection>>> {
+        self.collections.read().ok()?.get(name).cloned()
+    }
+
+    /// Inserts or replaces points. Blocking (writes the file): call from a
+    /// blocking context.
+    pub fn upsert(&self, name: &str, points: Vec<NewPoint>) -> Result<u32, VectorError> {
+        check_name(name)?;
+        if points.len() > MAX_BATCH {
+            return Err(VectorError::Invalid(format!(
+                "{} points in one upsert; at most {MAX_BATCH}",
+                points.len()
+            )));
+        }
+        let Some(first) = points.first() else {
+            return Ok(0);
+        };
+        let _order = self.changes.lock().map_err(poisoned)?;
+        let existing = self.collection(name);
+        let dim = match &existing {
+            Some(c) => c.read().map_err(poisoned)?.dim(),
+            None => first.vector.len(),
+        };
+        if dim == 0 || dim > self.config.max_dim as usize {
+            return Err(VectorError::Invalid(format!(
+                "a vector of {dim} dimensions; collections take 1 to {} ([vectors] max_dim)",
+                self.config.max_dim
+            )));
+        }
+        let mut units = Vec::with_capacity(points.len());
+        let mut grows = 0usize;
+        for p in &points {
+            check_point(p, dim)?;
+            let unit = normalize(&p.vector).ok_or_else(|| {
+                VectorError::Invalid(format!(
+                    "point `{}` is a zero vector or has a NaN/infinite component",
+                    p.id
+                ))
+            })?;
+            units.push(unit);
+            grows += Collection::point_bytes(dim, &p.id, &p.metadata);
+        }
+        let used = self.used_bytes();
+        let max = usize::try_from(self.config.max_mb << 20).unwrap_or(usize::MAX);
+        if used + grows > max {
+            return Err(VectorError::Full(format!(
+                "the vector store is full: {} MiB used, this upsert needs {} MiB more, \
+                 the limit is {} MiB ([vectors] max_mb); delete points or raise the limit",
+                used >> 20,
+                grows.div_ceil(1 << 20),
+                self.config.max_mb
+            )));
+        }
+        if let Some(conn) = &self.conn {
+            let mut conn = conn.lock().map_err(poisoned)?;
+            write_points(&mut conn, name, dim, &points, &units)
+                .map_err(|e| VectorError::Storage(e.to_string()))?;
+        }
+        let collection = match existing {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(RwLock::new(Collection::new(dim)));
+                self.collections
+                    .write()
+                    .map_err(poisoned)?
+                    .insert(name.to_string(), c.clone());
+                c
+            }
+        };
+        let mut c = collection.write().map_err(poisoned)?;
+        let mut delta = 0isize;
+        let n = points.len();
+        for (p, unit) in points.into_iter().zip(units) {
+            delta += c.upsert(p.id, &unit, p.metadata);
+        }
+        if let Ok(mut u) = self.used.lock() {
+            *u = u.saturating_add_signed(delta);
+        }
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// The `k` points most similar to `vector`, best first. CPU-bound over
+    /// big collections: call from a blocking context.
+    pub fn query(&self, name: &str, vector: &[f32], k: u32) -> Result<Vec<Hit>, VectorError> {
+        check_name(name)?;
+        let k = k as usize;
+        if k > MAX_K {
+            return Err(VectorError::Invalid(format!("k = {k}; at most {MAX_K}")));
+        }
+        let Some(collection) = self.collection(name) else {
+            return Ok(Vec::new());
+        };
+        let c = collection.read().map_err(poisoned)?;
+        if vector.len() != c.dim() {
+            return Err(VectorError::Invalid(format!(
+                "the query has {} dimensions; collection `{name}` has {}",
+                vector.len(),
+                c.dim()
+            )));
+        }
+        let unit = normalize(vector).ok_or_else(|| {
+            VectorError::Invalid(
+                "the query is a zero vector or has a NaN/infinite component".into(),
+            )
+        })?;
+        Ok(c.query(&unit, k)
+            .into_iter()
+            .map(|(id, score, metadata)| Hit {
+                id,
+                score,
+                metadata,
+            })
+            .collect())
+    }
+
+    /// Deletes points; returns how many existed. Blocking.
+    pub fn delete(&self, name: &str, ids: &[String]) -> Result<u32, VectorError> {
+        check_name(name)?;
+        let _order = self.changes.lock().map_err(poisoned)?;
+        let Some(collection) = self.collection(name) else {
+            return Ok(0);
+        };
+        if let Some(conn) = &self.conn {
+            let mut conn = conn.lock().map_err(poisoned)?;
+            delete_points(&mut conn, name, ids).map_err(|e| VectorError::Storage(e.to_string()))?;
+        }
+        let mut c = collection.write().map_err(poisoned)?;
+        let mut freed = 0;
+        let mut n = 0u32;
+        for id in ids {
+            if let Some(bytes) = c.delete(id) {
+                freed += bytes;
+                n += 1;
+            }
+        }
+        if let Ok(mut u) = self.used.lock() {
+            *u = u.saturating_sub(freed);
+        }
+        Ok(n)
+    }
+
+    /// How many points `name` holds (0 when it does not exist).
+    pub fn count(&self, name: &str) -> Result<u64, VectorError> {
+        check_name(name)?;
+        Ok(match self.collection(name) {
+            Some(c) => c.read().map_err(poisoned)?.len() as u64,
+            None => 0,
+        })
+    }
+
+    /// Collections and their sizes, for health reports.
+    pub fn summary(&self) -> Vec<(String, usize, usize)> {
+        let Ok(all) = self.collections.read() else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, usize, usize)> = all
+            .iter()
+            .filter_map(|(n, c)| c.read().ok().map(|c| (n.clone(), c.dim(), c.len())))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Returns free pages of the file to the file system. Blocking.
+    pub fn compact(&self) -> Result<(), VectorError> {
+        if let Some(conn) = &self.conn {
+            let conn = conn.lock().map_err(poisoned)?;
+            conn.execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
+                .map_err(|e| VectorError::Storage(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+fn poisoned<T>(_: T) -> VectorError {
+    VectorError::Storage("an earlier vector operation panicked".into())
+}
+
+fn check_name(name: &str) -> Result<(), VectorError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(VectorError::Invalid(format!(
+            "collection name `{name}`: use 1 to {MAX_NAME} of A-Z a-z 0-9 _ - ."
+        )))
+    }
+}
+
+fn check_point(p: &NewPoint, dim: usize) -> Result<(), VectorError> {
+    if p.id.is_empty() || p.id.len() > MAX_ID {
+        return Err(VectorError::Invalid(format!(
+            "point ids are 1 to {MAX_ID} bytes; got {}",
+            p.id.len()
+        )));
+    }
+    if p.vector.len() != dim {
+        return Err(VectorError::Invalid(format!(
+            "point `{}` has {} dimensions; the collection has {dim}",
+            p.id,
+            p.vector.len()
+        )));
+    }
+    if p.metadata.len() > MAX_METADATA {
+        return Err(VectorError::Invalid(format!(
+            "point `{}`: metadata of {} bytes; at most {MAX_METADATA}",
+            p.id,
+            p.metadata.len()
+        )));
+    }
+    if serde_json::from_str::<serde::de::IgnoredAny>(&p.metadata).is_err() {
+        return Err(VectorError::Invalid(format!(
+            "point `{}`: metadata is not a JSON document",
+            p.id
+        )));
+    }
+    Ok(())
+}
+
+fn write_points(
+    conn: &mut Connection,
+    name: &str,
+    dim: usize,
+    points: &[NewPoint],
+    units: &[Vec<f32>],
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT OR IGNORE INTO collections (name, dim) VALUES (?1, ?2)",
+        params![name, dim as i64],
+    )?;
+    {
+        let mut put = tx.prepare_cached(
+            "INSERT OR REPLACE INTO points (collection, id, vector, metadata) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for (p, unit) in points.iter().zip(units) {
+            put.execute(params![name, p.id, to_blob(unit), p.metadata])?;
+        }
+    }
+    tx.commit()
+}
+
+fn delete_points(conn: &mut Connection, name: &str, ids: &[String]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut del = tx.prepare_cached("DELETE FROM points WHERE collection = ?1 AND id = ?2")?;
+        for id in ids {
+            del.execute(params![name, id])?;
+        }
+    }
+    tx.commit()
+}
+
+fn to_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn from_blob(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(id: &str, v: &[f32]) -> NewPoint {
+        NewPoint {
+            id: id.into(),
+            vector: v.to_vec(),
+            metadata: format!("{{\"id\":\"{id}\"}}"),
+        }
+    }
+
+    #[test]
+    fn points_survive_a_reopen_and_deletes_stay_deleted() -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("vectors.db");
+        {
+            let store = VectorStore::open(&path, VectorConfig::default())?;
+            store
+                .upsert(
+                    "docs",
+                    vec![point("a", &[1.0, 0.0]), point("b", &[0.0, 2.0])],
+                )
+                .map_err(|e| e.to_string())?;
+            store
+                .delete("docs", &["a".into(), "zz".into()])
+                .map_err(|e| e.to_string())?;
+        }
+        let store = VectorStore::open(&path, VectorConfig::default())?;
+        assert_eq!(store.count("docs").map_err(|e| e.to_string())?, 1);
+        let hits = store
+            .query("docs", &[0.0, 1.0], 5)
+            .map_err(|e| e.to_string())?;
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].id, "b");
+        assert!((hits[0].score - 1.0).abs() < 1e-6);
+        assert!(store.used_bytes() > 0);
+        Ok(())
+    }
+
+    #[test]
+    fn wrong_dimension_bad_metadata_and_the_memory_bound_are_refused() {
+        let store = VectorStore::in_memory(VectorConfig {
+            max_mb: 1,
+            max_dim: 8,
+        });
+        assert_eq!(store.upsert("c", vec![point("a", &[1.0, 0.0])]), Ok(1));
+        let wrong = store.upsert("c", vec![point("b", &[1.0, 0.0, 0.0])]);
+        assert!(matches!(wrong, Err(VectorError::Invalid(m)) if m.contains("2")));
+        let mut bad = point("m", &[1.0, 1.0]);
+        bad.metadata = "not json".into();
+        assert!(matches!(
+            store.upsert("c", vec![bad]),
+            Err(VectorError::Invalid(_))
+        ));
+        assert!(matches!(
+            store.upsert("c", vec![point("z", &[0.0, 0.0])]),
+            Err(VectorError::Invalid(_))
+        ));
+        assert!(matches!(
+            store.upsert("bad name!", vec![point("a", &[1.0])]),
+            Err(VectorError::Invalid(_))
+        ));
+        // 1 MiB holds a few thousand 8-dimension points, not 10 000.
+        let many: Vec<NewPoint> = (0..10_000)
+            .map(|i| point(&format!("p{i}"), &[1.0; 8]))
+            .collect();
+        let full = store.upsert("big", many);
+        assert!(matches!(full, Err(VectorError::Full(m)) if m.contains("max_mb")));
+        assert_eq!(store.count("big"), Ok(0));
+        assert_eq!(store.count("c"), Ok(1));
+    }
+}
