@@ -70,6 +70,8 @@ async fn async_main() -> Result<()> {
             config: Arc::default(),
             vectors: None,
             breakers: None,
+            http_allow: Default::default(),
+            http: Default::default(),
             memory_cap_bytes: 64 << 20,
             deadline: Instant::now() + Duration::from_secs(10),
             cancel: CancelToken::default(),

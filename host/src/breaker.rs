@@ -368,6 +368,11 @@ impl BreakerSet {
         }
     }
 
+    /// Every named breaker's name and settings.
+    pub fn named_configs(&self) -> impl Iterator<Item = (&str, &BreakerConfig)> {
+        self.named.iter().map(|(n, b)| (n.as_str(), &b.config))
+    }
+
     pub fn named(&self, name: &str) -> Option<&Arc<Breaker>> {
         self.named.get(name)
     }
@@ -421,24 +426,6 @@ impl BreakerSet {
         };
         self.announce(b.poll());
         b.state() == State::Open
-    }
-
-    /// The named breakers a plugin depends on, from its manifest's grants.
-    pub fn bound_to(&self, http_hosts: &[String], capabilities: &[&str]) -> Vec<Arc<Breaker>> {
-        self.named
-            .values()
-            .filter(|b| {
-                b.config
-                    .capabilities
-                    .iter()
-                    .any(|c| capabilities.contains(&c.as_str()))
-                    || b.config
-                        .hosts
-                        .iter()
-                        .any(|h| http_hosts.iter().any(|g| g.eq_ignore_ascii_case(h)))
-            })
-            .cloned()
-            .collect()
     }
 
     /// Every breaker, named first.
@@ -516,21 +503,9 @@ mod tests {
     }
 
     #[test]
-    fn plugins_depend_on_the_breakers_of_their_grants() {
+    fn a_plugin_version_has_one_breaker() {
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new());
-        let mut named = BreakerConfig::defaults();
-        if let Some(openai) = named.get_mut("openai") {
-            openai.hosts = vec!["api.openai.com".into()];
-        }
-        let set = BreakerSet::new(&named, BreakerConfig::default(), clock);
-        let names =
-            |b: Vec<Arc<Breaker>>| b.iter().map(|b| b.name().to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            names(set.bound_to(&["api.openai.com".into()], &[])),
-            ["openai"]
-        );
-        assert_eq!(names(set.bound_to(&[], &["vectors"])), ["vectors"]);
-        assert!(set.bound_to(&["example.com".into()], &[]).is_empty());
+        let set = BreakerSet::new(&BreakerConfig::defaults(), BreakerConfig::default(), clock);
         let a = set.plugin("rag", "1.0.0");
         let b = set.plugin("rag", "1.0.0");
         assert!(Arc::ptr_eq(&a, &b));

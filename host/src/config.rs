@@ -57,6 +57,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// The vector collections (`<data>/vectors.db`).
     pub vectors: crate::capabilities::vectors::VectorConfig,
+    /// Outbound HTTP of plugins.
+    pub http: crate::capabilities::http::HttpConfig,
 }
 
 /// Which task store, and how it keeps data.
@@ -167,6 +169,7 @@ impl Default for Config {
             plugin_breaker: PluginBreakerConfig::default(),
             store: StoreConfig::default(),
             vectors: Default::default(),
+            http: Default::default(),
         }
     }
 }

@@ -8,6 +8,7 @@
 use crate::api::{self, AppState};
 use crate::breaker::BreakerSet;
 use crate::capabilities::Services;
+use crate::capabilities::http::HttpShared;
 use crate::capabilities::vectors::VectorStore;
 use crate::clock::{Clock, SystemClock};
 use crate::config::StoreBackend;
@@ -98,9 +99,12 @@ impl Daemon {
                     })?
             }
         };
+        let http = HttpShared::new(config.http.clone(), Some(breakers.clone()))
+            .map_err(ConfigError::Invalid)?;
         let services = Services {
             vectors: Some(Arc::new(vectors)),
             breakers: Some(breakers.clone()),
+            http: Arc::new(http),
         };
         let runtime = Arc::new(Runtime::new(
             &config.runtime,

@@ -14,6 +14,8 @@ pub mod http;
 pub mod vectors;
 
 use crate::breaker::BreakerSet;
+use http::HttpShared;
+use http::allow::Allowlist;
 use std::sync::Arc;
 use vectors::VectorStore;
 
@@ -25,6 +27,81 @@ pub struct Services {
     pub vectors: Option<Arc<VectorStore>>,
     /// The named breakers capabilities report outcomes to.
     pub breakers: Option<Arc<BreakerSet>>,
+    /// Outbound HTTP settings, breaker bindings and counters.
+    pub http: Arc<HttpShared>,
+}
+
+impl Services {
+    /// The named breakers a plugin depends on: those guarding a capability
+    /// it is granted (`granted`, e.g. `["vectors"]`) or a destination its
+    /// allowlist reaches, except the ones it `tolerates` (it handles their
+    /// refusals itself, so its tasks are not parked while they are open).
+    pub fn breakers_for(
+        &self,
+        granted: &[&str],
+        allow: &Allowlist,
+        tolerates: &[String],
+    ) -> Vec<String> {
+        let Some(set) = &self.breakers else {
+            return Vec::new();
+        };
+        set.named_configs()
+            .filter(|(name, _)| !tolerates.iter().any(|t| t == name))
+            .filter(|(name, config)| {
+                config
+                    .capabilities
+                    .iter()
+                    .any(|c| granted.contains(&c.as_str()))
+                    || self
+                        .http
+                        .guarded
+                        .iter()
+                        .any(|(guarded, list)| guarded == name && allow.overlaps(list))
+            })
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::BreakerConfig;
+    use crate::clock::{Clock, ManualClock};
+
+    #[test]
+    fn plugins_depend_on_the_breakers_of_their_grants_unless_they_tolerate_them()
+    -> Result<(), String> {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new());
+        let mut named = BreakerConfig::defaults();
+        if let Some(openai) = named.get_mut("openai") {
+            openai.hosts = vec!["api.openai.com".into()];
+        }
+        let breakers = Some(Arc::new(BreakerSet::new(
+            &named,
+            BreakerConfig::default(),
+            clock,
+        )));
+        let services = Services {
+            vectors: None,
+            http: Arc::new(HttpShared::new(Default::default(), breakers.clone())?),
+            breakers,
+        };
+        let openai = Allowlist::parse(&["api.openai.com".into()])?;
+        assert_eq!(services.breakers_for(&[], &openai, &[]), ["openai"]);
+        assert!(
+            services
+                .breakers_for(&[], &openai, &["openai".into()])
+                .is_empty()
+        );
+        assert_eq!(
+            services.breakers_for(&["vectors"], &Allowlist::default(), &[]),
+            ["vectors"]
+        );
+        let other = Allowlist::parse(&["example.com".into()])?;
+        assert!(services.breakers_for(&[], &other, &[]).is_empty());
+        Ok(())
+    }
 }
 
 /// Who is calling: names a capability puts in its log lines and refusals.

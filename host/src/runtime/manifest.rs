@@ -15,6 +15,8 @@
 //! http = ["example.com", "*.docs.rs", "127.0.0.1:*"]
 //! vectors = true
 //! submit = ["embed"]
+//! admin = false                  # maintenance: prune, compact, health
+//! tolerates = ["openai"]         # breakers it falls back from itself
 //! [config]
 //! any_key = "string values the plugin reads with config-get"
 //! ```
@@ -61,6 +63,14 @@ pub struct Capabilities {
     /// Task kinds the plugin may submit as children.
     #[serde(default)]
     pub submit: Vec<String>,
+    /// The `wasmhive:plugin/admin` interface (maintenance plugins).
+    #[serde(default)]
+    pub admin: bool,
+    /// Named breakers the plugin copes with itself (e.g. `openai`, when it
+    /// falls back to a local method): its tasks are not parked while they
+    /// are open; its calls through them get an error instead.
+    #[serde(default)]
+    pub tolerates: Vec<String>,
 }
 
 impl Manifest {

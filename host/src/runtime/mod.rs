@@ -23,6 +23,7 @@ pub mod settings;
 use crate::bindings::{self, HandlerPre, WIT_PACKAGE, WIT_VERSION, host, vectors, wasmhive};
 use crate::capabilities::Caller;
 use crate::capabilities::host_api::{DiscardProgress, ProgressSink};
+use crate::capabilities::http::allow::Allowlist;
 use crate::task::{FailureKind, Priority, TaskFailure};
 use manifest::Manifest;
 use plugin::{LoadError, Names, PluginInfo, PluginLimits, PluginVersion};
@@ -215,6 +216,28 @@ impl Runtime {
         let file_name = display_name(file);
         check_header(&file_name, &bytes)?;
         let limits = self.limits_for(&file_name, &manifest)?;
+        let http_allow = Allowlist::parse(&manifest.capabilities.http).map_err(|message| {
+            LoadError::Manifest {
+                file: file
+                    .with_extension("toml")
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                message,
+            }
+        })?;
+        let caps = &manifest.capabilities;
+        let granted: Vec<&str> = [
+            ("vectors", caps.vectors),
+            ("submit", !caps.submit.is_empty()),
+            ("admin", caps.admin),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        let depends_on = self
+            .services
+            .breakers_for(&granted, &http_allow, &caps.tolerates);
 
         let engine = self.engine.clone();
         let cache_before = self.cache_stats();
@@ -276,6 +299,8 @@ impl Runtime {
             config: Arc::new(manifest.config.clone()),
             manifest,
             limits,
+            http_allow: Arc::new(http_allow),
+            depends_on,
             from_cache,
             attempts: Default::default(),
             pre,
@@ -347,6 +372,8 @@ impl Runtime {
             config: Arc::default(),
             vectors: None,
             breakers: None,
+            http_allow: Arc::default(),
+            http: self.services.http.clone(),
             memory_cap_bytes: limits.memory_bytes,
             deadline: Instant::now() + DESCRIBE_BUDGET,
             cancel: CancelToken::default(),
@@ -393,6 +420,8 @@ impl Runtime {
                 .clone()
                 .filter(|_| plugin.manifest.capabilities.vectors),
             breakers: self.services.breakers.clone(),
+            http_allow: plugin.http_allow.clone(),
+            http: self.services.http.clone(),
             memory_cap_bytes: plugin.limits.memory_bytes,
             deadline: Instant::now() + budget,
             cancel: cancel.clone(),

@@ -48,6 +48,10 @@ pub struct PluginVersion {
     pub loaded_at: SystemTime,
     pub manifest: Manifest,
     pub limits: PluginLimits,
+    /// The manifest's `[capabilities] http` patterns, parsed.
+    pub http_allow: Arc<crate::capabilities::http::allow::Allowlist>,
+    /// Named breakers its tasks wait for (`Services::breakers_for`).
+    pub depends_on: Vec<String>,
     /// Whether its machine code came from the compile cache.
     pub from_cache: bool,
     /// Attempts started on this version (its probation counts them).

@@ -114,6 +114,9 @@ pub struct AttemptSetup {
     /// The vector store, when the plugin is granted it.
     pub vectors: Option<Arc<crate::capabilities::vectors::VectorStore>>,
     pub breakers: Option<Arc<crate::breaker::BreakerSet>>,
+    /// Where the plugin may send HTTP requests.
+    pub http_allow: Arc<crate::capabilities::http::allow::Allowlist>,
+    pub http: Arc<crate::capabilities::http::HttpShared>,
     pub memory_cap_bytes: usize,
     pub deadline: Instant,
     pub cancel: CancelToken,
@@ -148,6 +151,8 @@ impl HostState {
             config,
             vectors,
             breakers,
+            http_allow,
+            http,
             memory_cap_bytes,
             deadline,
             cancel,
@@ -175,7 +180,7 @@ impl HostState {
             wasi,
             table: ResourceTable::new(),
             http_ctx: WasiHttpCtx::new(),
-            http: HttpPolicy::new(caller.clone()),
+            http: HttpPolicy::new(caller.clone(), http_allow, deadline, http),
             host_api: HostApi::new(caller.clone(), config, progress),
             vectors: Vectors::new(caller, vectors, breakers),
             limiter: MemoryLimiter::new(memory_cap_bytes),

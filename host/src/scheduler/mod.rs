@@ -647,12 +647,13 @@ impl Scheduler {
         pool: &CategoryPool,
     ) -> Option<Vec<(Arc<Breaker>, Admission)>> {
         let breakers = &self.inner.breakers;
-        let mut capabilities = Vec::new();
-        if plugin.manifest.capabilities.vectors {
-            capabilities.push("vectors");
-        }
         let needed = std::iter::once(breakers.plugin(&plugin.info.name, &plugin.info.version))
-            .chain(breakers.bound_to(&plugin.manifest.capabilities.http, &capabilities));
+            .chain(
+                plugin
+                    .depends_on
+                    .iter()
+                    .filter_map(|name| breakers.find(name)),
+            );
         let mut admitted: Vec<(Arc<Breaker>, Admission)> = Vec::new();
         for breaker in needed {
             let (admission, transition) = breaker.admit();

@@ -1,0 +1,407 @@
+//! `wasi:http/outgoing-handler`: outbound HTTP behind the manifest's
+//! `[capabilities] http` allowlist.
+//!
+//! [`HttpPolicy`] is the `WasiHttpHooks` of one attempt: every request a
+//! plugin makes goes through its `send_request`, so nothing leaves the host
+//! without a decision here:
+//! - the destination (scheme, host, port) must match a pattern of the
+//!   plugin's allowlist (`allow.rs`); the host never follows redirects
+//!   itself, so each hop a plugin follows is a new request, checked again;
+//! - a named breaker whose `hosts` match the destination must not be open;
+//!   the outcome (connection error, timeout, 5xx, 429 count as failures)
+//!   is reported to it;
+//! - connect, first-byte and between-bytes timeouts are cut to what is
+//!   left of the attempt's budget;
+//! - the response body is capped at `[http] max_response_mb`.
+//!
+//! A refusal is an `internal-error` whose text gives the reason (what the
+//! guest sees) and a warning log line for the operator. Per-host counters
+//! feed `/metrics` and `/api/hp/stats`.
+
+pub mod allow;
+
+use super::Caller;
+use crate::breaker::BreakerSet;
+use allow::{Allowlist, Destination};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// Settings from `[http]` in the daemon's config.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest response body a plugin may read, MiB.
+    pub max_response_mb: u64,
+    /// Longest wait for a connection, seconds (the attempt's budget may cut it).
+    pub connect_timeout_s: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_response_mb: 16,
+            connect_timeout_s: 10,
+        }
+    }
+}
+
+/// What every attempt's policy shares: settings, the breakers guarding
+/// destinations, and the per-host counters.
+#[derive(Debug, Default)]
+pub struct HttpShared {
+    pub config: HttpConfig,
+    /// Named breakers with the destinations they guard.
+    pub guarded: Vec<(String, Allowlist)>,
+    pub breakers: Option<Arc<BreakerSet>>,
+    pub stats: HttpStats,
+}
+
+impl HttpShared {
+    /// Parses the breakers' `hosts` lists; a bad pattern is an error.
+    pub fn new(
+        config: HttpConfig,
+        breakers: Option<Arc<BreakerSet>>,
+    ) -> Result<HttpShared, String> {
+        let mut guarded = Vec::new();
+        if let Some(set) = &breakers {
+            for (name, cfg) in set.named_configs() {
+                if !cfg.hosts.is_empty() {
+                    let list = Allowlist::parse(&cfg.hosts)
+                        .map_err(|e| format!("[breakers.{name}] hosts: {e}"))?;
+                    guarded.push((name.to_string(), list));
+                }
+            }
+        }
+        Ok(HttpShared {
+            config,
+            guarded,
+            breakers,
+            stats: HttpStats::default(),
+        })
+    }
+}
+
+/// Counters for one destination (`scheme://host:port`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HostStats {
+    /// Requests sent.
+    pub requests: u64,
+    /// Requests refused before sending (allowlist, open breaker).
+    pub denied: u64,
+    /// Connection errors and timeouts.
+    pub errors: u64,
+    /// Responses by status class: `2xx`, `3xx`, `4xx`, `5xx`.
+    pub responses: BTreeMap<String, u64>,
+    /// Response body bytes read by plugins.
+    pub bytes_in: u64,
+    /// Total time to response headers, milliseconds.
+    pub latency_ms_total: u64,
+}
+
+/// Per-destination counters.
+#[derive(Debug, Default)]
+pub struct HttpStats(Mutex<BTreeMap<String, HostStats>>);
+
+impl HttpStats {
+    fn with(&self, destination: &str, f: impl FnOnce(&mut HostStats)) {
+        if let Ok(mut all) = self.0.lock() {
+            f(all.entry(destination.to_string()).or_default());
+        }
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, HostStats> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+/// The outbound HTTP decisions of one attempt.
+pub struct HttpPolicy {
+    caller: Caller,
+    allow: Arc<Allowlist>,
+    deadline: Instant,
+    shared: Arc<HttpShared>,
+}
+
+impl HttpPolicy {
+    pub fn new(
+        caller: Caller,
+        allow: Arc<Allowlist>,
+        deadline: Instant,
+        shared: Arc<HttpShared>,
+    ) -> Self {
+        HttpPolicy {
+            caller,
+            allow,
+            deadline,
+            shared,
+        }
+    }
+
+    /// The reason a request to `d` may not go out now, if any.
+    fn refusal(&self, d: &Destination) -> Option<String> {
+        if !self.allow.allows(d) {
+            return Some(if self.allow.is_empty() {
+                self.caller.not_granted(
+                    &format!("http access to `{d}`"),
+                    &format!("\"{}:{}\" to [capabilities] http", d.host, d.port),
+                )
+            } else {
+                format!(
+                    "`{d}` is not in the http allowlist of {}; add it to [capabilities] http",
+                    self.caller.manifest_file
+                )
+            });
+        }
+        let breakers = self.shared.breakers.as_ref()?;
+        self.guarding(d)
+            .find(|name| breakers.is_open(name))
+            .map(|name| format!("`{d}` is unavailable: the `{name}` circuit breaker is open"))
+    }
+
+    /// Names of the breakers guarding `d`.
+    fn guarding<'a>(&'a self, d: &'a Destination) -> impl Iterator<Item = &'a str> + 'a {
+        self.shared
+            .guarded
+            .iter()
+            .filter(move |(_, list)| list.allows(d))
+            .map(|(name, _)| name.as_str())
+    }
+
+    fn report(&self, d: &Destination, success: bool) {
+        if let Some(breakers) = &self.shared.breakers {
+            for name in self.guarding(d) {
+                breakers.report(name, success);
+            }
+        }
+    }
+}
+
+/// The destination of a request URI (the default scheme is https, as in
+/// wasmtime-wasi-http).
+pub fn destination(uri: &::http::Uri) -> Option<Destination> {
+    let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
+    let authority = uri.authority()?;
+    let host = authority.host().to_ascii_lowercase();
+    let port = authority
+        .port_u16()
+        .unwrap_or_else(|| Destination::default_port(&scheme));
+    Some(Destination { scheme, host, port })
+}
+
+type ResponseFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    ::http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), Error>> + Send>,
+                ),
+                Error,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for HttpPolicy {
+    fn send_request(
+        &mut self,
+        request: ::http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> ResponseFuture {
+        let Some(d) = destination(request.uri()) else {
+            return Box::new(async { Err(Error::HttpRequestUriInvalid) });
+        };
+        let key = d.to_string();
+        let stats = &self.shared.stats;
+        if let Some(reason) = self.refusal(&d) {
+            stats.with(&key, |s| s.denied += 1);
+            tracing::warn!(
+                plugin = %self.caller.plugin,
+                task.id = %self.caller.task_id,
+                destination = %key,
+                "outbound request refused: {reason}"
+            );
+            return Box::new(async move { Err(Error::InternalError(Some(reason))) });
+        }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let cut =
+            |asked: Option<Duration>, default: Duration| Some(asked.unwrap_or(default).min(left));
+        let asked = options.unwrap_or_default();
+        let options = RequestOptions {
+            connect_timeout: cut(
+                asked.connect_timeout,
+                Duration::from_secs(self.shared.config.connect_timeout_s),
+            ),
+            first_byte_timeout: cut(asked.first_byte_timeout, left),
+            between_bytes_timeout: cut(asked.between_bytes_timeout, left),
+        };
+        let cap = self.shared.config.max_response_mb.saturating_mul(1 << 20);
+        let shared = self.shared.clone();
+        let policy = HttpPolicy {
+            caller: self.caller.clone(),
+            allow: self.allow.clone(),
+            deadline: self.deadline,
+            shared: self.shared.clone(),
+        };
+        Box::new(async move {
+            let started = Instant::now();
+            shared.stats.with(&key, |s| s.requests += 1);
+            let sent = tokio::time::timeout(
+                left,
+                wasmtime_wasi_http::default_send_request(request, Some(options)),
+            )
+            .await
+            .unwrap_or(Err(Error::ConnectionTimeout));
+            let latency = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let (response, io) = match sent {
+                Ok(ok) => ok,
+                Err(e) => {
+                    shared.stats.with(&key, |s| s.errors += 1);
+                    policy.report(&d, false);
+                    return Err(e);
+                }
+            };
+            let status = response.status();
+            policy.report(
+                &d,
+                !(status.is_server_error() || status == ::http::StatusCode::TOO_MANY_REQUESTS),
+            );
+            shared.stats.with(&key, |s| {
+                *s.responses
+                    .entry(format!("{}xx", status.as_u16() / 100))
+                    .or_default() += 1;
+                s.latency_ms_total += latency;
+            });
+            let declared = response
+                .headers()
+                .get(::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > cap) {
+                return Err(Error::HttpResponseBodySize(declared));
+            }
+            let response = response.map(|body| {
+                http_body_util::BodyExt::boxed_unsync(Capped {
+                    inner: http_body_util::BodyExt::boxed_unsync(body),
+                    left: cap,
+                    cap,
+                    destination: key.clone(),
+                    shared: shared.clone(),
+                })
+            });
+            Ok((
+                response,
+                Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
+            ))
+        })
+    }
+}
+
+/// A response body that fails once more than `cap` bytes have come.
+struct Capped {
+    inner: WasiBody,
+    left: u64,
+    cap: u64,
+    destination: String,
+    shared: Arc<HttpShared>,
+}
+
+impl Body for Capped {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let n = data.len() as u64;
+            this.shared
+                .stats
+                .with(&this.destination, |s| s.bytes_in += n);
+            if n > this.left {
+                this.left = 0;
+                return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(this.cap)))));
+            }
+            this.left -= n;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(patterns: &[&str]) -> HttpPolicy {
+        let caller = Caller {
+            plugin: "scrape".into(),
+            version: "1.0.0".into(),
+            manifest_file: "scrape.toml".into(),
+            task_id: "t".into(),
+        };
+        let list: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+        HttpPolicy::new(
+            caller,
+            Arc::new(Allowlist::parse(&list).unwrap_or_default()),
+            Instant::now() + Duration::from_secs(5),
+            Arc::new(HttpShared::default()),
+        )
+    }
+
+    fn dest(uri: &str) -> Option<Destination> {
+        destination(&uri.parse().ok()?)
+    }
+
+    #[test]
+    fn refusals_name_the_destination_and_the_fix() {
+        let none = policy(&[]);
+        let d = dest("http://example.com/x").unwrap_or_else(|| unreachable!());
+        let why = none.refusal(&d).unwrap_or_default();
+        assert!(
+            why.contains("scrape.toml") && why.contains("example.com"),
+            "{why}"
+        );
+
+        let some = policy(&["127.0.0.1:*"]);
+        assert_eq!(
+            some.refusal(&dest("http://127.0.0.1:8080/").unwrap_or_else(|| unreachable!())),
+            None
+        );
+        let why = some
+            .refusal(&dest("https://evil.test/").unwrap_or_else(|| unreachable!()))
+            .unwrap_or_default();
+        assert!(
+            why.contains("evil.test:443") && why.contains("allowlist"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn destinations_take_the_default_port_of_their_scheme() {
+        assert_eq!(
+            dest("http://Example.COM/a?b").map(|d| d.to_string()),
+            Some("http://example.com:80".to_string())
+        );
+        assert_eq!(
+            dest("https://[::1]:8443/").map(|d| d.to_string()),
+            Some("https://[::1]:8443".to_string())
+        );
+    }
+}
