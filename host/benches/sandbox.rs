@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use support::{Result, install};
 use wasmhive::Daemon;
 use wasmhive::capabilities::Caller;
-use wasmhive::capabilities::host_api::DiscardProgress;
+use wasmhive::capabilities::tasks::NoTaskHost;
 use wasmhive::runtime::sandbox::{AttemptSetup, CancelToken, HostState};
 use wasmhive::task::Priority;
 
@@ -68,14 +68,12 @@ async fn async_main() -> Result<()> {
                 task_id: "bench".into(),
             },
             config: Arc::default(),
-            vectors: None,
-            breakers: None,
-            http_allow: Default::default(),
-            http: Default::default(),
+            grants: Default::default(),
+            services: Default::default(),
             memory_cap_bytes: 64 << 20,
             deadline: Instant::now() + Duration::from_secs(10),
             cancel: CancelToken::default(),
-            progress: Arc::new(DiscardProgress),
+            tasks: Arc::new(NoTaskHost),
         };
         black_box(HostState::new_store(runtime.engine(), setup, None));
     }

@@ -20,7 +20,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::wasmhive::plugin::types::{LogLevel, Priority};
-pub use self::wasmhive::plugin::{host, vectors};
+pub use self::wasmhive::plugin::{admin, host, vectors};
 
 /// The WIT package version this host implements.
 pub const WIT_PACKAGE: &str = "wasmhive:plugin";

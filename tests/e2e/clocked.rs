@@ -63,6 +63,7 @@ impl Clocked {
                 timeout_s: None,
                 max_retries: None,
                 idempotency_key: None,
+                parent_id: None,
             })
             .await?;
         Ok(submitted.task.task_id)

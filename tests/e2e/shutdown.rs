@@ -19,6 +19,7 @@ fn task(kind: &str, payload: serde_json::Value) -> NewTask {
         timeout_s: Some(60),
         max_retries: None,
         idempotency_key: None,
+        parent_id: None,
     }
 }
 

@@ -68,7 +68,7 @@ pub fn echo_attempt(n: u64) -> wasmhive::runtime::Attempt {
         attempt: 1,
         budget: std::time::Duration::from_secs(10),
         cancel: wasmhive::runtime::sandbox::CancelToken::default(),
-        progress: std::sync::Arc::new(wasmhive::capabilities::host_api::DiscardProgress),
+        tasks: std::sync::Arc::new(wasmhive::capabilities::tasks::NoTaskHost),
     }
 }
 
@@ -85,6 +85,7 @@ pub fn task(
         timeout_s: None,
         max_retries: None,
         idempotency_key: None,
+        parent_id: None,
     }
 }
 

@@ -190,6 +190,7 @@ fn seed_task(kind: &str, body: Value, default: Priority) -> Result<NewTask, ApiE
         timeout_s,
         max_retries,
         idempotency_key,
+        parent_id: None,
     })
 }
 

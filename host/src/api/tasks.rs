@@ -43,6 +43,7 @@ impl SubmitRequest {
             timeout_s: self.timeout_s,
             max_retries: self.max_retries,
             idempotency_key: self.idempotency_key,
+            parent_id: None,
         })
     }
 }

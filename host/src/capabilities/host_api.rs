@@ -2,13 +2,14 @@
 //!
 //! - `log` becomes a tracing event tagged with the plugin and task, bounded to
 //!   [`MAX_LOG_LINES`] per attempt so a chatty plugin cannot flood the logs.
-//! - `progress` is handed to the [`ProgressSink`] (the scheduler records it on
+//! - `progress` is handed to the [`TaskHost`] (the scheduler records it on
 //!   the task).
 //! - `config-get` reads the manifest's `[config]` table.
-//! - `submit` (child tasks) is refused with a sentence until the scheduler
-//!   offers child submission.
+//! - `submit` and `children` are child tasks ([`super::submit`]).
 
 use super::Caller;
+use super::submit::Submit;
+use super::tasks::TaskHost;
 use crate::bindings::{LogLevel, Priority, host, wasmhive::plugin::types};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,25 +19,12 @@ pub const MAX_LOG_LINES: u32 = 1000;
 /// Longest log message kept, bytes.
 pub const MAX_LOG_MESSAGE: usize = 4096;
 
-/// Receives a task's progress reports.
-pub trait ProgressSink: Send + Sync {
-    /// `percent` is already clamped to 0..=100.
-    fn progress(&self, task_id: &str, percent: u8, message: String);
-}
-
-/// A sink that drops progress (used by `describe` and benchmarks).
-#[derive(Debug, Default)]
-pub struct DiscardProgress;
-
-impl ProgressSink for DiscardProgress {
-    fn progress(&self, _: &str, _: u8, _: String) {}
-}
-
 /// Per-attempt state of the `host` interface.
 pub struct HostApi {
     caller: Caller,
     config: Arc<BTreeMap<String, String>>,
-    progress: Arc<dyn ProgressSink>,
+    tasks: Arc<dyn TaskHost>,
+    submit: Submit,
     log_lines: u32,
 }
 
@@ -44,12 +32,14 @@ impl HostApi {
     pub fn new(
         caller: Caller,
         config: Arc<BTreeMap<String, String>>,
-        progress: Arc<dyn ProgressSink>,
+        tasks: Arc<dyn TaskHost>,
+        submit: Submit,
     ) -> Self {
         HostApi {
             caller,
             config,
-            progress,
+            tasks,
+            submit,
             log_lines: 0,
         }
     }
@@ -77,13 +67,7 @@ impl host::Host for HostApi {
             return;
         }
         let mut message = message;
-        if message.len() > MAX_LOG_MESSAGE {
-            let cut = (0..=MAX_LOG_MESSAGE)
-                .rev()
-                .find(|&i| message.is_char_boundary(i))
-                .unwrap_or(0);
-            message.truncate(cut);
-        }
+        truncate(&mut message, MAX_LOG_MESSAGE);
         let plugin = &*self.caller.plugin;
         let task_id = &*self.caller.task_id;
         match level {
@@ -106,8 +90,11 @@ impl host::Host for HostApi {
     }
 
     async fn progress(&mut self, percent: u8, message: String) {
-        self.progress
-            .progress(&self.caller.task_id, percent.min(100), message);
+        if let Ok(id) = self.caller.task_id.parse() {
+            let mut message = message;
+            truncate(&mut message, MAX_LOG_MESSAGE);
+            self.tasks.progress(id, percent.min(100), message);
+        }
     }
 
     async fn config_get(&mut self, key: String) -> Option<String> {
@@ -117,13 +104,27 @@ impl host::Host for HostApi {
     async fn submit(
         &mut self,
         kind: String,
-        _payload: String,
-        _priority: Priority,
+        payload: String,
+        priority: Priority,
     ) -> Result<String, String> {
-        Err(self.caller.not_granted(
-            &format!("child tasks of kind `{kind}`"),
-            &format!("\"{kind}\" to [capabilities] submit"),
-        ))
+        self.submit
+            .submit(&self.caller, &*self.tasks, kind, payload, priority)
+            .await
+    }
+
+    async fn children(&mut self) -> Vec<host::Child> {
+        Submit::children(&self.caller, &*self.tasks)
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
+        s.truncate(cut);
     }
 }
 
@@ -131,43 +132,31 @@ impl host::Host for HostApi {
 mod tests {
     use super::*;
     use crate::bindings::host::Host as _;
-    use std::sync::Mutex;
+    use crate::capabilities::tasks::{NoTaskHost, RecordingHost};
+    use uuid::Uuid;
 
-    #[derive(Default)]
-    struct Recorded(Mutex<Vec<(String, u8, String)>>);
-
-    impl ProgressSink for Recorded {
-        fn progress(&self, task_id: &str, percent: u8, message: String) {
-            if let Ok(mut v) = self.0.lock() {
-                v.push((task_id.to_string(), percent, message));
-            }
-        }
-    }
-
-    fn caller() -> Caller {
-        Caller {
-            plugin: "scrape".into(),
-            version: "1.0.0".into(),
-            manifest_file: "scrape.toml".into(),
-            task_id: "t1".into(),
-        }
+    fn caller(task_id: &str) -> Caller {
+        Caller::for_test("scrape", task_id)
     }
 
     #[tokio::test]
     async fn progress_is_clamped_and_config_comes_from_the_manifest() {
-        let sink = Arc::new(Recorded::default());
+        let sink = Arc::new(RecordingHost::default());
         let config = Arc::new(BTreeMap::from([("ua".to_string(), "hive".to_string())]));
-        let mut api = HostApi::new(caller(), config, sink.clone());
+        let id = Uuid::now_v7();
+        let submit = Submit::new(Arc::from(Vec::new()), 0);
+        let mut api = HostApi::new(caller(&id.to_string()), config, sink.clone(), submit);
         api.progress(250, "half".into()).await;
         assert_eq!(api.config_get("ua".into()).await.as_deref(), Some("hive"));
         assert_eq!(api.config_get("missing".into()).await, None);
-        let seen = sink.0.lock().map(|v| v.clone()).unwrap_or_default();
-        assert_eq!(seen, vec![("t1".to_string(), 100, "half".to_string())]);
+        let seen = sink.progress.lock().map(|v| v.clone()).unwrap_or_default();
+        assert_eq!(seen, vec![(id, 100, "half".to_string())]);
     }
 
     #[tokio::test]
     async fn submit_is_refused_with_the_grant_to_add() {
-        let mut api = HostApi::new(caller(), Arc::default(), Arc::new(DiscardProgress));
+        let submit = Submit::new(Arc::from(Vec::new()), 10);
+        let mut api = HostApi::new(caller("t"), Arc::default(), Arc::new(NoTaskHost), submit);
         let err = api
             .submit("embed".into(), "{}".into(), Priority::Normal)
             .await

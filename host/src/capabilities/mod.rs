@@ -5,12 +5,19 @@
 //! each in an attempt's store and links them; what each may do comes from
 //! the plugin's manifest, never from the plugin.
 //!
-//! - [`host_api`]: `wasmhive:plugin/host` — log, progress, config-get, submit.
+//! - [`host_api`]: `wasmhive:plugin/host` — log, progress, config-get, and
+//!   [`submit`]: child tasks (submit, children).
 //! - [`vectors`]: `wasmhive:plugin/vectors` — vector collections.
 //! - [`http`]: `wasi:http/outgoing-handler` — outbound HTTP behind an allowlist.
+//! - [`admin`]: `wasmhive:plugin/admin` — prune, compact, health.
+//!
+//! What they need from the scheduler they get through [`tasks::TaskHost`].
 
+pub mod admin;
 pub mod host_api;
 pub mod http;
+pub mod submit;
+pub mod tasks;
 pub mod vectors;
 
 use crate::breaker::BreakerSet;
@@ -29,6 +36,33 @@ pub struct Services {
     pub breakers: Option<Arc<BreakerSet>>,
     /// Outbound HTTP settings, breaker bindings and counters.
     pub http: Arc<HttpShared>,
+}
+
+/// What a plugin's manifest grants it, parsed once at load.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    pub vectors: bool,
+    pub admin: bool,
+    /// Kinds it may submit as children.
+    pub submit: Arc<[String]>,
+    /// Children one task may have.
+    pub max_children: u32,
+    /// Where it may send HTTP requests.
+    pub http: Arc<Allowlist>,
+}
+
+impl Grants {
+    /// Names of the granted capabilities breakers can guard.
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            ("vectors", self.vectors),
+            ("submit", !self.submit.is_empty()),
+            ("admin", self.admin),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect()
+    }
 }
 
 impl Services {
@@ -118,6 +152,17 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// A caller for capability tests: `plugin` v1.0.0, manifest `<plugin>.toml`.
+    #[cfg(test)]
+    pub fn for_test(plugin: &str, task_id: &str) -> Caller {
+        Caller {
+            plugin: plugin.into(),
+            version: "1.0.0".into(),
+            manifest_file: format!("{plugin}.toml").into(),
+            task_id: task_id.into(),
+        }
+    }
+
     /// The sentence a plugin gets when it uses a capability it was not granted.
     pub fn not_granted(&self, what: &str, grant: &str) -> String {
         format!(

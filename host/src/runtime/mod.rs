@@ -20,10 +20,11 @@ pub mod reload;
 pub mod sandbox;
 pub mod settings;
 
-use crate::bindings::{self, HandlerPre, WIT_PACKAGE, WIT_VERSION, host, vectors, wasmhive};
+use crate::bindings::{self, HandlerPre, WIT_PACKAGE, WIT_VERSION, admin, host, vectors, wasmhive};
 use crate::capabilities::Caller;
-use crate::capabilities::host_api::{DiscardProgress, ProgressSink};
+use crate::capabilities::Grants;
 use crate::capabilities::http::allow::Allowlist;
+use crate::capabilities::tasks::{NoTaskHost, TaskHost};
 use crate::task::{FailureKind, Priority, TaskFailure};
 use manifest::Manifest;
 use plugin::{LoadError, Names, PluginInfo, PluginLimits, PluginVersion};
@@ -65,7 +66,8 @@ pub struct Attempt {
     /// (manifest `timeout_s`) caps it further.
     pub budget: Duration,
     pub cancel: CancelToken,
-    pub progress: Arc<dyn ProgressSink>,
+    /// The scheduler's side of the capabilities.
+    pub tasks: Arc<dyn TaskHost>,
 }
 
 /// The engine, linker and epoch clock shared by every plugin.
@@ -169,6 +171,7 @@ impl Runtime {
         })?;
         host::add_to_linker::<HostState, HasSelf<_>>(&mut linker, |s| &mut s.host_api)?;
         vectors::add_to_linker::<HostState, HasSelf<_>>(&mut linker, |s| &mut s.vectors)?;
+        admin::add_to_linker::<HostState, HasSelf<_>>(&mut linker, |s| &mut s.admin)?;
         Ok(linker)
     }
 
@@ -216,7 +219,7 @@ impl Runtime {
         let file_name = display_name(file);
         check_header(&file_name, &bytes)?;
         let limits = self.limits_for(&file_name, &manifest)?;
-        let http_allow = Allowlist::parse(&manifest.capabilities.http).map_err(|message| {
+        let http = Allowlist::parse(&manifest.capabilities.http).map_err(|message| {
             LoadError::Manifest {
                 file: file
                     .with_extension("toml")
@@ -227,17 +230,16 @@ impl Runtime {
             }
         })?;
         let caps = &manifest.capabilities;
-        let granted: Vec<&str> = [
-            ("vectors", caps.vectors),
-            ("submit", !caps.submit.is_empty()),
-            ("admin", caps.admin),
-        ]
-        .into_iter()
-        .filter_map(|(name, on)| on.then_some(name))
-        .collect();
+        let grants = Grants {
+            vectors: caps.vectors,
+            admin: caps.admin,
+            submit: caps.submit.clone().into(),
+            max_children: limits.max_children,
+            http: Arc::new(http),
+        };
         let depends_on = self
             .services
-            .breakers_for(&granted, &http_allow, &caps.tolerates);
+            .breakers_for(&grants.names(), &grants.http, &caps.tolerates);
 
         let engine = self.engine.clone();
         let cache_before = self.cache_stats();
@@ -299,7 +301,7 @@ impl Runtime {
             config: Arc::new(manifest.config.clone()),
             manifest,
             limits,
-            http_allow: Arc::new(http_allow),
+            grants,
             depends_on,
             from_cache,
             attempts: Default::default(),
@@ -370,14 +372,12 @@ impl Runtime {
         let setup = AttemptSetup {
             caller: caller(names, "describe"),
             config: Arc::default(),
-            vectors: None,
-            breakers: None,
-            http_allow: Arc::default(),
-            http: self.services.http.clone(),
+            grants: Grants::default(),
+            services: self.services.clone(),
             memory_cap_bytes: limits.memory_bytes,
             deadline: Instant::now() + DESCRIBE_BUDGET,
             cancel: CancelToken::default(),
-            progress: Arc::new(DiscardProgress),
+            tasks: Arc::new(NoTaskHost),
         };
         let mut store = HostState::new_store(&self.engine, setup, limits.fuel);
         let outcome = tokio::time::timeout(DESCRIBE_BUDGET + self.slack(), async {
@@ -414,18 +414,12 @@ impl Runtime {
         let setup = AttemptSetup {
             caller: caller(&plugin.names, &attempt.task_id),
             config: plugin.config.clone(),
-            vectors: self
-                .services
-                .vectors
-                .clone()
-                .filter(|_| plugin.manifest.capabilities.vectors),
-            breakers: self.services.breakers.clone(),
-            http_allow: plugin.http_allow.clone(),
-            http: self.services.http.clone(),
+            grants: plugin.grants.clone(),
+            services: self.services.clone(),
             memory_cap_bytes: plugin.limits.memory_bytes,
             deadline: Instant::now() + budget,
             cancel: cancel.clone(),
-            progress: attempt.progress,
+            tasks: attempt.tasks,
         };
         let mut store = HostState::new_store(&self.engine, setup, plugin.limits.fuel);
         let task = bindings::Task {

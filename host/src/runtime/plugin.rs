@@ -48,8 +48,8 @@ pub struct PluginVersion {
     pub loaded_at: SystemTime,
     pub manifest: Manifest,
     pub limits: PluginLimits,
-    /// The manifest's `[capabilities] http` patterns, parsed.
-    pub http_allow: Arc<crate::capabilities::http::allow::Allowlist>,
+    /// The manifest's `[capabilities]` and `max_children`, parsed.
+    pub grants: crate::capabilities::Grants,
     /// Named breakers its tasks wait for (`Services::breakers_for`).
     pub depends_on: Vec<String>,
     /// Whether its machine code came from the compile cache.

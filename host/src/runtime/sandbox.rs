@@ -9,9 +9,13 @@
 use super::failure::{Interruption, MemoryRefusal, Signals};
 use super::guest_output::{GuestOutput, Stream};
 use crate::capabilities::Caller;
-use crate::capabilities::host_api::{HostApi, ProgressSink};
+use crate::capabilities::admin::Admin;
+use crate::capabilities::host_api::HostApi;
 use crate::capabilities::http::HttpPolicy;
+use crate::capabilities::submit::Submit;
+use crate::capabilities::tasks::TaskHost;
 use crate::capabilities::vectors::Vectors;
+use crate::capabilities::{Grants, Services};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,16 +115,13 @@ impl ResourceLimiter for MemoryLimiter {
 pub struct AttemptSetup {
     pub caller: Caller,
     pub config: Arc<BTreeMap<String, String>>,
-    /// The vector store, when the plugin is granted it.
-    pub vectors: Option<Arc<crate::capabilities::vectors::VectorStore>>,
-    pub breakers: Option<Arc<crate::breaker::BreakerSet>>,
-    /// Where the plugin may send HTTP requests.
-    pub http_allow: Arc<crate::capabilities::http::allow::Allowlist>,
-    pub http: Arc<crate::capabilities::http::HttpShared>,
+    pub grants: Grants,
+    pub services: Services,
     pub memory_cap_bytes: usize,
     pub deadline: Instant,
     pub cancel: CancelToken,
-    pub progress: Arc<dyn ProgressSink>,
+    /// The scheduler's side: progress, children, housekeeping.
+    pub tasks: Arc<dyn TaskHost>,
 }
 
 /// The data of one attempt's `Store`.
@@ -131,6 +132,7 @@ pub struct HostState {
     pub(super) http: HttpPolicy,
     pub(super) host_api: HostApi,
     pub(super) vectors: Vectors,
+    pub(super) admin: Admin,
     limiter: MemoryLimiter,
     deadline: Instant,
     cancel: CancelToken,
@@ -149,14 +151,12 @@ impl HostState {
         let AttemptSetup {
             caller,
             config,
-            vectors,
-            breakers,
-            http_allow,
-            http,
+            grants,
+            services,
             memory_cap_bytes,
             deadline,
             cancel,
-            progress,
+            tasks,
         } = setup;
         let stdout = GuestOutput::new(
             Stream::Stdout,
@@ -180,9 +180,24 @@ impl HostState {
             wasi,
             table: ResourceTable::new(),
             http_ctx: WasiHttpCtx::new(),
-            http: HttpPolicy::new(caller.clone(), http_allow, deadline, http),
-            host_api: HostApi::new(caller.clone(), config, progress),
-            vectors: Vectors::new(caller, vectors, breakers),
+            http: HttpPolicy::new(
+                caller.clone(),
+                grants.http.clone(),
+                deadline,
+                services.http.clone(),
+            ),
+            host_api: HostApi::new(
+                caller.clone(),
+                config,
+                tasks.clone(),
+                Submit::new(grants.submit.clone(), grants.max_children),
+            ),
+            vectors: Vectors::new(
+                caller.clone(),
+                services.vectors.clone().filter(|_| grants.vectors),
+                services.breakers.clone(),
+            ),
+            admin: Admin::new(caller, grants.admin, tasks, services.vectors.clone()),
             limiter: MemoryLimiter::new(memory_cap_bytes),
             deadline,
             cancel,

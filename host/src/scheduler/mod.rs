@@ -21,21 +21,19 @@
 //! listener (parking, waking, rollback). Time comes from the injected
 //! [`Clock`].
 
+mod children;
 pub mod pool;
 pub mod queue;
 pub mod retry;
 
 use crate::breaker::{Admission, Breaker, BreakerSet, State as BreakerState};
-use crate::capabilities::host_api::ProgressSink;
 use crate::clock::Clock;
 use crate::metrics::{Metrics, PoolGauges};
 use crate::runtime::Attempt;
 use crate::runtime::plugin::PluginVersion;
 use crate::runtime::registry::Registry;
 use crate::runtime::sandbox::CancelToken;
-use crate::store::{
-    AttemptPlugin, AttemptRecord, Inserted, Progress, Store, TaskFilter, TaskRecord,
-};
+use crate::store::{AttemptPlugin, AttemptRecord, Inserted, Store, TaskFilter, TaskRecord};
 use crate::task::{FailureKind, Priority, TaskFailure, TaskStatus};
 use pool::CategoryPool;
 use queue::Job;
@@ -56,6 +54,8 @@ pub struct NewTask {
     pub timeout_s: Option<u64>,
     pub max_retries: Option<u32>,
     pub idempotency_key: Option<String>,
+    /// The task that submitted this one (child tasks).
+    pub parent_id: Option<Uuid>,
 }
 
 /// Most retries a task may ask for.
@@ -236,6 +236,7 @@ impl Scheduler {
             max_retries,
             timeout_s: timeout_s.min(ceiling),
             idempotency_key: new.idempotency_key,
+            parent_id: new.parent_id,
             ..TaskRecord::new(&new.kind, new.payload, new.priority, inner.clock.wall())
         };
         match inner.store.insert(record).await? {
@@ -587,9 +588,7 @@ impl Scheduler {
             attempt: attempt_no,
             budget: Duration::from_secs(task.timeout_s),
             cancel,
-            progress: Arc::new(StoreProgress {
-                store: inner.store.clone(),
-            }),
+            tasks: Arc::new(self.clone()),
         };
         let run_started = Instant::now();
         let outcome = tracing::Instrument::instrument(
@@ -1108,19 +1107,4 @@ fn counts_against_plugin(kind: FailureKind) -> bool {
             | FailureKind::Fuel
             | FailureKind::Retryable
     )
-}
-
-/// Records a plugin's progress reports on its task.
-struct StoreProgress {
-    store: Store,
-}
-
-impl ProgressSink for StoreProgress {
-    fn progress(&self, task_id: &str, percent: u8, message: String) {
-        if let Ok(id) = task_id.parse::<Uuid>() {
-            self.store.update(id, |t| {
-                t.progress = Some(Progress { percent, message });
-            });
-        }
-    }
 }

@@ -133,6 +133,14 @@ impl Store {
         Ok(n)
     }
 
+    /// Returns free pages to the file system (SQLite; nothing to do in memory).
+    pub async fn compact(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Sqlite(s) => s.compact().await,
+        }
+    }
+
     /// Returns once every change made so far is durable.
     pub async fn sync(&self) -> Result<(), StoreError> {
         match self {

@@ -29,6 +29,11 @@ pub struct TaskRecord {
     pub plugin: Option<AttemptPlugin>,
     pub progress: Option<Progress>,
     pub idempotency_key: Option<String>,
+    /// The task that submitted this one as a child.
+    pub parent_id: Option<Uuid>,
+    /// The child tasks this one submitted, oldest first.
+    #[serde(default)]
+    pub children: Vec<Uuid>,
     /// The open circuit breaker the task waits on, if parked.
     pub parked_on: Option<String>,
     /// When a task in `retry_wait` runs again.
@@ -88,6 +93,8 @@ impl TaskRecord {
             plugin: None,
             progress: None,
             idempotency_key: None,
+            parent_id: None,
+            children: Vec::new(),
             parked_on: None,
             next_attempt_at: None,
             attempt_log: Vec::new(),

@@ -17,7 +17,8 @@
 //! ```
 //!
 //! The host interfaces are re-exported as [`host`] (log, progress,
-//! config, child tasks) and [`vectors`].
+//! config, child tasks), [`vectors`] and [`admin`]; [`http`] sends requests
+//! over `wasi:http`. The free functions below wrap the common calls.
 
 #[allow(unsafe_code, clippy::all, missing_docs)]
 pub mod bindings {
@@ -31,9 +32,56 @@ pub mod bindings {
     });
 }
 
+pub mod http;
+
 pub use bindings::wasmhive::plugin::types::{LogLevel, Priority};
-pub use bindings::wasmhive::plugin::{host, vectors};
+pub use bindings::wasmhive::plugin::{admin, host, vectors};
 pub use bindings::{Guest, PluginInfo, Task, TaskError};
+pub use host::Child;
+
+/// Logs a line at `info`, tagged by the host with the plugin and task.
+pub fn log(message: &str) {
+    host::log(LogLevel::Info, message);
+}
+
+/// Logs a line at `warn`.
+pub fn warn(message: &str) {
+    host::log(LogLevel::Warn, message);
+}
+
+/// Reports progress on the current task (shown on the task JSON).
+pub fn progress(percent: u8, message: &str) {
+    host::progress(percent, message);
+}
+
+/// A value from the `[config]` table of the plugin's manifest.
+pub fn config(key: &str) -> Option<String> {
+    host::config_get(key).filter(|v| !v.is_empty())
+}
+
+/// Submits a child task; returns its id or the host's reason for refusing.
+pub fn submit(
+    kind: &str,
+    payload: &serde_json::Value,
+    priority: Priority,
+) -> Result<String, String> {
+    host::submit(kind, &payload.to_string(), priority)
+}
+
+/// The children this task has submitted, oldest first.
+pub fn children() -> Vec<Child> {
+    host::children()
+}
+
+/// Whether a child has reached a final status.
+pub fn is_finished(child: &Child) -> bool {
+    matches!(child.status.as_str(), "succeeded" | "failed" | "cancelled")
+}
+
+/// Sleeps without using CPU (the host keeps counting the task's deadline).
+pub fn sleep(duration: std::time::Duration) {
+    std::thread::sleep(duration);
+}
 
 /// Exports a type implementing [`Guest`] as this component's handler.
 #[macro_export]

@@ -14,8 +14,9 @@
 //!   left of the attempt's budget;
 //! - the response body is capped at `[http] max_response_mb`.
 //!
-//! A refusal is an `internal-error` whose text gives the reason (what the
-//! guest sees) and a warning log line for the operator. Per-host counters
+//! A refusal is an `internal-error` whose text is [`DENIED`] and the reason
+//! (what the guest sees; the SDK turns it into `HttpError::Refused`) and a
+//! warning log line for the operator. Per-host counters
 //! feed `/metrics` and `/api/hp/stats`.
 
 pub mod allow;
@@ -31,6 +32,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// How the text of a refusal starts, so a guest can tell it from other
+/// internal errors.
+pub const DENIED: &str = "denied: ";
 
 /// Settings from `[http]` in the daemon's config.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -226,7 +231,9 @@ impl WasiHttpHooks for HttpPolicy {
                 destination = %key,
                 "outbound request refused: {reason}"
             );
-            return Box::new(async move { Err(Error::InternalError(Some(reason))) });
+            return Box::new(async move {
+                Err(Error::InternalError(Some(format!("{DENIED}{reason}"))))
+            });
         }
         let left = self.deadline.saturating_duration_since(Instant::now());
         let cut =

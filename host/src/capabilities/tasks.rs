@@ -1,0 +1,150 @@
+//! [`TaskHost`]: what the capabilities ask of the scheduler — progress, child
+//! tasks, housekeeping — as a trait defined here, so the runtime and the
+//! capabilities never import the scheduler (it implements the trait).
+
+use crate::task::Priority;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A boxed future, as the trait's async methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A child task to submit.
+#[derive(Debug, Clone)]
+pub struct ChildRequest {
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub priority: Priority,
+    /// Makes the submission idempotent across the parent's attempts.
+    pub idempotency_key: String,
+}
+
+/// A child task as its parent sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildStatus {
+    pub id: Uuid,
+    pub kind: String,
+    /// `TaskStatus::as_str`.
+    pub status: &'static str,
+    pub result: Option<serde_json::Value>,
+    /// `kind: message`.
+    pub error: Option<String>,
+}
+
+/// The scheduler's side of the capabilities.
+pub trait TaskHost: Send + Sync {
+    /// Records progress on a running task; `percent` is already clamped.
+    fn progress(&self, task: Uuid, percent: u8, message: String);
+
+    /// Submits a child of `parent`, at most `quota` children per parent.
+    /// Returns the child's id (an existing child for a repeated key).
+    fn submit_child(
+        &self,
+        parent: Uuid,
+        child: ChildRequest,
+        quota: u32,
+    ) -> BoxFuture<'_, Result<Uuid, String>>;
+
+    /// The children of `parent`, oldest first.
+    fn children(&self, parent: Uuid) -> Vec<ChildStatus>;
+
+    /// Deletes tasks finished more than `age` ago; returns how many.
+    fn prune(&self, age: Duration) -> BoxFuture<'_, Result<u64, String>>;
+
+    /// Returns the task store's free pages to the file system.
+    fn compact(&self) -> BoxFuture<'_, Result<(), String>>;
+
+    /// The scheduler's view of health (store, pools, breakers), as JSON.
+    fn health(&self) -> serde_json::Value;
+}
+
+/// A host with no scheduler behind it (`describe`, benchmarks): progress is
+/// dropped and everything else is refused.
+#[derive(Debug, Default)]
+pub struct NoTaskHost;
+
+const NO_SCHEDULER: &str = "no scheduler is running this call";
+
+impl TaskHost for NoTaskHost {
+    fn progress(&self, _: Uuid, _: u8, _: String) {}
+
+    fn submit_child(
+        &self,
+        _: Uuid,
+        _: ChildRequest,
+        _: u32,
+    ) -> BoxFuture<'_, Result<Uuid, String>> {
+        Box::pin(async { Err(NO_SCHEDULER.to_string()) })
+    }
+
+    fn children(&self, _: Uuid) -> Vec<ChildStatus> {
+        Vec::new()
+    }
+
+    fn prune(&self, _: Duration) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(async { Err(NO_SCHEDULER.to_string()) })
+    }
+
+    fn compact(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Err(NO_SCHEDULER.to_string()) })
+    }
+
+    fn health(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}
+
+/// A [`TaskHost`] for capability tests: records progress and submissions,
+/// refuses children over the quota like the scheduler.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct RecordingHost {
+    pub progress: std::sync::Mutex<Vec<(Uuid, u8, String)>>,
+    pub submitted: std::sync::Mutex<Vec<(Uuid, ChildRequest)>>,
+}
+
+#[cfg(test)]
+impl TaskHost for RecordingHost {
+    fn progress(&self, task: Uuid, percent: u8, message: String) {
+        if let Ok(mut v) = self.progress.lock() {
+            v.push((task, percent, message));
+        }
+    }
+
+    fn submit_child(
+        &self,
+        parent: Uuid,
+        child: ChildRequest,
+        quota: u32,
+    ) -> BoxFuture<'_, Result<Uuid, String>> {
+        let result = match self.submitted.lock() {
+            Ok(all) if all.len() >= quota as usize => {
+                Err(format!("quota of {quota} children used up"))
+            }
+            Ok(mut all) => {
+                all.push((parent, child));
+                Ok(Uuid::now_v7())
+            }
+            Err(_) => Err("poisoned".to_string()),
+        };
+        Box::pin(async move { result })
+    }
+
+    fn children(&self, _: Uuid) -> Vec<ChildStatus> {
+        Vec::new()
+    }
+
+    fn prune(&self, age: Duration) -> BoxFuture<'_, Result<u64, String>> {
+        NoTaskHost.prune(age)
+    }
+
+    fn compact(&self) -> BoxFuture<'_, Result<(), String>> {
+        NoTaskHost.compact()
+    }
+
+    fn health(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}

@@ -1,0 +1,128 @@
+//! The scheduler's side of the capabilities ([`TaskHost`]): progress on the
+//! task record, child tasks linked to their parent, and housekeeping for the
+//! admin capability.
+
+use super::{NewTask, Scheduler};
+use crate::capabilities::tasks::{BoxFuture, ChildRequest, ChildStatus, TaskHost};
+use crate::store::Progress;
+use std::time::Duration;
+use uuid::Uuid;
+
+impl TaskHost for Scheduler {
+    fn progress(&self, task: Uuid, percent: u8, message: String) {
+        self.store().update(task, |t| {
+            t.progress = Some(Progress { percent, message });
+        });
+    }
+
+    fn submit_child(
+        &self,
+        parent: Uuid,
+        child: ChildRequest,
+        quota: u32,
+    ) -> BoxFuture<'_, Result<Uuid, String>> {
+        Box::pin(async move {
+            let store = self.store();
+            let Some(record) = store.get(parent) else {
+                return Err(format!("the parent task {parent} no longer exists"));
+            };
+            // A repeated submission (a retried parent) is not a new child.
+            let repeat = record.children.iter().find(|id| {
+                store
+                    .get(**id)
+                    .is_some_and(|c| c.idempotency_key.as_deref() == Some(&child.idempotency_key))
+            });
+            if let Some(id) = repeat {
+                return Ok(*id);
+            }
+            if record.children.len() >= quota as usize {
+                return Err(format!(
+                    "this task has submitted its quota of {quota} child tasks ([limits] max_children)"
+                ));
+            }
+            let submitted = self
+                .submit(NewTask {
+                    kind: child.kind,
+                    payload: child.payload,
+                    priority: child.priority,
+                    timeout_s: None,
+                    max_retries: None,
+                    idempotency_key: Some(child.idempotency_key),
+                    parent_id: Some(parent),
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            let id = submitted.task.task_id;
+            store.update(parent, |t| {
+                if !t.children.contains(&id) {
+                    t.children.push(id);
+                }
+            });
+            Ok(id)
+        })
+    }
+
+    fn children(&self, parent: Uuid) -> Vec<ChildStatus> {
+        let store = self.store();
+        let Some(record) = store.get(parent) else {
+            return Vec::new();
+        };
+        record
+            .children
+            .iter()
+            .filter_map(|id| store.get(*id))
+            .map(|c| ChildStatus {
+                id: c.task_id,
+                kind: c.kind,
+                status: c.status.as_str(),
+                result: c.result,
+                error: c.error.map(|e| format!("{}: {}", e.kind, e.message)),
+            })
+            .collect()
+    }
+
+    fn prune(&self, age: Duration) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(async move {
+            let before = self.clock().wall() - age;
+            self.store()
+                .prune(before)
+                .await
+                .map(|n| n as u64)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn compact(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.store().compact().await.map_err(|e| e.to_string()) })
+    }
+
+    fn health(&self) -> serde_json::Value {
+        let store = self.store();
+        let degraded = store.degraded();
+        let pools: Vec<serde_json::Value> = self
+            .pool_gauges()
+            .into_iter()
+            .map(|g| {
+                serde_json::json!({
+                    "pool": g.name,
+                    "workers": g.size,
+                    "running": g.running,
+                    "queued": g.queued.iter().sum::<usize>(),
+                })
+            })
+            .collect();
+        let breakers: Vec<serde_json::Value> = self
+            .breakers()
+            .statuses()
+            .into_iter()
+            .map(|b| serde_json::json!({ "name": b.name, "state": b.state }))
+            .collect();
+        serde_json::json!({
+            "status": if degraded.is_some() { "degraded" } else { "healthy" },
+            "store": { "backend": store.backend(), "error": degraded },
+            "pools": pools,
+            "breakers": breakers,
+            "plugins_loaded": self.registry().loaded_count(),
+        })
+    }
+}
