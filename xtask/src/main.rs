@@ -5,7 +5,9 @@
 //!   `target/plugins/<name>.wasm` (bundled handlers, with their manifests)
 //!   and `target/plugins/fixtures/<name>.wasm` (test guests).
 //! - `run [ARGS]`: builds the plugins and starts the daemon on them.
-//! - `test [ARGS]`: builds the plugins and runs every test of the workspace.
+//! - `test [ARGS]`: builds the plugins, runs the guest crates' unit tests
+//!   natively (their logic: parsing, extraction, embedding), then every
+//!   test of the host workspace.
 //! - `bench`: builds the plugins and runs the benchmarks (release profile).
 
 use anyhow::{Context, Result, bail};
@@ -36,6 +38,7 @@ fn main() -> Result<()> {
         }
         "test" => {
             build_plugins(&root)?;
+            test_guests(&root)?;
             let mut cmd = cargo();
             cmd.current_dir(&root)
                 .args(["test", "--workspace"])
@@ -96,18 +99,43 @@ fn ensure_wasm_target() -> Result<()> {
     run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
 }
 
+/// Runs the guest workspace's unit tests on the host's own target (the
+/// bindings to the host compile there; the tests exercise plain logic).
+fn test_guests(root: &Path) -> Result<()> {
+    let out = Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
+        .arg("-vV")
+        .output()
+        .context("could not run rustc -vV")?;
+    let info = String::from_utf8_lossy(&out.stdout);
+    let host = info
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .context("rustc -vV names no host target")?
+        .trim()
+        .to_string();
+    let mut cmd = guest_cargo(root);
+    cmd.args(["test", "--workspace", "--target", &host]);
+    run(&mut cmd)
+}
+
+/// A cargo for the guest workspace, clear of the host build's settings.
+fn guest_cargo(root: &Path) -> Command {
+    let mut cmd = cargo();
+    cmd.current_dir(root.join("plugins"))
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET");
+    cmd
+}
+
 /// Builds the guest workspace in a child cargo with its own target dir: a
 /// guest build must never share (and lock) the host's target directory.
 fn build_plugins(root: &Path) -> Result<()> {
     ensure_wasm_target()?;
     let guests = root.join("plugins");
-    let mut cmd = cargo();
-    cmd.current_dir(&guests)
-        .args(["build", "--release", "--target", WASM_TARGET])
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET");
+    let mut cmd = guest_cargo(root);
+    cmd.args(["build", "--release", "--target", WASM_TARGET]);
     run(&mut cmd)?;
 
     let built = guests.join("target").join(WASM_TARGET).join("release");
@@ -121,7 +149,10 @@ fn build_plugins(root: &Path) -> Result<()> {
     }
     for dir in subdirs(&guests)? {
         let name = file_name(&dir);
-        if matches!(name.as_str(), "sdk" | "fixtures" | "target") || name.starts_with('.') {
+        if matches!(name.as_str(), "fixtures" | "target")
+            || name.starts_with('.')
+            || !is_component(&dir)?
+        {
             continue;
         }
         install_component(&dir, &built, &out)?;
@@ -161,6 +192,13 @@ fn install_component(dir: &Path, built: &Path, out: &Path) -> Result<()> {
         format!("{}.wasm", crate_name(dir)?.replace('-', "_"))
     };
     copy_atomically(&built.join(&artifact), &out.join(format!("{name}.wasm")))
+}
+
+/// Whether the crate in `dir` builds a component (a `cdylib` or a binary),
+/// not a library the handlers share.
+fn is_component(dir: &Path) -> Result<bool> {
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml"))?;
+    Ok(manifest.contains("\"cdylib\"") || dir.join("src/main.rs").exists())
 }
 
 fn crate_name(dir: &Path) -> Result<String> {

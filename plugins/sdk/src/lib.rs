@@ -33,6 +33,7 @@ pub mod bindings {
 }
 
 pub mod http;
+pub mod openai;
 
 pub use bindings::wasmhive::plugin::types::{LogLevel, Priority};
 pub use bindings::wasmhive::plugin::{admin, host, vectors};
@@ -76,6 +77,23 @@ pub fn children() -> Vec<Child> {
 /// Whether a child has reached a final status.
 pub fn is_finished(child: &Child) -> bool {
     matches!(child.status.as_str(), "succeeded" | "failed" | "cancelled")
+}
+
+/// The vector collection the bundled handlers keep a brand's pages in:
+/// `brand-` and the brand lower-cased, runs of other characters as `-`
+/// (`"Acme Corp"` → `brand-acme-corp`).
+pub fn brand_collection(brand: &str) -> String {
+    let mut slug = String::new();
+    for c in brand.trim().chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    let slug: String = slug.chars().take(57).collect();
+    format!("brand-{}", if slug.is_empty() { "default" } else { &slug })
 }
 
 /// Sleeps without using CPU (the host keeps counting the task's deadline).

@@ -1,0 +1,166 @@
+//! Bundled handler `batch`: `{kind, items: [..], priority?}` submits one
+//! child task of `kind` per item (the item is its payload), reports progress
+//! as they finish, and ends with every item's outcome:
+//! `{kind, total, succeeded, failed, cancelled, outcomes: [{index, task_id, status, result | error}]}`.
+//!
+//! Children are submitted idempotently, so a retried batch picks up the
+//! children it already has. When the task's budget runs out before every
+//! child has finished the batch fails as retryable and the retry resumes
+//! waiting.
+
+use serde::Deserialize;
+use std::time::{Duration, Instant};
+use wasmhive_sdk::{Child, Guest, PluginInfo, Priority, Task, TaskError};
+
+struct Batch;
+
+/// Most items one batch may carry.
+pub const MAX_ITEMS: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payload {
+    pub kind: String,
+    pub items: Vec<serde_json::Value>,
+    pub priority: Option<String>,
+}
+
+/// The child priority named in the payload (default: normal).
+pub fn priority(name: Option<&str>) -> Result<Priority, String> {
+    Ok(match name.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("normal") => Priority::Normal,
+        Some("critical") => Priority::Critical,
+        Some("high") => Priority::High,
+        Some("low") => Priority::Low,
+        Some("bulk") => Priority::Bulk,
+        Some(other) => return Err(format!("unknown priority `{other}`")),
+    })
+}
+
+/// The final report over the children, in item order.
+pub fn report(kind: &str, children: &[Child]) -> serde_json::Value {
+    let count = |s: &str| children.iter().filter(|c| c.status == s).count();
+    let outcomes: Vec<serde_json::Value> = children
+        .iter()
+        .enumerate()
+        .map(|(index, c)| {
+            let mut o = serde_json::json!({ "index": index, "task_id": c.id, "status": c.status });
+            if let Some(r) = &c.result {
+                o["result"] = serde_json::from_str(r).unwrap_or_else(|_| r.clone().into());
+            }
+            if let Some(e) = &c.error {
+                o["error"] = e.clone().into();
+            }
+            o
+        })
+        .collect();
+    serde_json::json!({
+        "kind": kind,
+        "total": children.len(),
+        "succeeded": count("succeeded"),
+        "failed": count("failed"),
+        "cancelled": count("cancelled"),
+        "outcomes": outcomes,
+    })
+}
+
+impl Guest for Batch {
+    fn describe() -> PluginInfo {
+        wasmhive_sdk::plugin_info(
+            "batch",
+            "1.0.0",
+            &["batch"],
+            "batch",
+            "fans items out as child tasks and reports each outcome",
+        )
+    }
+
+    fn handle(task: Task) -> Result<String, TaskError> {
+        let started = Instant::now();
+        let payload: Payload = serde_json::from_str(&task.payload)
+            .map_err(|e| TaskError::Fatal(format!("invalid batch payload: {e}")))?;
+        if payload.items.is_empty() || payload.items.len() > MAX_ITEMS {
+            return Err(TaskError::Fatal(format!(
+                "`items` must hold 1 to {MAX_ITEMS} items; got {}",
+                payload.items.len()
+            )));
+        }
+        let priority = priority(payload.priority.as_deref()).map_err(TaskError::Fatal)?;
+        for item in &payload.items {
+            wasmhive_sdk::submit(&payload.kind, item, priority).map_err(TaskError::Fatal)?;
+        }
+        let total = payload.items.len();
+        let deadline = started
+            + Duration::from_millis(task.deadline_ms).saturating_sub(Duration::from_millis(500));
+        let mut reported = usize::MAX;
+        loop {
+            let children = wasmhive_sdk::children();
+            let finished = children
+                .iter()
+                .filter(|c| wasmhive_sdk::is_finished(c))
+                .count();
+            if finished >= total {
+                return Ok(
+                    report(&payload.kind, &children[..total.min(children.len())]).to_string(),
+                );
+            }
+            if Instant::now() >= deadline {
+                return Err(TaskError::Retryable(format!(
+                    "{finished} of {total} children finished before the budget ran out; a retry resumes waiting"
+                )));
+            }
+            if finished != reported {
+                reported = finished;
+                wasmhive_sdk::progress(
+                    (finished * 100 / total) as u8,
+                    &format!("{finished}/{total} items done"),
+                );
+            }
+            wasmhive_sdk::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+wasmhive_sdk::export_handler!(Batch);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn child(status: &str, result: Option<&str>, error: Option<&str>) -> Child {
+        Child {
+            id: format!("id-{status}"),
+            kind: "embed".into(),
+            status: status.into(),
+            result: result.map(str::to_string),
+            error: error.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_report_keeps_item_order_and_counts() {
+        let children = [
+            child("succeeded", Some("{\"dim\":384}"), None),
+            child("failed", None, Some("fatal: no words")),
+        ];
+        let r = report("embed", &children);
+        assert_eq!(
+            (
+                r["total"].as_u64(),
+                r["succeeded"].as_u64(),
+                r["failed"].as_u64()
+            ),
+            (Some(2), Some(1), Some(1))
+        );
+        assert_eq!(r["outcomes"][0]["result"]["dim"], 384);
+        assert_eq!(r["outcomes"][1]["error"], "fatal: no words");
+        assert_eq!(r["outcomes"][1]["index"], 1);
+    }
+
+    #[test]
+    fn priorities_parse_by_name() {
+        assert_eq!(priority(Some("BULK")), Ok(Priority::Bulk));
+        assert_eq!(priority(None), Ok(Priority::Normal));
+        assert!(priority(Some("urgent")).is_err());
+    }
+}

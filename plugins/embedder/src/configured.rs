@@ -1,0 +1,38 @@
+//! The embedding backend a handler's manifest chose: `[config] embedder =
+//! "local"` (default, this crate) or `"openai"` (an OpenAI-compatible
+//! endpoint, `openai_url` / `openai_model` / `openai_api_key`). The `embed`
+//! and `rag` handlers must agree, or queries and stored vectors differ.
+
+use wasmhive_sdk::TaskError;
+use wasmhive_sdk::openai::Endpoint;
+
+/// Embeds every text with the configured backend; the model's name first.
+pub fn embed_all(texts: &[String]) -> Result<(String, Vec<Vec<f32>>), TaskError> {
+    match wasmhive_sdk::config("embedder").as_deref() {
+        None | Some("local") => {
+            let vectors = texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    crate::embed(t)
+                        .ok_or_else(|| TaskError::Fatal(format!("text {i} has no words to embed")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((crate::MODEL.to_string(), vectors))
+        }
+        Some("openai") => {
+            let endpoint =
+                Endpoint::from_config("openai", "text-embedding-3-small").ok_or_else(|| {
+                    TaskError::Fatal("embedder = \"openai\" needs openai_url in [config]".into())
+                })?;
+            let vectors = endpoint.embeddings(texts).map_err(|e| {
+                // Another try may find the endpoint (or its breaker) back.
+                TaskError::Retryable(format!("embedding endpoint: {e}"))
+            })?;
+            Ok((endpoint.model, vectors))
+        }
+        Some(other) => Err(TaskError::Fatal(format!(
+            "[config] embedder = \"{other}\": use \"local\" or \"openai\""
+        ))),
+    }
+}

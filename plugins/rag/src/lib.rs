@@ -1,0 +1,245 @@
+//! Bundled handler `rag`: answers `{query, brand | collection, k?}` from a
+//! vector collection, with citations `{url, title, passage, score}`.
+//!
+//! The query is embedded the way `embed` stored the passages, the nearest
+//! passages are fetched, and the best passage per page becomes a citation.
+//! The answer is extractive by default: the sentences of the top passages
+//! closest to the query. With a chat endpoint configured (`chat_url`), the
+//! answer is generated from the numbered passages; when that call fails
+//! (the `openai` breaker open, an error, a timeout) the answer falls back to
+//! extractive and says why in `fallback`.
+
+use serde::Deserialize;
+use wasmhive_sdk::openai::Endpoint;
+use wasmhive_sdk::{Guest, PluginInfo, Task, TaskError, vectors};
+
+struct Rag;
+
+/// Longest passage text quoted in a citation, characters.
+const QUOTE: usize = 400;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payload {
+    pub query: String,
+    pub brand: Option<String>,
+    pub collection: Option<String>,
+    pub k: Option<u32>,
+}
+
+/// A passage found for the query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub url: String,
+    pub title: String,
+    pub text: String,
+    pub score: f32,
+}
+
+impl Found {
+    fn from_hit(hit: &vectors::Hit) -> Found {
+        let meta: serde_json::Value = serde_json::from_str(&hit.metadata).unwrap_or_default();
+        let text = |key: &str| meta[key].as_str().unwrap_or_default().to_string();
+        let url = meta["url"]
+            .as_str()
+            .or(meta["doc_id"].as_str())
+            .unwrap_or(&hit.id)
+            .to_string();
+        Found {
+            url,
+            title: text("title"),
+            text: text("text"),
+            score: hit.score,
+        }
+    }
+}
+
+/// The best passage of each page, best first, at most `k`; passages that
+/// point away from the query (score ≤ 0) are not evidence and are dropped.
+pub fn best_per_page(found: &[Found], k: usize) -> Vec<Found> {
+    let mut out: Vec<Found> = Vec::new();
+    for f in found.iter().filter(|f| f.score > 0.0) {
+        if !out.iter().any(|o| o.url == f.url) {
+            out.push(f.clone());
+        }
+    }
+    out.sort_by(|a, b| b.score.total_cmp(&a.score));
+    out.truncate(k);
+    out
+}
+
+/// The sentences of `passages` closest to `query` (at most `n`), in the
+/// order they are ranked; a further sentence is taken only while it scores
+/// at least half the best one.
+pub fn extract(query: &str, passages: &[Found], n: usize) -> String {
+    let Some(q) = wasmhive_embedder::embed(query) else {
+        return String::new();
+    };
+    let mut scored: Vec<(f32, &str)> = Vec::new();
+    for (rank, p) in passages.iter().enumerate() {
+        for s in wasmhive_embedder::sentences(&p.text) {
+            if let Some(v) = wasmhive_embedder::embed(s) {
+                // A small lead for sentences of better passages breaks ties
+                // towards the page the search ranked first.
+                let lead = 0.02 * (passages.len() - rank) as f32;
+                scored.push((wasmhive_embedder::similarity(&q, &v) + lead, s));
+            }
+        }
+    }
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let best = scored.first().map_or(0.0, |s| s.0);
+    let mut chosen: Vec<&str> = Vec::new();
+    for (score, s) in scored {
+        if chosen.len() == n || (!chosen.is_empty() && score < best / 2.0) {
+            break;
+        }
+        if !chosen.contains(&s) {
+            chosen.push(s);
+        }
+    }
+    chosen.join(" ")
+}
+
+fn quote(text: &str) -> String {
+    if text.chars().count() <= QUOTE {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(QUOTE).collect();
+    format!("{}…", cut.trim_end())
+}
+
+fn generate(chat: &Endpoint, query: &str, passages: &[Found]) -> Result<String, String> {
+    let context: String = passages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("[{}] {} ({})\n{}\n", i + 1, p.title, p.url, p.text))
+        .collect();
+    let messages = [
+        (
+            "system",
+            "Answer the question using only the numbered passages. Cite them as [n]. \
+             If they do not contain the answer, say so."
+                .to_string(),
+        ),
+        ("user", format!("Passages:\n{context}\nQuestion: {query}")),
+    ];
+    chat.chat(&messages).map_err(|e| e.to_string())
+}
+
+impl Guest for Rag {
+    fn describe() -> PluginInfo {
+        wasmhive_sdk::plugin_info(
+            "rag",
+            "1.0.0",
+            &["rag"],
+            "rag",
+            "answers questions from a vector collection with citations",
+        )
+    }
+
+    fn handle(task: Task) -> Result<String, TaskError> {
+        let payload: Payload = serde_json::from_str(&task.payload)
+            .map_err(|e| TaskError::Fatal(format!("invalid rag payload: {e}")))?;
+        let query = payload.query.trim();
+        if query.is_empty() {
+            return Err(TaskError::Fatal("`query` is empty".into()));
+        }
+        let collection = match (&payload.collection, &payload.brand) {
+            (Some(c), _) => c.clone(),
+            (None, Some(b)) => wasmhive_sdk::brand_collection(b),
+            (None, None) => {
+                return Err(TaskError::Fatal("give a `brand` or a `collection`".into()));
+            }
+        };
+        let k = payload.k.unwrap_or(3).clamp(1, 20) as usize;
+        let (_, vectors) = wasmhive_embedder::configured::embed_all(&[query.to_string()])?;
+        let vector = vectors.into_iter().next().unwrap_or_default();
+        let hits = vectors::query(&collection, &vector, (k * 4).max(20) as u32)
+            .map_err(|e| TaskError::Retryable(format!("vector store: {e}")))?;
+        let found: Vec<Found> = hits.iter().map(Found::from_hit).collect();
+        let top = best_per_page(&found, k);
+        let citations: Vec<serde_json::Value> = top
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "url": p.url,
+                    "title": p.title,
+                    "passage": quote(&p.text),
+                    "score": p.score,
+                })
+            })
+            .collect();
+        let mut result = serde_json::json!({
+            "query": query,
+            "collection": collection,
+            "citations": citations,
+        });
+        if top.is_empty() {
+            result["mode"] = "extractive".into();
+            result["answer"] =
+                format!("No passages are indexed in `{collection}` yet; scrape with ingest first.")
+                    .into();
+            return Ok(result.to_string());
+        }
+        let generated =
+            Endpoint::from_config("chat", "gpt-4o-mini").map(|chat| generate(&chat, query, &top));
+        match generated {
+            Some(Ok(answer)) => {
+                result["mode"] = "generated".into();
+                result["answer"] = answer.into();
+            }
+            other => {
+                if let Some(Err(why)) = other {
+                    wasmhive_sdk::warn(&format!(
+                        "chat endpoint failed, answering extractively: {why}"
+                    ));
+                    result["fallback"] = why.into();
+                }
+                result["mode"] = "extractive".into();
+                result["answer"] = extract(query, &top, 2).into();
+            }
+        }
+        Ok(result.to_string())
+    }
+}
+
+wasmhive_sdk::export_handler!(Rag);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(url: &str, text: &str, score: f32) -> Found {
+        Found {
+            url: url.into(),
+            title: url.into(),
+            text: text.into(),
+            score,
+        }
+    }
+
+    #[test]
+    fn one_citation_per_page_best_first() {
+        let all = [
+            found("a", "x", 0.5),
+            found("b", "y", 0.9),
+            found("a", "z", 0.4),
+            found("c", "w", 0.1),
+        ];
+        let top = best_per_page(&all, 2);
+        assert!(best_per_page(&[found("x", "y", -0.1)], 3).is_empty());
+        let urls: Vec<&str> = top.iter().map(|f| f.url.as_str()).collect();
+        assert_eq!(urls, ["b", "a"]);
+    }
+
+    #[test]
+    fn the_extract_is_the_sentence_that_answers() {
+        let passages = [found(
+            "faq",
+            "Our office is in Lisbon. Shipping takes three to five business days. We love cats.",
+            0.8,
+        )];
+        let answer = extract("how many days does shipping take", &passages, 1);
+        assert_eq!(answer, "Shipping takes three to five business days.");
+    }
+}

@@ -1,0 +1,350 @@
+//! Bundled handler `scrape`:
+//! `{url, brand?, collection?, selector?, depth?, max_pages?, ingest?, render?}`.
+//!
+//! Fetches `url` (honouring robots.txt for the `wasmhive` agent), decodes its
+//! charset, extracts title, description, headings, main text and absolute
+//! links (`page.rs`), and follows same-site links breadth-first up to
+//! `depth` (default 0: the page alone) and `max_pages` (default 20, at most
+//! 100). With `ingest` (the default when `brand` is set) each page goes to
+//! an `embed` child task that chunks and stores it in the brand's
+//! collection (`collection` overrides it; without either, the site's host);
+//! the scrape waits for its children while its budget lasts and reports
+//! what was stored. `render: true` fetches pages through the rendering
+//! endpoint configured as `render_url` (a headless-browser service taking
+//! `?url=`), whose host the operator binds to the `browser` breaker.
+//!
+//! Page text in the result is capped at [`TEXT_IN_RESULT`] characters (the
+//! embed children get it whole).
+
+pub mod page;
+pub mod robots;
+
+use robots::Robots;
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+use url::Url;
+use wasmhive_sdk::http::{self, HttpError, Request};
+use wasmhive_sdk::{Guest, PluginInfo, Priority, Task, TaskError};
+
+struct Scrape;
+
+/// The product token robots.txt rules are matched against.
+pub const AGENT: &str = "wasmhive";
+/// Characters of each page's text kept in the task result.
+pub const TEXT_IN_RESULT: usize = 20_000;
+/// Time kept back from the task's budget to report.
+const MARGIN: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payload {
+    pub url: String,
+    pub brand: Option<String>,
+    pub collection: Option<String>,
+    pub selector: Option<String>,
+    pub depth: Option<u32>,
+    pub max_pages: Option<u32>,
+    pub ingest: Option<bool>,
+    #[serde(default)]
+    pub render: bool,
+}
+
+/// Whether `link` is on the same site as `start`: same host, and the same
+/// port (an explicit one, or both on their scheme's default).
+pub fn same_site(start: &Url, link: &Url) -> bool {
+    start.host_str() == link.host_str()
+        && (start.port() == link.port()
+            || start.port_or_known_default() == link.port_or_known_default())
+}
+
+struct Crawl {
+    deadline: Instant,
+    user_agent: String,
+    render: Option<String>,
+    robots: HashMap<String, Robots>,
+}
+
+impl Crawl {
+    fn robots_for(&mut self, url: &Url) -> &Robots {
+        let origin = url.origin().ascii_serialization();
+        let agent = self.user_agent.clone();
+        self.robots.entry(origin.clone()).or_insert_with(|| {
+            let request = Request::get(&format!("{origin}/robots.txt"))
+                .header("user-agent", &agent)
+                .timeout(Duration::from_secs(10));
+            match http::get_with(request) {
+                Ok(r) if r.is_success() => Robots::parse(&r.text_lossy(), AGENT),
+                Ok(r) if (400..500).contains(&r.status) => Robots::allow_all(),
+                // Unreachable robots.txt: assume everything is disallowed.
+                _ => Robots::disallow_all(),
+            }
+        })
+    }
+
+    fn fetch(&self, url: &Url) -> Result<http::Response, HttpError> {
+        let target = match &self.render {
+            Some(endpoint) => {
+                let mut r = Url::parse(endpoint)
+                    .map_err(|e| HttpError::BadUrl(format!("render_url `{endpoint}`: {e}")))?;
+                r.query_pairs_mut().append_pair("url", url.as_str());
+                r.to_string()
+            }
+            None => url.to_string(),
+        };
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        http::get_with(
+            Request::get(&target)
+                .header("user-agent", &self.user_agent)
+                .header("accept", "text/html,application/xhtml+xml")
+                .timeout(left),
+        )
+    }
+}
+
+fn http_failure(url: &Url, e: &HttpError) -> TaskError {
+    let message = format!("{url}: {e}");
+    if e.is_transient() {
+        TaskError::Retryable(message)
+    } else {
+        TaskError::Fatal(message)
+    }
+}
+
+impl Guest for Scrape {
+    fn describe() -> PluginInfo {
+        wasmhive_sdk::plugin_info(
+            "scrape",
+            "1.0.0",
+            &["scrape"],
+            "scraping",
+            "fetches and extracts pages, follows same-site links, ingests the text",
+        )
+    }
+
+    fn handle(task: Task) -> Result<String, TaskError> {
+        let started = Instant::now();
+        let payload: Payload = serde_json::from_str(&task.payload)
+            .map_err(|e| TaskError::Fatal(format!("invalid scrape payload: {e}")))?;
+        let start = Url::parse(payload.url.trim())
+            .map_err(|e| TaskError::Fatal(format!("invalid url `{}`: {e}", payload.url)))?;
+        if !matches!(start.scheme(), "http" | "https") {
+            return Err(TaskError::Fatal(format!(
+                "{start}: only http and https pages can be scraped"
+            )));
+        }
+        let render = if payload.render {
+            Some(wasmhive_sdk::config("render_url").ok_or_else(|| {
+                TaskError::Fatal(
+                    "render: true needs a rendering endpoint: set render_url in scrape.toml [config] \
+                     and allow its host under [capabilities] http"
+                        .into(),
+                )
+            })?)
+        } else {
+            None
+        };
+        let max_depth = payload.depth.unwrap_or(0).min(10);
+        let max_pages = payload.max_pages.unwrap_or(20).clamp(1, 100) as usize;
+        let mut crawl = Crawl {
+            deadline: started + Duration::from_millis(task.deadline_ms).saturating_sub(MARGIN),
+            user_agent: wasmhive_sdk::config("user_agent")
+                .unwrap_or_else(|| format!("{AGENT}-scrape/1.0")),
+            render,
+            robots: HashMap::new(),
+        };
+
+        let mut queue = VecDeque::from([(start.clone(), 0u32)]);
+        let mut seen: HashSet<String> = HashSet::from([start.to_string()]);
+        let mut pages: Vec<(page::Page, u16)> = Vec::new();
+        let mut skipped = Vec::new();
+        let mut errors = Vec::new();
+        while let Some((url, depth)) = queue.pop_front() {
+            if pages.len() >= max_pages || Instant::now() >= crawl.deadline {
+                break;
+            }
+            let path = match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_string(),
+            };
+            if crawl.render.is_none() && !crawl.robots_for(&url).allowed(&path) {
+                if url == start {
+                    return Err(TaskError::Fatal(format!("{url}: disallowed by robots.txt")));
+                }
+                skipped.push(serde_json::json!({ "url": url.as_str(), "reason": "robots.txt" }));
+                continue;
+            }
+            let response = match crawl.fetch(&url) {
+                Ok(r) => r,
+                Err(e) if url == start => return Err(http_failure(&url, &e)),
+                Err(e) => {
+                    errors.push(serde_json::json!({ "url": url.as_str(), "error": e.to_string() }));
+                    continue;
+                }
+            };
+            if !response.is_success() {
+                let error = format!("HTTP {}", response.status);
+                if url == start {
+                    return Err(if response.status >= 500 || response.status == 429 {
+                        TaskError::Retryable(format!("{url}: {error}"))
+                    } else {
+                        TaskError::Fatal(format!("{url}: {error}"))
+                    });
+                }
+                errors.push(serde_json::json!({ "url": url.as_str(), "error": error }));
+                continue;
+            }
+            let content_type = response.header("content-type").map(str::to_string);
+            let is_html = content_type.as_deref().is_none_or(|c| {
+                let c = c.to_ascii_lowercase();
+                c.contains("html") || c.contains("xml")
+            });
+            if !is_html {
+                let error = format!("not HTML ({})", content_type.unwrap_or_default());
+                if url == start {
+                    return Err(TaskError::Fatal(format!("{url}: {error}")));
+                }
+                errors.push(serde_json::json!({ "url": url.as_str(), "error": error }));
+                continue;
+            }
+            let (html, charset) = page::decode(&response.body, content_type.as_deref());
+            let final_url = Url::parse(&response.url).unwrap_or_else(|_| url.clone());
+            let page = page::extract(&html, &final_url, payload.selector.as_deref(), &charset)
+                .map_err(TaskError::Fatal)?;
+            if depth < max_depth {
+                for link in &page.links {
+                    if let Ok(link) = Url::parse(link)
+                        && same_site(&start, &link)
+                        && seen.insert(link.to_string())
+                    {
+                        queue.push_back((link, depth + 1));
+                    }
+                }
+            }
+            pages.push((page, response.status));
+            let done = pages.len();
+            wasmhive_sdk::progress(
+                (done * 80 / max_pages.max(1)).min(80) as u8,
+                &format!("{done} page(s) fetched"),
+            );
+        }
+
+        let brand = payload.brand.clone();
+        let ingest = payload.ingest.unwrap_or(brand.is_some());
+        let mut result = serde_json::json!({
+            "url": start.as_str(),
+            "pages": pages.iter().map(|(p, status)| page_json(p, *status)).collect::<Vec<_>>(),
+            "skipped": skipped,
+            "errors": errors,
+        });
+        if ingest {
+            let collection = payload.collection.clone().unwrap_or_else(|| {
+                wasmhive_sdk::brand_collection(
+                    brand.as_deref().or(start.host_str()).unwrap_or("default"),
+                )
+            });
+            result["ingest"] = ingest_pages(&pages, &collection, brand.as_deref(), crawl.deadline)?;
+        }
+        wasmhive_sdk::progress(100, "done");
+        Ok(result.to_string())
+    }
+}
+
+fn page_json(p: &page::Page, status: u16) -> serde_json::Value {
+    let text: String = p.text.chars().take(TEXT_IN_RESULT).collect();
+    serde_json::json!({
+        "url": p.url,
+        "status": status,
+        "title": p.title,
+        "description": p.description,
+        "headings": p.headings,
+        "text": text,
+        "text_truncated": p.text.chars().count() > TEXT_IN_RESULT,
+        "links": p.links,
+        "charset": p.charset,
+    })
+}
+
+/// Submits one `embed` child per page and waits for them while the budget
+/// lasts; reports what was stored.
+fn ingest_pages(
+    pages: &[(page::Page, u16)],
+    collection: &str,
+    brand: Option<&str>,
+    deadline: Instant,
+) -> Result<serde_json::Value, TaskError> {
+    let mut submitted = 0;
+    for (p, _) in pages {
+        let text = [p.title.as_str(), p.description.as_str(), p.text.as_str()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        if !text.chars().any(char::is_alphanumeric) {
+            continue;
+        }
+        let document = serde_json::json!({
+            "id": p.url,
+            "text": text,
+            "metadata": { "url": p.url, "title": p.title, "brand": brand },
+        });
+        let child = serde_json::json!({ "documents": [document], "collection": collection });
+        wasmhive_sdk::submit("embed", &child, Priority::Normal)
+            .map_err(|e| TaskError::Fatal(format!("could not submit the embed child: {e}")))?;
+        submitted += 1;
+    }
+    loop {
+        let children = wasmhive_sdk::children();
+        let finished = children
+            .iter()
+            .filter(|c| wasmhive_sdk::is_finished(c))
+            .count();
+        if finished == children.len() || Instant::now() >= deadline {
+            let count = |s: &str| children.iter().filter(|c| c.status == s).count();
+            let failures: Vec<serde_json::Value> = children
+                .iter()
+                .filter_map(|c| {
+                    c.error
+                        .as_ref()
+                        .map(|e| serde_json::json!({ "task_id": c.id, "error": e }))
+                })
+                .collect();
+            return Ok(serde_json::json!({
+                "collection": collection,
+                "children": submitted,
+                "succeeded": count("succeeded"),
+                "failed": count("failed"),
+                "pending": children.len() - finished,
+                "chunks": children
+                    .iter()
+                    .filter_map(|c| c.result.as_deref())
+                    .filter_map(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+                    .filter_map(|r| r["chunks"].as_u64())
+                    .sum::<u64>(),
+                "failures": failures,
+            }));
+        }
+        wasmhive_sdk::progress(
+            (80 + finished * 20 / children.len().max(1)) as u8,
+            &format!("{finished}/{} page(s) stored", children.len()),
+        );
+        wasmhive_sdk::sleep(Duration::from_millis(20));
+    }
+}
+
+wasmhive_sdk::export_handler!(Scrape);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_site_is_same_host_and_port() -> Result<(), url::ParseError> {
+        let start = Url::parse("http://127.0.0.1:8000/")?;
+        assert!(same_site(&start, &Url::parse("http://127.0.0.1:8000/a")?));
+        assert!(!same_site(&start, &Url::parse("http://127.0.0.1:9000/a")?));
+        assert!(!same_site(&start, &Url::parse("http://localhost:8000/a")?));
+        Ok(())
+    }
+}

@@ -1,0 +1,325 @@
+//! One fetched page: decoding its bytes and extracting what a reader sees.
+
+use encoding_rs::{Encoding, UTF_8, WINDOWS_1252};
+use scraper::{ElementRef, Html, Node, Selector};
+use url::Url;
+
+/// Elements whose content is not page text.
+const SKIP: &[&str] = &[
+    "script", "style", "nav", "header", "footer", "aside", "noscript", "template", "svg", "iframe",
+    "form", "button", "select", "head",
+];
+
+/// Elements that break lines.
+const BLOCK: &[&str] = &[
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "li",
+    "ul",
+    "ol",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "br",
+    "tr",
+    "table",
+    "blockquote",
+    "pre",
+    "dd",
+    "dt",
+    "dl",
+    "figcaption",
+    "hr",
+];
+
+/// What a page says, extracted.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Page {
+    pub url: String,
+    pub title: String,
+    pub description: String,
+    pub headings: Vec<Heading>,
+    /// The main text: no scripts, styles, navigation, headers or footers.
+    pub text: String,
+    /// Absolute http(s) links, without fragments, in page order.
+    pub links: Vec<String>,
+    /// The character encoding the bytes were decoded from.
+    pub charset: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Heading {
+    pub level: u8,
+    pub text: String,
+}
+
+/// Decodes a body as a browser would: a byte-order mark, else the
+/// `charset` of the Content-Type, else a `<meta>` charset in the first
+/// 1024 bytes, else UTF-8 when valid, else windows-1252.
+pub fn decode(body: &[u8], content_type: Option<&str>) -> (String, String) {
+    let declared = content_type
+        .and_then(charset_param)
+        .or_else(|| sniff_meta(body))
+        .and_then(|label| Encoding::for_label(label.trim().as_bytes()));
+    let encoding = match (Encoding::for_bom(body), declared) {
+        (Some((bom, _)), _) => bom,
+        (None, Some(e)) => e,
+        (None, None) if std::str::from_utf8(body).is_ok() => UTF_8,
+        (None, None) => WINDOWS_1252,
+    };
+    let (text, used, _) = encoding.decode(body);
+    (text.into_owned(), used.name().to_string())
+}
+
+fn charset_param(content_type: &str) -> Option<String> {
+    content_type.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k.trim().eq_ignore_ascii_case("charset")).then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+/// `<meta charset="x">` or `<meta http-equiv=... content="...; charset=x">`.
+fn sniff_meta(body: &[u8]) -> Option<String> {
+    let head = &body[..body.len().min(1024)];
+    let lower: String = head
+        .iter()
+        .map(|b| (*b as char).to_ascii_lowercase())
+        .collect();
+    let mut from = 0;
+    while let Some(at) = lower[from..].find("<meta") {
+        let start = from + at;
+        let end = lower[start..].find('>').map_or(lower.len(), |e| start + e);
+        let tag = &lower[start..end];
+        if let Some(c) = tag.find("charset=") {
+            let value: String = tag[c + 8..]
+                .trim_start_matches(['"', '\''])
+                .chars()
+                .take_while(|ch| !matches!(ch, '"' | '\'' | ' ' | ';' | '/' | '>'))
+                .collect();
+            if !value.is_empty() {
+                return Some(value);
+            }
+        }
+        from = end;
+    }
+    None
+}
+
+/// Extracts a page's parts; `selector` (CSS) picks the main text instead of
+/// `<main>`, `<article>`, `[role=main]` or `<body>`.
+pub fn extract(
+    html: &str,
+    url: &Url,
+    selector: Option<&str>,
+    charset: &str,
+) -> Result<Page, String> {
+    let doc = Html::parse_document(html);
+    let chosen = match selector {
+        Some(s) => Some(Selector::parse(s).map_err(|e| format!("invalid selector `{s}`: {e}"))?),
+        None => None,
+    };
+    let roots: Vec<ElementRef> = match &chosen {
+        Some(sel) => doc.select(sel).collect(),
+        None => ["main", "article", "[role=main]", "body"]
+            .iter()
+            .find_map(|s| first(&doc, s))
+            .into_iter()
+            .collect(),
+    };
+    let mut text = String::new();
+    for root in &roots {
+        collect_text(**root, &mut text);
+        text.push('\n');
+    }
+    let text = tidy(&text);
+
+    let title = first(&doc, "title")
+        .map(|t| squash(&t.text().collect::<String>()))
+        .filter(|t| !t.is_empty())
+        .or_else(|| meta(&doc, "meta[property='og:title']"))
+        .or_else(|| first(&doc, "h1").map(|h| squash(&h.text().collect::<String>())))
+        .unwrap_or_default();
+    let description = meta(&doc, "meta[name='description']")
+        .or_else(|| meta(&doc, "meta[property='og:description']"))
+        .unwrap_or_default();
+
+    let mut headings = Vec::new();
+    if let Ok(sel) = Selector::parse("h1, h2, h3") {
+        for root in &roots {
+            for h in root.select(&sel) {
+                let level = h.value().name().as_bytes().get(1).map_or(1, |b| b - b'0');
+                let text = squash(&h.text().collect::<String>());
+                if !text.is_empty() {
+                    headings.push(Heading { level, text });
+                }
+            }
+        }
+    }
+
+    let base = first(&doc, "base[href]")
+        .and_then(|b| b.value().attr("href"))
+        .and_then(|href| url.join(href).ok())
+        .unwrap_or_else(|| url.clone());
+    let mut links: Vec<String> = Vec::new();
+    if let Ok(sel) = Selector::parse("a[href]") {
+        for a in doc.select(&sel) {
+            let Some(mut link) = a
+                .value()
+                .attr("href")
+                .and_then(|h| base.join(h.trim()).ok())
+            else {
+                continue;
+            };
+            if !matches!(link.scheme(), "http" | "https") {
+                continue;
+            }
+            link.set_fragment(None);
+            let link = link.to_string();
+            if !links.contains(&link) {
+                links.push(link);
+            }
+        }
+    }
+    Ok(Page {
+        url: url.to_string(),
+        title,
+        description,
+        headings,
+        text,
+        links,
+        charset: charset.to_string(),
+    })
+}
+
+fn first<'a>(doc: &'a Html, selector: &str) -> Option<ElementRef<'a>> {
+    let sel = Selector::parse(selector).ok()?;
+    doc.select(&sel).next()
+}
+
+fn meta(doc: &Html, selector: &str) -> Option<String> {
+    first(doc, selector)
+        .and_then(|m| m.value().attr("content"))
+        .map(squash)
+        .filter(|s| !s.is_empty())
+}
+
+fn collect_text(node: ego_tree::NodeRef<'_, Node>, out: &mut String) {
+    match node.value() {
+        Node::Text(t) => out.push_str(&t.text),
+        Node::Element(e) => {
+            let name = e.name();
+            let hidden = e.attr("hidden").is_some()
+                || e.attr("aria-hidden")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+                || e.attr("role")
+                    .is_some_and(|r| r.eq_ignore_ascii_case("navigation"));
+            if SKIP.contains(&name) || hidden {
+                return;
+            }
+            let block = BLOCK.contains(&name);
+            if block {
+                out.push('\n');
+            }
+            for child in node.children() {
+                collect_text(child, out);
+            }
+            if block {
+                out.push('\n');
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Collapses runs of whitespace to one space.
+fn squash(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// One line per block, whitespace collapsed, empty lines dropped.
+fn tidy(s: &str) -> String {
+    s.lines()
+        .map(squash)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HTML: &str = r#"<!doctype html><html><head>
+<title> Shipping  policy </title>
+<meta name="description" content="How we ship.">
+<base href="/docs/">
+<script>var x = "not text";</script><style>p { color: red }</style>
+</head><body>
+<nav><a href="/">Home</a> <a href="faq.html#top">FAQ</a></nav>
+<header>Site header</header>
+<main><h1>Shipping</h1><p>Orders ship in <b>two</b> days.</p>
+<h2>Costs</h2><p>Free over 50 euro.</p><div hidden>secret</div>
+<a href="https://other.example/x">elsewhere</a> <a href="mailto:a@b.c">mail</a></main>
+<footer>Footer text</footer></body></html>"#;
+
+    #[test]
+    fn extracts_the_reader_view_and_absolute_links() -> Result<(), String> {
+        let url =
+            Url::parse("http://127.0.0.1:8000/docs/shipping.html").map_err(|e| e.to_string())?;
+        let page = extract(HTML, &url, None, "UTF-8")?;
+        assert_eq!(page.title, "Shipping policy");
+        assert_eq!(page.description, "How we ship.");
+        assert_eq!(
+            page.text,
+            "Shipping\nOrders ship in two days.\nCosts\nFree over 50 euro.\nelsewhere mail"
+        );
+        assert_eq!(
+            page.headings,
+            [
+                Heading {
+                    level: 1,
+                    text: "Shipping".into()
+                },
+                Heading {
+                    level: 2,
+                    text: "Costs".into()
+                }
+            ]
+        );
+        assert_eq!(
+            page.links,
+            [
+                "http://127.0.0.1:8000/",
+                "http://127.0.0.1:8000/docs/faq.html",
+                "https://other.example/x"
+            ]
+        );
+        let costs = extract(HTML, &url, Some("main p"), "UTF-8")?;
+        assert_eq!(costs.text, "Orders ship in two days.\nFree over 50 euro.");
+        assert!(extract(HTML, &url, Some("p[["), "UTF-8").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn decodes_by_header_meta_bom_or_guess() {
+        // "café" in ISO-8859-1.
+        let latin1 = b"<html><head><meta charset=\"iso-8859-1\"></head><body>caf\xe9</body></html>";
+        let (text, charset) = decode(latin1, None);
+        assert!(text.contains("café"));
+        assert_eq!(charset, "windows-1252");
+        let (text, charset) = decode(b"caf\xe9", Some("text/html; charset=ISO-8859-1"));
+        assert_eq!((text.as_str(), charset.as_str()), ("café", "windows-1252"));
+        let (text, charset) = decode("café".as_bytes(), Some("text/html"));
+        assert_eq!((text.as_str(), charset.as_str()), ("café", "UTF-8"));
+        let (text, _) = decode(b"caf\xe9 sans declaration", None);
+        assert!(text.starts_with("café"));
+        let (_, charset) = decode(b"\xEF\xBB\xBFhi", Some("text/html; charset=latin1"));
+        assert_eq!(charset, "UTF-8");
+    }
+}
