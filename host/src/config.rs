@@ -291,6 +291,19 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_config_is_valid_and_says_the_defaults()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wasmhive.toml");
+        let config = Config::from_file(&path)?;
+        config.validate()?;
+        let defaults = Config::default();
+        assert_eq!(config.vectors, defaults.vectors);
+        assert_eq!(config.http, defaults.http);
+        assert_eq!(config.store, defaults.store);
+        Ok(())
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_reported() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("wasmhive.toml");

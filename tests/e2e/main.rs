@@ -7,11 +7,13 @@
 
 #![allow(clippy::print_stdout)] // figures worth seeing with --nocapture
 
+mod servers;
 mod support;
 
 mod api;
 mod clocked;
 mod durability;
+mod handlers;
 mod hostile;
 mod reload;
 mod scheduling;

@@ -8,14 +8,24 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// The built fixture guest `name`.
+/// The built fixture guest `name` (`target/plugins/fixtures/<name>.wasm`).
 pub fn fixture(name: &str) -> PathBuf {
+    built("plugins/fixtures", name)
+}
+
+/// The built bundled handler `name` (`target/plugins/<name>.wasm`).
+pub fn handler(name: &str) -> PathBuf {
+    built("plugins", name)
+}
+
+fn built(dir: &str, name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/plugins/fixtures")
+        .join("../target")
+        .join(dir)
         .join(format!("{name}.wasm"));
     assert!(
         path.exists(),
-        "fixture {} is missing: run `cargo xtask build-plugins` (or `cargo xtask test`)",
+        "{} is missing: run `cargo xtask build-plugins` (or `cargo xtask test`)",
         path.display()
     );
     path
@@ -81,6 +91,16 @@ impl Dirs {
         let tmp = self.plugins().join(format!(".{as_name}.tmp"));
         std::fs::copy(fixture(name), &tmp)?;
         std::fs::rename(&tmp, self.plugins().join(format!("{as_name}.wasm")))?;
+        Ok(())
+    }
+
+    /// Installs bundled handler `name` with the manifest `manifest` (the
+    /// test's grants, in place of the bundled manifest).
+    pub fn install_handler(&self, name: &str, manifest: &str) -> Result<()> {
+        self.write(&format!("{name}.toml"), manifest.as_bytes())?;
+        let tmp = self.plugins().join(format!(".{name}.tmp"));
+        std::fs::copy(handler(name), &tmp)?;
+        std::fs::rename(&tmp, self.plugins().join(format!("{name}.wasm")))?;
         Ok(())
     }
 

@@ -87,6 +87,7 @@ pub async fn stats(State(state): State<AppState>) -> Json<Value> {
         "pools": pools,
         "plugins": plugins,
         "circuit_breakers": scheduler.breakers().statuses(),
+        "http": scheduler.registry().runtime().services().http.stats.snapshot(),
     }))
 }
 

@@ -25,9 +25,18 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
             times_opened: b.times_opened,
         })
         .collect();
-    let text = scheduler
+    let mut text = scheduler
         .metrics()
         .render_prometheus(&scheduler.pool_gauges(), &breakers);
+    text.push_str(
+        &scheduler
+            .registry()
+            .runtime()
+            .services()
+            .http
+            .stats
+            .render_prometheus(),
+    );
     (
         [(
             header::CONTENT_TYPE,

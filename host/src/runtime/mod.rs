@@ -199,6 +199,11 @@ impl Runtime {
         &self.engine
     }
 
+    /// What the capabilities share (vectors, breakers, HTTP counters).
+    pub fn services(&self) -> &crate::capabilities::Services {
+        &self.services
+    }
+
     /// Compile-cache hits and misses since start, when the cache is on.
     pub fn cache_stats(&self) -> Option<(usize, usize)> {
         self.cache

@@ -2,7 +2,12 @@
 //! vector collection, with citations `{url, title, passage, score}`.
 //!
 //! The query is embedded the way `embed` stored the passages, the nearest
-//! passages are fetched, and the best passage per page becomes a citation.
+//! passages are fetched and re-ranked by `similarity + 0.5 × term overlap`
+//! (the share of the query's terms the passage contains, a term matching
+//! its inflections by a common prefix of 5+ characters): hashed embeddings
+//! are noisy on short queries, and an exact term is strong evidence. The
+//! best passage per page becomes a citation; its `score` is that combined
+//! relevance.
 //! The answer is extractive by default: the sentences of the top passages
 //! closest to the query. With a chat endpoint configured (`chat_url`), the
 //! answer is generated from the numbered passages; when that call fails
@@ -36,8 +41,34 @@ pub struct Found {
     pub score: f32,
 }
 
+/// Weight of the term overlap in the relevance of passages and sentences.
+const OVERLAP: f32 = 0.5;
+
+/// The share of `query`'s terms found in `text` (0 when it has none).
+pub fn overlap(query: &[String], text: &str) -> f32 {
+    if query.is_empty() {
+        return 0.0;
+    }
+    let words = wasmhive_embedder::terms(text);
+    let found = query
+        .iter()
+        .filter(|q| words.iter().any(|w| same_term(q, w)))
+        .count();
+    found as f32 / query.len() as f32
+}
+
+/// Equal, or sharing a prefix of at least 5 characters (`refund`/`refunds`,
+/// `delivery`/`delivered`).
+fn same_term(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let common = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+    common >= 5
+}
+
 impl Found {
-    fn from_hit(hit: &vectors::Hit) -> Found {
+    fn from_hit(hit: &vectors::Hit, query: &[String]) -> Found {
         let meta: serde_json::Value = serde_json::from_str(&hit.metadata).unwrap_or_default();
         let text = |key: &str| meta[key].as_str().unwrap_or_default().to_string();
         let url = meta["url"]
@@ -45,11 +76,12 @@ impl Found {
             .or(meta["doc_id"].as_str())
             .unwrap_or(&hit.id)
             .to_string();
+        let passage = text("text");
         Found {
             url,
             title: text("title"),
-            text: text("text"),
-            score: hit.score,
+            score: hit.score + OVERLAP * overlap(query, &passage),
+            text: passage,
         }
     }
 }
@@ -75,6 +107,7 @@ pub fn extract(query: &str, passages: &[Found], n: usize) -> String {
     let Some(q) = wasmhive_embedder::embed(query) else {
         return String::new();
     };
+    let terms = wasmhive_embedder::terms(query);
     let mut scored: Vec<(f32, &str)> = Vec::new();
     for (rank, p) in passages.iter().enumerate() {
         for s in wasmhive_embedder::sentences(&p.text) {
@@ -82,7 +115,9 @@ pub fn extract(query: &str, passages: &[Found], n: usize) -> String {
                 // A small lead for sentences of better passages breaks ties
                 // towards the page the search ranked first.
                 let lead = 0.02 * (passages.len() - rank) as f32;
-                scored.push((wasmhive_embedder::similarity(&q, &v) + lead, s));
+                let relevance =
+                    wasmhive_embedder::similarity(&q, &v) + OVERLAP * overlap(&terms, s);
+                scored.push((relevance + lead, s));
             }
         }
     }
@@ -156,7 +191,8 @@ impl Guest for Rag {
         let vector = vectors.into_iter().next().unwrap_or_default();
         let hits = vectors::query(&collection, &vector, (k * 4).max(20) as u32)
             .map_err(|e| TaskError::Retryable(format!("vector store: {e}")))?;
-        let found: Vec<Found> = hits.iter().map(Found::from_hit).collect();
+        let terms = wasmhive_embedder::terms(query);
+        let found: Vec<Found> = hits.iter().map(|h| Found::from_hit(h, &terms)).collect();
         let top = best_per_page(&found, k);
         let citations: Vec<serde_json::Value> = top
             .iter()
@@ -230,6 +266,15 @@ mod tests {
         assert!(best_per_page(&[found("x", "y", -0.1)], 3).is_empty());
         let urls: Vec<&str> = top.iter().map(|f| f.url.as_str()).collect();
         assert_eq!(urls, ["b", "a"]);
+    }
+
+    #[test]
+    fn overlap_counts_query_terms_and_their_inflections() {
+        let q = wasmhive_embedder::terms("Can I get a refund for a delivery?");
+        assert_eq!(q, ["get", "refund", "delivery"]);
+        let share = overlap(&q, "Refunds follow once the item is delivered.");
+        assert!((share - 2.0 / 3.0).abs() < 1e-6, "{share}");
+        assert_eq!(overlap(&q, "Nothing related."), 0.0);
     }
 
     #[test]

@@ -62,24 +62,36 @@ struct Crawl {
     deadline: Instant,
     user_agent: String,
     render: Option<String>,
-    robots: HashMap<String, Robots>,
+    /// Per origin: its rules, or why robots.txt could not be read.
+    robots: HashMap<String, Result<Robots, HttpError>>,
 }
 
 impl Crawl {
-    fn robots_for(&mut self, url: &Url) -> &Robots {
+    /// The robots.txt rules of `url`'s origin. A 4xx means no rules; a 5xx
+    /// or a network failure means nothing may be fetched yet (RFC 9309
+    /// §2.3.1.4), which is reported as a transient error; a refusal by the
+    /// host is the refusal.
+    fn robots_for(&mut self, url: &Url) -> Result<&Robots, HttpError> {
         let origin = url.origin().ascii_serialization();
         let agent = self.user_agent.clone();
-        self.robots.entry(origin.clone()).or_insert_with(|| {
-            let request = Request::get(&format!("{origin}/robots.txt"))
-                .header("user-agent", &agent)
-                .timeout(Duration::from_secs(10));
-            match http::get_with(request) {
-                Ok(r) if r.is_success() => Robots::parse(&r.text_lossy(), AGENT),
-                Ok(r) if (400..500).contains(&r.status) => Robots::allow_all(),
-                // Unreachable robots.txt: assume everything is disallowed.
-                _ => Robots::disallow_all(),
-            }
-        })
+        self.robots
+            .entry(origin.clone())
+            .or_insert_with(|| {
+                let request = Request::get(&format!("{origin}/robots.txt"))
+                    .header("user-agent", &agent)
+                    .timeout(Duration::from_secs(10));
+                match http::get_with(request) {
+                    Ok(r) if r.is_success() => Ok(Robots::parse(&r.text_lossy(), AGENT)),
+                    Ok(r) if (400..500).contains(&r.status) => Ok(Robots::allow_all()),
+                    Ok(r) => Err(HttpError::Other(format!(
+                        "robots.txt answered {}: nothing is fetched until it is readable",
+                        r.status
+                    ))),
+                    Err(e) => Err(e),
+                }
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     fn fetch(&self, url: &Url) -> Result<http::Response, HttpError> {
@@ -167,12 +179,25 @@ impl Guest for Scrape {
                 Some(q) => format!("{}?{q}", url.path()),
                 None => url.path().to_string(),
             };
-            if crawl.render.is_none() && !crawl.robots_for(&url).allowed(&path) {
-                if url == start {
-                    return Err(TaskError::Fatal(format!("{url}: disallowed by robots.txt")));
+            if crawl.render.is_none() {
+                let allowed = match crawl.robots_for(&url) {
+                    Ok(robots) => robots.allowed(&path),
+                    Err(e) if url == start => return Err(http_failure(&url, &e)),
+                    Err(e) => {
+                        errors.push(
+                            serde_json::json!({ "url": url.as_str(), "error": e.to_string() }),
+                        );
+                        continue;
+                    }
+                };
+                if !allowed {
+                    if url == start {
+                        return Err(TaskError::Fatal(format!("{url}: disallowed by robots.txt")));
+                    }
+                    skipped
+                        .push(serde_json::json!({ "url": url.as_str(), "reason": "robots.txt" }));
+                    continue;
                 }
-                skipped.push(serde_json::json!({ "url": url.as_str(), "reason": "robots.txt" }));
-                continue;
             }
             let response = match crawl.fetch(&url) {
                 Ok(r) => r,

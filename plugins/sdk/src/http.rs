@@ -236,17 +236,21 @@ pub fn send(request: &Request) -> Result<Response, HttpError> {
         let _ = options.set_between_bytes_timeout(Some(ns));
     }
     let pending = outgoing_handler::handle(outgoing, Some(options)).map_err(error)?;
+    // A request the host refuses has its body closed at once: the refusal,
+    // in the response, is the error to report, not the failed write.
+    let mut written = Ok(());
     {
         let stream = body
             .write()
             .map_err(|()| HttpError::Other("the request body is unavailable".into()))?;
         for chunk in request.body.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| HttpError::Other(format!("writing the request body: {e:?}")))?;
+            if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                written = Err(HttpError::Other(format!("writing the request body: {e:?}")));
+                break;
+            }
         }
     }
-    OutgoingBody::finish(body, None).map_err(error)?;
+    let finished = OutgoingBody::finish(body, None).map_err(error);
 
     pending.subscribe().block();
     let response = match pending.get() {
@@ -256,6 +260,8 @@ pub fn send(request: &Request) -> Result<Response, HttpError> {
             return Err(HttpError::Other("the response was already taken".into()));
         }
     };
+    written?;
+    finished?;
     let status = response.status();
     let headers = response
         .headers()

@@ -109,6 +109,9 @@ pub struct HostStats {
     pub latency_ms_total: u64,
 }
 
+/// A counter family: name, help, how to read it.
+type Family = (&'static str, &'static str, fn(&HostStats) -> u64);
+
 /// Per-destination counters.
 #[derive(Debug, Default)]
 pub struct HttpStats(Mutex<BTreeMap<String, HostStats>>);
@@ -122,6 +125,60 @@ impl HttpStats {
 
     pub fn snapshot(&self) -> BTreeMap<String, HostStats> {
         self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// The counters in Prometheus text format, labelled by destination.
+    pub fn render_prometheus(&self) -> String {
+        use std::fmt::Write as _;
+        let all = self.snapshot();
+        let mut out = String::new();
+        let families: [Family; 5] = [
+            (
+                "wasmhive_http_requests_total",
+                "Outbound requests sent by plugins.",
+                |s| s.requests,
+            ),
+            (
+                "wasmhive_http_denied_total",
+                "Outbound requests refused by the host.",
+                |s| s.denied,
+            ),
+            (
+                "wasmhive_http_errors_total",
+                "Outbound requests that failed (connection, timeout).",
+                |s| s.errors,
+            ),
+            (
+                "wasmhive_http_response_bytes_total",
+                "Response body bytes read by plugins.",
+                |s| s.bytes_in,
+            ),
+            (
+                "wasmhive_http_latency_ms_total",
+                "Milliseconds to response headers, summed.",
+                |s| s.latency_ms_total,
+            ),
+        ];
+        for (name, help, get) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (destination, s) in &all {
+                let _ = writeln!(out, "{name}{{destination=\"{destination}\"}} {}", get(s));
+            }
+        }
+        let name = "wasmhive_http_responses_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Responses by status class.\n# TYPE {name} counter"
+        );
+        for (destination, s) in &all {
+            for (class, n) in &s.responses {
+                let _ = writeln!(
+                    out,
+                    "{name}{{destination=\"{destination}\",class=\"{class}\"}} {n}"
+                );
+            }
+        }
+        out
     }
 }
 

@@ -1,0 +1,171 @@
+//! Servers the handler tests talk to, started in the test process on
+//! 127.0.0.1:0: a small website and a failing OpenAI-compatible endpoint.
+
+use anyhow::Result;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// Requests a server received, by path.
+#[derive(Debug, Default, Clone)]
+pub struct Hits(Arc<Mutex<BTreeMap<String, u32>>>);
+
+impl Hits {
+    fn count(&self, path: &str) {
+        if let Ok(mut h) = self.0.lock() {
+            *h.entry(path.to_string()).or_default() += 1;
+        }
+    }
+
+    pub fn of(&self, path: &str) -> u32 {
+        self.0
+            .lock()
+            .map(|h| h.get(path).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+async fn serve(router: Router) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok(addr)
+}
+
+/// The test website: an index linking to four pages (one in ISO-8859-1),
+/// a page robots.txt disallows, and a redirect to a host off the allowlist
+/// (`localhost`, while the scrape manifest allows `127.0.0.1:<port>`).
+pub struct Site {
+    pub addr: SocketAddr,
+    pub hits: Hits,
+}
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <meta name=\"description\" content=\"{title} at Acme\"></head><body>\
+         <nav><a href=\"/\">Home</a> <a href=\"/shipping.html\">Shipping</a> \
+         <a href=\"/returns.html\">Returns</a> <a href=\"/about.html\">About</a></nav>\
+         <main><h1>{title}</h1>{body}</main><footer>Acme footer: all rights reserved</footer>\
+         </body></html>"
+    )
+}
+
+async fn site(State(hits): State<Hits>, uri: Uri) -> Response {
+    let path = uri.path().to_string();
+    hits.count(&path);
+    let html =
+        |s: String| ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], s).into_response();
+    match path.as_str() {
+        "/robots.txt" => "User-agent: *\nDisallow: /private/\n".into_response(),
+        "/" => html(page(
+            "Acme bicycles",
+            "<p>Welcome to Acme, makers of city bicycles.</p>\
+             <p><a href=\"/latin1.html\">Our café</a> <a href=\"/private/secret.html\">Staff</a> \
+             <a href=\"/away\">Partners</a></p>",
+        )),
+        "/shipping.html" => html(page(
+            "Shipping and delivery",
+            "<p>Orders are shipped from our warehouse within two business days.</p>\
+             <p>Delivery by courier takes three to five working days across Europe. \
+             Express delivery arrives the next day for an extra fee.</p>",
+        )),
+        "/returns.html" => html(page(
+            "Returns and refunds",
+            "<p>You may return any product within thirty days of purchase.</p>\
+             <p>Refunds are paid to the original payment method within a week after we \
+             receive the returned item.</p>",
+        )),
+        "/about.html" => html(page(
+            "About Acme",
+            "<p>Acme was founded in 2011 in Lisbon, Portugal.</p>\
+             <p>Our headquarters and design studio are still in Lisbon, where forty people \
+             build our bicycles.</p>",
+        )),
+        "/latin1.html" => {
+            // ISO-8859-1 bytes: é is 0xE9, â 0xE2, û 0xFB.
+            let mut body = Vec::new();
+            body.extend_from_slice(
+                b"<html><head><title>Caf\xe9 Acme menu</title></head><body><main>\
+                  <h1>Caf\xe9 Acme</h1><p>The caf\xe9 at our store serves espresso and \
+                  past\xe9is de nata.</p><p>Desserts include cr\xe8me br\xfbl\xe9e and \
+                  chocolate mousse.</p></main></body></html>",
+            );
+            (
+                [(header::CONTENT_TYPE, "text/html; charset=ISO-8859-1")],
+                body,
+            )
+                .into_response()
+        }
+        "/private/secret.html" => html(page("Secret", "<p>Internal pricing.</p>")),
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+impl Site {
+    pub async fn start() -> Result<Site> {
+        let hits = Hits::default();
+        let port_cell: Arc<Mutex<u16>> = Arc::default();
+        let cell = port_cell.clone();
+        let router = Router::new()
+            .route(
+                "/away",
+                get(move |State(hits): State<Hits>| {
+                    let cell = cell.clone();
+                    async move {
+                        hits.count("/away");
+                        let port = cell.lock().map(|p| *p).unwrap_or(0);
+                        (
+                            StatusCode::FOUND,
+                            [(header::LOCATION, format!("http://localhost:{port}/"))],
+                        )
+                            .into_response()
+                    }
+                }),
+            )
+            .fallback(site)
+            .with_state(hits.clone());
+        let addr = serve(router).await?;
+        if let Ok(mut p) = port_cell.lock() {
+            *p = addr.port();
+        }
+        Ok(Site { addr, hits })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+/// An OpenAI-compatible endpoint whose every call answers 500.
+pub struct FailingOpenAi {
+    pub addr: SocketAddr,
+    pub hits: Hits,
+}
+
+impl FailingOpenAi {
+    pub async fn start() -> Result<FailingOpenAi> {
+        let hits = Hits::default();
+        let router = Router::new()
+            .route(
+                "/v1/chat/completions",
+                post(|State(hits): State<Hits>| async move {
+                    hits.count("/v1/chat/completions");
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "upstream model overloaded",
+                    )
+                }),
+            )
+            .with_state(hits.clone());
+        let addr = serve(router).await?;
+        Ok(FailingOpenAi { addr, hits })
+    }
+}
