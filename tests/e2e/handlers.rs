@@ -181,6 +181,65 @@ async fn a_host_off_the_allowlist_fails_with_the_reason() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_response_over_the_cap_is_refused_and_the_daemon_keeps_serving() -> Result<()> {
+    let site = Site::start().await?;
+    let dirs = Dirs::with_config("[http]\nmax_response_mb = 1\n")?;
+    dirs.install_handler("scrape", &scrape_manifest(&site))?;
+    let daemon = Daemon::start(&dirs).await?;
+    let task = daemon
+        .run("scrape", json!({ "url": site.url("/big.html") }))
+        .await?;
+    assert_eq!(error_kind(&task), "fatal", "{task}");
+    assert!(error_message(&task).contains("too large"), "{task}");
+    let fine = daemon
+        .run("scrape", json!({ "url": site.url("/about.html") }))
+        .await?;
+    assert_eq!(fine["status"], "succeeded", "{fine}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn render_goes_through_the_configured_endpoint_or_says_it_is_missing() -> Result<()> {
+    let site = Site::start().await?;
+    let dirs = Dirs::new()?;
+    dirs.install_handler("scrape", &scrape_manifest(&site))?;
+    let daemon = Daemon::start(&dirs).await?;
+    let page = site.url("/shipping.html");
+    let task = daemon
+        .run("scrape", json!({ "url": page, "render": true }))
+        .await?;
+    assert_eq!(error_kind(&task), "fatal");
+    assert!(error_message(&task).contains("render_url"), "{task}");
+
+    let manifest = format!(
+        "{}[config]\nrender_url = \"{}\"\n",
+        scrape_manifest(&site),
+        site.url("/render")
+    );
+    dirs.write("scrape.toml", manifest.as_bytes())?;
+    daemon
+        .wait_for_plugin("scrape.wasm", "reload with render_url", |p| {
+            p.is_some_and(|p| p["loaded_at"] != json!(null))
+        })
+        .await?;
+    let mut rendered = Value::Null;
+    for _ in 0..100 {
+        rendered = daemon
+            .run("scrape", json!({ "url": page, "render": true }))
+            .await?;
+        if rendered["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(rendered["status"] == "succeeded", "{rendered}");
+    let text = rendered["result"]["pages"][0]["text"].as_str().unwrap_or_default();
+    assert!(text.contains("Rendered by the browser service"), "{text}");
+    assert_eq!(site.hits.of("/render"), 1);
+    Ok(())
+}
+
+#[tokio::test]
 async fn rag_answers_extractively_while_the_openai_breaker_is_open() -> Result<()> {
     let openai = FailingOpenAi::start().await?;
     let port = openai.addr.port();

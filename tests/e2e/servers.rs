@@ -105,6 +105,20 @@ async fn site(State(hits): State<Hits>, uri: Uri) -> Response {
                 .into_response()
         }
         "/private/secret.html" => html(page("Secret", "<p>Internal pricing.</p>")),
+        // 2 MiB of HTML, over a 1 MiB response cap.
+        "/big.html" => html(page("Big", &"<p>filler text</p>".repeat(2 << 16))),
+        // A stand-in for a headless-browser rendering service.
+        "/render" => {
+            let target = uri
+                .query()
+                .and_then(|q| q.strip_prefix("url="))
+                .unwrap_or_default()
+                .to_string();
+            html(page(
+                "Rendered",
+                &format!("<p>Rendered by the browser service: {target}</p>"),
+            ))
+        }
         _ => StatusCode::NOT_FOUND.into_response(),
     }
 }

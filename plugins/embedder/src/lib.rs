@@ -24,6 +24,9 @@
 #[cfg(feature = "guest")]
 pub mod configured;
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
 /// Dimensions of every vector this embedder makes.
 pub const DIM: usize = 384;
 
@@ -60,28 +63,31 @@ pub fn embed(text: &str) -> Option<Vec<f32>> {
     if words.is_empty() {
         return None;
     }
-    let mut counts: std::collections::HashMap<(u8, String), u32> = std::collections::HashMap::new();
+    // Features are counted by their 64-bit hash (no feature strings are
+    // built); the weight of a feature is the weight of its kind.
+    let mut counts: HashMap<u64, (u32, f32), BuildHasherDefault<Prehashed>> = HashMap::default();
+    let mut count = |h: u64, weight: f32| counts.entry(h).or_insert((0, weight)).0 += 1;
+    let mut marked: Vec<char> = Vec::new();
     for (i, w) in words.iter().enumerate() {
-        *counts.entry((b'w', w.clone())).or_default() += 1;
+        count(fnv1a(b'w', &[w.as_bytes()]), WORD);
         if let Some(next) = words.get(i + 1) {
-            *counts.entry((b'b', format!("{w} {next}"))).or_default() += 1;
+            count(fnv1a(b'b', &[w.as_bytes(), b" ", next.as_bytes()]), BIGRAM);
         }
-        let marked: Vec<char> = std::iter::once('^')
-            .chain(w.chars())
-            .chain(std::iter::once('$'))
-            .collect();
+        marked.clear();
+        marked.push('^');
+        marked.extend(w.chars());
+        marked.push('$');
         for gram in marked.windows(3) {
-            *counts.entry((b't', gram.iter().collect())).or_default() += 1;
+            let mut buf = [0u8; 12];
+            let mut len = 0;
+            for c in gram {
+                len += c.encode_utf8(&mut buf[len..]).len();
+            }
+            count(fnv1a(b't', &[&buf[..len]]), TRIGRAM);
         }
     }
     let mut v = vec![0f32; DIM];
-    for ((kind, feature), count) in counts {
-        let weight = match kind {
-            b'w' => WORD,
-            b'b' => BIGRAM,
-            _ => TRIGRAM,
-        };
-        let h = fnv1a(kind, feature.as_bytes());
+    for (h, (count, weight)) in counts {
         let slot = (h % DIM as u64) as usize;
         let sign = if h >> 63 == 1 { -1.0 } else { 1.0 };
         v[slot] += sign * weight * (1.0 + (count as f32).ln());
@@ -99,15 +105,35 @@ pub fn similarity(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// FNV-1a, 64 bits, over a kind byte and the feature: stable across
-/// builds and platforms, so stored vectors stay comparable.
-fn fnv1a(kind: u8, bytes: &[u8]) -> u64 {
+/// FNV-1a, 64 bits, over a kind byte and the feature's parts: stable
+/// across builds and platforms, so stored vectors stay comparable.
+fn fnv1a(kind: u8, parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in std::iter::once(&kind).chain(bytes) {
+    for b in std::iter::once(&kind).chain(parts.iter().flat_map(|p| p.iter())) {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// A hasher for keys that are already hashes.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// Splits `text` into passages of about `words` words, each starting

@@ -322,7 +322,7 @@ fn error(code: ErrorCode) -> HttpError {
         | ErrorCode::ConnectionWriteTimeout
         | ErrorCode::HttpResponseTimeout => HttpError::Timeout(format!("{code:?}")),
         ErrorCode::HttpResponseBodySize(limit) => HttpError::TooLarge(match limit {
-            Some(n) => format!("the host allows {n} bytes"),
+            Some(n) => format!("over the host's limit of {n} bytes ([http] max_response_mb)"),
             None => "over the host's limit".into(),
         }),
         other => HttpError::Other(format!("{other:?}")),

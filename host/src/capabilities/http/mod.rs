@@ -345,8 +345,9 @@ impl WasiHttpHooks for HttpPolicy {
                 .headers()
                 .get(::http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            // Both refusals carry the cap, so the guest can say what it is.
             if declared.is_some_and(|n| n > cap) {
-                return Err(Error::HttpResponseBodySize(declared));
+                return Err(Error::HttpResponseBodySize(Some(cap)));
             }
             let response = response.map(|body| {
                 http_body_util::BodyExt::boxed_unsync(Capped {
