@@ -55,7 +55,10 @@ fn text(seed: usize, n: usize) -> String {
 
 async fn start_site() -> Result<String> {
     let router = Router::new()
-        .route("/robots.txt", get(|| async { "User-agent: *\nDisallow: /private/\n" }))
+        .route(
+            "/robots.txt",
+            get(|| async { "User-agent: *\nDisallow: /private/\n" }),
+        )
         .route(
             "/index/{n}",
             get(|UrlPath(n): UrlPath<usize>| async move {
@@ -138,8 +141,16 @@ async fn async_main() -> Result<()> {
         "scrape",
         &format!("category = \"scraping\"\n[capabilities]\nhttp = [\"127.0.0.1:{port}\"]\n"),
     )?;
-    install_handler(&config.plugins, "embed", "category = \"embedding\"\n[limits]\nmemory_mb = 256\n[capabilities]\nvectors = true\n")?;
-    install_handler(&config.plugins, "rag", "category = \"rag\"\n[capabilities]\nvectors = true\n")?;
+    install_handler(
+        &config.plugins,
+        "embed",
+        "category = \"embedding\"\n[limits]\nmemory_mb = 256\n[capabilities]\nvectors = true\n",
+    )?;
+    install_handler(
+        &config.plugins,
+        "rag",
+        "category = \"rag\"\n[capabilities]\nvectors = true\n",
+    )?;
     let daemon = Daemon::start(config).await?;
 
     println!("== 1. scraping a local site (extraction only, no ingest)");
@@ -294,9 +305,6 @@ async fn async_main() -> Result<()> {
             percentile(&whole, 0.99),
         );
     }
-    println!(
-        "vector memory in use: {} MiB",
-        vectors.used_bytes() >> 20
-    );
+    println!("vector memory in use: {} MiB", vectors.used_bytes() >> 20);
     Ok(())
 }

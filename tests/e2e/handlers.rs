@@ -233,7 +233,9 @@ async fn render_goes_through_the_configured_endpoint_or_says_it_is_missing() -> 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     ensure!(rendered["status"] == "succeeded", "{rendered}");
-    let text = rendered["result"]["pages"][0]["text"].as_str().unwrap_or_default();
+    let text = rendered["result"]["pages"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
     assert!(text.contains("Rendered by the browser service"), "{text}");
     assert_eq!(site.hits.of("/render"), 1);
     Ok(())

@@ -10,7 +10,7 @@
 
 use serde::Deserialize;
 use std::time::{Duration, Instant};
-use wasmhive_sdk::{Child, Guest, PluginInfo, Priority, Task, TaskError};
+use wasmhive_sdk::{Child, Context, Error, Handler, Info, Priority};
 
 struct Batch;
 
@@ -64,34 +64,31 @@ pub fn report(kind: &str, children: &[Child]) -> serde_json::Value {
     })
 }
 
-impl Guest for Batch {
-    fn describe() -> PluginInfo {
-        wasmhive_sdk::plugin_info(
-            "batch",
-            "1.0.0",
-            &["batch"],
-            "batch",
-            "fans items out as child tasks and reports each outcome",
-        )
-    }
+impl Handler for Batch {
+    type Input = Payload;
+    type Output = serde_json::Value;
+    const INFO: Info = Info {
+        name: "batch",
+        version: "1.0.0",
+        kinds: &["batch"],
+        category: "batch",
+        description: "fans items out as child tasks and reports each outcome",
+    };
 
-    fn handle(task: Task) -> Result<String, TaskError> {
+    fn handle(ctx: &Context, payload: Payload) -> Result<serde_json::Value, Error> {
         let started = Instant::now();
-        let payload: Payload = serde_json::from_str(&task.payload)
-            .map_err(|e| TaskError::Fatal(format!("invalid batch payload: {e}")))?;
         if payload.items.is_empty() || payload.items.len() > MAX_ITEMS {
-            return Err(TaskError::Fatal(format!(
+            return Err(Error::Fatal(format!(
                 "`items` must hold 1 to {MAX_ITEMS} items; got {}",
                 payload.items.len()
             )));
         }
-        let priority = priority(payload.priority.as_deref()).map_err(TaskError::Fatal)?;
+        let priority = priority(payload.priority.as_deref()).map_err(Error::Fatal)?;
         for item in &payload.items {
-            wasmhive_sdk::submit(&payload.kind, item, priority).map_err(TaskError::Fatal)?;
+            wasmhive_sdk::submit(&payload.kind, item, priority).map_err(Error::Fatal)?;
         }
         let total = payload.items.len();
-        let deadline = started
-            + Duration::from_millis(task.deadline_ms).saturating_sub(Duration::from_millis(500));
+        let deadline = started + ctx.remaining().saturating_sub(Duration::from_millis(500));
         let mut reported = usize::MAX;
         loop {
             let children = wasmhive_sdk::children();
@@ -100,18 +97,19 @@ impl Guest for Batch {
                 .filter(|c| wasmhive_sdk::is_finished(c))
                 .count();
             if finished >= total {
-                return Ok(
-                    report(&payload.kind, &children[..total.min(children.len())]).to_string(),
-                );
+                return Ok(report(
+                    &payload.kind,
+                    &children[..total.min(children.len())],
+                ));
             }
             if Instant::now() >= deadline {
-                return Err(TaskError::Retryable(format!(
+                return Err(Error::Retryable(format!(
                     "{finished} of {total} children finished before the budget ran out; a retry resumes waiting"
                 )));
             }
             if finished != reported {
                 reported = finished;
-                wasmhive_sdk::progress(
+                ctx.progress(
                     (finished * 100 / total) as u8,
                     &format!("{finished}/{total} items done"),
                 );
@@ -121,7 +119,7 @@ impl Guest for Batch {
     }
 }
 
-wasmhive_sdk::export_handler!(Batch);
+wasmhive_sdk::handler!(Batch);
 
 #[cfg(test)]
 mod tests {

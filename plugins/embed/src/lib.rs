@@ -13,7 +13,7 @@
 //! in the collection until deleted.
 
 use serde::Deserialize;
-use wasmhive_sdk::{Guest, PluginInfo, Task, TaskError, vectors};
+use wasmhive_sdk::{Context, Error, Handler, Info, vectors};
 
 struct Embed;
 
@@ -75,35 +75,30 @@ fn setting(key: &str, payload: Option<usize>, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-impl Guest for Embed {
-    fn describe() -> PluginInfo {
-        wasmhive_sdk::plugin_info(
-            "embed",
-            "1.0.0",
-            &["embed"],
-            "embedding",
-            "embeds texts; chunks, embeds and stores documents in a vector collection",
-        )
-    }
+impl Handler for Embed {
+    type Input = Payload;
+    type Output = serde_json::Value;
+    const INFO: Info = Info {
+        name: "embed",
+        version: "1.0.0",
+        kinds: &["embed"],
+        category: "embedding",
+        description: "embeds texts; chunks, embeds and stores documents in a vector collection",
+    };
 
-    fn handle(task: Task) -> Result<String, TaskError> {
-        let payload: Payload = serde_json::from_str(&task.payload)
-            .map_err(|e| TaskError::Fatal(format!("invalid embed payload: {e}")))?;
+    fn handle(ctx: &Context, payload: Payload) -> Result<serde_json::Value, Error> {
         match (payload.texts, payload.documents) {
             (Some(texts), None) => {
                 if texts.is_empty() {
-                    return Err(TaskError::Fatal("`texts` is empty".into()));
+                    return Err(Error::Fatal("`texts` is empty".into()));
                 }
                 let (model, vectors) = wasmhive_embedder::configured::embed_all(&texts)?;
                 let dim = vectors.first().map_or(0, Vec::len);
-                Ok(
-                    serde_json::json!({ "model": model, "dim": dim, "vectors": vectors })
-                        .to_string(),
-                )
+                Ok(serde_json::json!({ "model": model, "dim": dim, "vectors": vectors }))
             }
             (None, Some(documents)) => {
                 let collection = payload.collection.ok_or_else(|| {
-                    TaskError::Fatal("`documents` needs a `collection` to store them in".into())
+                    Error::Fatal("`documents` needs a `collection` to store them in".into())
                 })?;
                 let words = setting("chunk_words", payload.chunk_words, 120).clamp(8, 2000);
                 let overlap = setting("overlap_words", payload.overlap_words, 30).min(words / 2);
@@ -125,13 +120,13 @@ impl Guest for Embed {
                         .collect();
                     vectors::upsert(&collection, &points).map_err(|e| {
                         if e.contains("breaker") || e.contains("could not write") {
-                            TaskError::Retryable(format!("vector store: {e}"))
+                            Error::Retryable(format!("vector store: {e}"))
                         } else {
-                            TaskError::Fatal(format!("vector store: {e}"))
+                            Error::Fatal(format!("vector store: {e}"))
                         }
                     })?;
                     let done = ((i + 1) * BATCH).min(total);
-                    wasmhive_sdk::progress(
+                    ctx.progress(
                         (done * 100 / total) as u8,
                         &format!("{done}/{total} passages stored"),
                     );
@@ -141,17 +136,16 @@ impl Guest for Embed {
                     "model": model,
                     "documents": documents.len(),
                     "chunks": passages.len(),
-                })
-                .to_string())
+                }))
             }
-            _ => Err(TaskError::Fatal(
+            _ => Err(Error::Fatal(
                 "give either `texts` or `documents` (with `collection`)".into(),
             )),
         }
     }
 }
 
-wasmhive_sdk::export_handler!(Embed);
+wasmhive_sdk::handler!(Embed);
 
 #[cfg(test)]
 mod tests {

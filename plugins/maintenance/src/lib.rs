@@ -8,7 +8,7 @@
 //! - `health` reports store, vectors, pools and breakers.
 
 use serde::Deserialize;
-use wasmhive_sdk::{Guest, PluginInfo, Task, TaskError, admin};
+use wasmhive_sdk::{Context, Error, Handler, Info, admin};
 
 struct Maintenance;
 
@@ -21,26 +21,24 @@ pub struct Payload {
     pub older_than_s: Option<u64>,
 }
 
-impl Guest for Maintenance {
-    fn describe() -> PluginInfo {
-        wasmhive_sdk::plugin_info(
-            "maintenance",
-            "1.0.0",
-            &["maintenance"],
-            "maintenance",
-            "prunes finished tasks, compacts the stores, reports health",
-        )
-    }
+impl Handler for Maintenance {
+    type Input = Payload;
+    type Output = serde_json::Value;
+    const INFO: Info = Info {
+        name: "maintenance",
+        version: "1.0.0",
+        kinds: &["maintenance"],
+        category: "maintenance",
+        description: "prunes finished tasks, compacts the stores, reports health",
+    };
 
-    fn handle(task: Task) -> Result<String, TaskError> {
-        let payload: Payload = serde_json::from_str(&task.payload)
-            .map_err(|e| TaskError::Fatal(format!("invalid maintenance payload: {e}")))?;
-        let refused = |e: String| TaskError::Fatal(format!("admin capability: {e}"));
+    fn handle(ctx: &Context, payload: Payload) -> Result<serde_json::Value, Error> {
+        let refused = |e: String| Error::Fatal(format!("admin capability: {e}"));
         let result = match payload.action.as_str() {
             "cleanup" => {
                 let older_than_s = payload
                     .older_than_s
-                    .or_else(|| wasmhive_sdk::config("cleanup_older_than_s")?.parse().ok())
+                    .or_else(|| ctx.config("cleanup_older_than_s")?.parse().ok())
                     .unwrap_or(WEEK_S);
                 let pruned = admin::prune_tasks(older_than_s).map_err(refused)?;
                 serde_json::json!({ "action": "cleanup", "older_than_s": older_than_s, "pruned": pruned })
@@ -58,13 +56,13 @@ impl Guest for Maintenance {
                 serde_json::json!({ "action": "health", "health": health })
             }
             other => {
-                return Err(TaskError::Fatal(format!(
+                return Err(Error::Fatal(format!(
                     "unknown action `{other}`: use cleanup, compact or health"
                 )));
             }
         };
-        Ok(result.to_string())
+        Ok(result)
     }
 }
 
-wasmhive_sdk::export_handler!(Maintenance);
+wasmhive_sdk::handler!(Maintenance);

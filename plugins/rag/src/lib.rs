@@ -16,7 +16,7 @@
 
 use serde::Deserialize;
 use wasmhive_sdk::openai::Endpoint;
-use wasmhive_sdk::{Guest, PluginInfo, Task, TaskError, vectors};
+use wasmhive_sdk::{Context, Error, Handler, Info, vectors};
 
 struct Rag;
 
@@ -161,36 +161,34 @@ fn generate(chat: &Endpoint, query: &str, passages: &[Found]) -> Result<String, 
     chat.chat(&messages).map_err(|e| e.to_string())
 }
 
-impl Guest for Rag {
-    fn describe() -> PluginInfo {
-        wasmhive_sdk::plugin_info(
-            "rag",
-            "1.0.0",
-            &["rag"],
-            "rag",
-            "answers questions from a vector collection with citations",
-        )
-    }
+impl Handler for Rag {
+    type Input = Payload;
+    type Output = serde_json::Value;
+    const INFO: Info = Info {
+        name: "rag",
+        version: "1.0.0",
+        kinds: &["rag"],
+        category: "rag",
+        description: "answers questions from a vector collection with citations",
+    };
 
-    fn handle(task: Task) -> Result<String, TaskError> {
-        let payload: Payload = serde_json::from_str(&task.payload)
-            .map_err(|e| TaskError::Fatal(format!("invalid rag payload: {e}")))?;
+    fn handle(_ctx: &Context, payload: Payload) -> Result<serde_json::Value, Error> {
         let query = payload.query.trim();
         if query.is_empty() {
-            return Err(TaskError::Fatal("`query` is empty".into()));
+            return Err(Error::Fatal("`query` is empty".into()));
         }
         let collection = match (&payload.collection, &payload.brand) {
             (Some(c), _) => c.clone(),
             (None, Some(b)) => wasmhive_sdk::brand_collection(b),
             (None, None) => {
-                return Err(TaskError::Fatal("give a `brand` or a `collection`".into()));
+                return Err(Error::Fatal("give a `brand` or a `collection`".into()));
             }
         };
         let k = payload.k.unwrap_or(3).clamp(1, 20) as usize;
         let (_, vectors) = wasmhive_embedder::configured::embed_all(&[query.to_string()])?;
         let vector = vectors.into_iter().next().unwrap_or_default();
         let hits = vectors::query(&collection, &vector, (k * 4).max(20) as u32)
-            .map_err(|e| TaskError::Retryable(format!("vector store: {e}")))?;
+            .map_err(|e| Error::Retryable(format!("vector store: {e}")))?;
         let terms = wasmhive_embedder::terms(query);
         let found: Vec<Found> = hits.iter().map(|h| Found::from_hit(h, &terms)).collect();
         let top = best_per_page(&found, k);
@@ -215,7 +213,7 @@ impl Guest for Rag {
             result["answer"] =
                 format!("No passages are indexed in `{collection}` yet; scrape with ingest first.")
                     .into();
-            return Ok(result.to_string());
+            return Ok(result);
         }
         let generated =
             Endpoint::from_config("chat", "gpt-4o-mini").map(|chat| generate(&chat, query, &top));
@@ -235,11 +233,11 @@ impl Guest for Rag {
                 result["answer"] = extract(query, &top, 2).into();
             }
         }
-        Ok(result.to_string())
+        Ok(result)
     }
 }
 
-wasmhive_sdk::export_handler!(Rag);
+wasmhive_sdk::handler!(Rag);
 
 #[cfg(test)]
 mod tests {

@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 use url::Url;
 use wasmhive_sdk::http::{self, HttpError, Request};
-use wasmhive_sdk::{Guest, PluginInfo, Priority, Task, TaskError};
+use wasmhive_sdk::{Context, Error, Handler, Info, Priority};
 
 struct Scrape;
 
@@ -114,40 +114,38 @@ impl Crawl {
     }
 }
 
-fn http_failure(url: &Url, e: &HttpError) -> TaskError {
+fn http_failure(url: &Url, e: &HttpError) -> Error {
     let message = format!("{url}: {e}");
     if e.is_transient() {
-        TaskError::Retryable(message)
+        Error::Retryable(message)
     } else {
-        TaskError::Fatal(message)
+        Error::Fatal(message)
     }
 }
 
-impl Guest for Scrape {
-    fn describe() -> PluginInfo {
-        wasmhive_sdk::plugin_info(
-            "scrape",
-            "1.0.0",
-            &["scrape"],
-            "scraping",
-            "fetches and extracts pages, follows same-site links, ingests the text",
-        )
-    }
+impl Handler for Scrape {
+    type Input = Payload;
+    type Output = serde_json::Value;
+    const INFO: Info = Info {
+        name: "scrape",
+        version: "1.0.0",
+        kinds: &["scrape"],
+        category: "scraping",
+        description: "fetches and extracts pages, follows same-site links, ingests the text",
+    };
 
-    fn handle(task: Task) -> Result<String, TaskError> {
+    fn handle(ctx: &Context, payload: Payload) -> Result<serde_json::Value, Error> {
         let started = Instant::now();
-        let payload: Payload = serde_json::from_str(&task.payload)
-            .map_err(|e| TaskError::Fatal(format!("invalid scrape payload: {e}")))?;
         let start = Url::parse(payload.url.trim())
-            .map_err(|e| TaskError::Fatal(format!("invalid url `{}`: {e}", payload.url)))?;
+            .map_err(|e| Error::Fatal(format!("invalid url `{}`: {e}", payload.url)))?;
         if !matches!(start.scheme(), "http" | "https") {
-            return Err(TaskError::Fatal(format!(
+            return Err(Error::Fatal(format!(
                 "{start}: only http and https pages can be scraped"
             )));
         }
         let render = if payload.render {
             Some(wasmhive_sdk::config("render_url").ok_or_else(|| {
-                TaskError::Fatal(
+                Error::Fatal(
                     "render: true needs a rendering endpoint: set render_url in scrape.toml [config] \
                      and allow its host under [capabilities] http"
                         .into(),
@@ -159,7 +157,7 @@ impl Guest for Scrape {
         let max_depth = payload.depth.unwrap_or(0).min(10);
         let max_pages = payload.max_pages.unwrap_or(20).clamp(1, 100) as usize;
         let mut crawl = Crawl {
-            deadline: started + Duration::from_millis(task.deadline_ms).saturating_sub(MARGIN),
+            deadline: started + ctx.remaining().saturating_sub(MARGIN),
             user_agent: wasmhive_sdk::config("user_agent")
                 .unwrap_or_else(|| format!("{AGENT}-scrape/1.0")),
             render,
@@ -192,7 +190,7 @@ impl Guest for Scrape {
                 };
                 if !allowed {
                     if url == start {
-                        return Err(TaskError::Fatal(format!("{url}: disallowed by robots.txt")));
+                        return Err(Error::Fatal(format!("{url}: disallowed by robots.txt")));
                     }
                     skipped
                         .push(serde_json::json!({ "url": url.as_str(), "reason": "robots.txt" }));
@@ -211,9 +209,9 @@ impl Guest for Scrape {
                 let error = format!("HTTP {}", response.status);
                 if url == start {
                     return Err(if response.status >= 500 || response.status == 429 {
-                        TaskError::Retryable(format!("{url}: {error}"))
+                        Error::Retryable(format!("{url}: {error}"))
                     } else {
-                        TaskError::Fatal(format!("{url}: {error}"))
+                        Error::Fatal(format!("{url}: {error}"))
                     });
                 }
                 errors.push(serde_json::json!({ "url": url.as_str(), "error": error }));
@@ -227,7 +225,7 @@ impl Guest for Scrape {
             if !is_html {
                 let error = format!("not HTML ({})", content_type.unwrap_or_default());
                 if url == start {
-                    return Err(TaskError::Fatal(format!("{url}: {error}")));
+                    return Err(Error::Fatal(format!("{url}: {error}")));
                 }
                 errors.push(serde_json::json!({ "url": url.as_str(), "error": error }));
                 continue;
@@ -235,7 +233,7 @@ impl Guest for Scrape {
             let (html, charset) = page::decode(&response.body, content_type.as_deref());
             let final_url = Url::parse(&response.url).unwrap_or_else(|_| url.clone());
             let page = page::extract(&html, &final_url, payload.selector.as_deref(), &charset)
-                .map_err(TaskError::Fatal)?;
+                .map_err(Error::Fatal)?;
             if depth < max_depth {
                 for link in &page.links {
                     if let Ok(link) = Url::parse(link)
@@ -271,7 +269,7 @@ impl Guest for Scrape {
             result["ingest"] = ingest_pages(&pages, &collection, brand.as_deref(), crawl.deadline)?;
         }
         wasmhive_sdk::progress(100, "done");
-        Ok(result.to_string())
+        Ok(result)
     }
 }
 
@@ -297,7 +295,7 @@ fn ingest_pages(
     collection: &str,
     brand: Option<&str>,
     deadline: Instant,
-) -> Result<serde_json::Value, TaskError> {
+) -> Result<serde_json::Value, Error> {
     let mut submitted = 0;
     for (p, _) in pages {
         let text = [p.title.as_str(), p.description.as_str(), p.text.as_str()]
@@ -316,7 +314,7 @@ fn ingest_pages(
         });
         let child = serde_json::json!({ "documents": [document], "collection": collection });
         wasmhive_sdk::submit("embed", &child, Priority::Normal)
-            .map_err(|e| TaskError::Fatal(format!("could not submit the embed child: {e}")))?;
+            .map_err(|e| Error::Fatal(format!("could not submit the embed child: {e}")))?;
         submitted += 1;
     }
     loop {
@@ -358,7 +356,7 @@ fn ingest_pages(
     }
 }
 
-wasmhive_sdk::export_handler!(Scrape);
+wasmhive_sdk::handler!(Scrape);
 
 #[cfg(test)]
 mod tests {

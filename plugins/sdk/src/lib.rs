@@ -1,24 +1,16 @@
 //! Guest side of the wasmhive plugin contract (`wit/plugin.wit`).
 //!
-//! A handler implements [`Guest`] (`describe` and `handle`) and exports it
-//! with [`export_handler!`]:
+//! Write a [`Handler`]: a serde payload type in, a serde result type out,
+//! [`Error::retryable`] or [`Error::fatal`] when it fails, and export it with
+//! [`handler!`]. The [`Context`] it gets is the running attempt and its host
+//! calls (progress, log, config, child tasks); [`http`] sends requests over
+//! `wasi:http` (the host checks each against the manifest's allowlist),
+//! [`collection`] reads and writes vector collections, [`openai`] talks to
+//! OpenAI-compatible endpoints. See `handler.rs` for a complete example and
+//! `docs/writing-a-handler.md` for the whole guide.
 //!
-//! ```ignore
-//! use wasmhive_sdk::{Guest, PluginInfo, Task, TaskError};
-//!
-//! struct Echo;
-//!
-//! impl Guest for Echo {
-//!     fn describe() -> PluginInfo { /* name, version, kinds, category */ }
-//!     fn handle(task: Task) -> Result<String, TaskError> { Ok(task.payload) }
-//! }
-//!
-//! wasmhive_sdk::export_handler!(Echo);
-//! ```
-//!
-//! The host interfaces are re-exported as [`host`] (log, progress,
-//! config, child tasks), [`vectors`] and [`admin`]; [`http`] sends requests
-//! over `wasi:http`. The free functions below wrap the common calls.
+//! The raw contract is here too: [`Guest`] and [`export_handler!`], and the
+//! host interfaces [`host`], [`vectors`] and [`admin`].
 
 #[allow(unsafe_code, clippy::all, missing_docs)]
 pub mod bindings {
@@ -32,8 +24,13 @@ pub mod bindings {
     });
 }
 
+pub mod handler;
 pub mod http;
 pub mod openai;
+pub mod store;
+
+pub use handler::{Context, Error, Handler, Info};
+pub use store::{Hit, Point, collection};
 
 pub use bindings::wasmhive::plugin::types::{LogLevel, Priority};
 pub use bindings::wasmhive::plugin::{admin, host, vectors};
