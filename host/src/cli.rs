@@ -1,4 +1,4 @@
-//! Command-line interface: `wasmhive serve` and its flags.
+//! Command-line interface: `wasmhive serve`, `wasmhive test`, and their flags.
 //!
 //! Flags override `WASMHIVE_*` environment variables (clap reads both),
 //! which override the `--config` TOML file, which overrides the defaults in
@@ -29,6 +29,60 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: load and watch the plugins directory, serve the REST API.
     Serve(ServeArgs),
+    /// Run a plugin against test cases in the daemon's sandbox, with recorded
+    /// HTTP, in-memory vectors and budgets; exits non-zero if a case fails.
+    Test(TestArgs),
+    /// Create a new plugin (code, manifest, test cases) that builds and
+    /// passes `wasmhive test` as it is.
+    New(NewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The plugin's name (also its task kind): lower-case letters, digits, `-`.
+    pub name: String,
+    /// The language to write it in.
+    #[arg(long, default_value = "rust")]
+    pub lang: crate::scaffold::Lang,
+    /// Where to create the plugin's directory.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// The wasmhive SDK crate (Rust) [default: plugins/sdk of these sources].
+    #[arg(long)]
+    pub sdk: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The plugin to test (a `.wasm` component).
+    pub plugin: PathBuf,
+    /// Directory of cases, one JSON file each (see `wasmhive::testkit::case`).
+    #[arg(long)]
+    pub cases: PathBuf,
+    /// Manifest to run under [default: `<plugin>.toml` beside the plugin, if any].
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// Also run every case on this version and show what changed.
+    #[arg(long)]
+    pub against: Option<PathBuf>,
+    /// Send requests to the allowed hosts and save the responses beside the cases.
+    #[arg(long)]
+    pub record: bool,
+    /// Output format.
+    #[arg(long, default_value = "text")]
+    pub format: crate::testkit::report::Format,
+}
+
+impl TestArgs {
+    pub fn options(&self) -> crate::testkit::Options {
+        crate::testkit::Options {
+            plugin: self.plugin.clone(),
+            cases: self.cases.clone(),
+            manifest: self.manifest.clone(),
+            against: self.against.clone(),
+            record: self.record,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -106,7 +160,9 @@ mod tests {
             "--plugins",
             "from-flag",
         ])?;
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            return Err("not parsed as serve".into());
+        };
         let config = args.config()?;
         assert_eq!(config.plugins, PathBuf::from("from-flag"));
         assert_eq!(config.listen.port(), 9000);

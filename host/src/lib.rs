@@ -4,7 +4,9 @@
 //! ([`scheduler`]) and run in a fresh sandboxed instance of the plugin that
 //! handles their kind ([`runtime`]), which reaches the outside world only
 //! through [`capabilities`]. Plugins are WebAssembly components in a
-//! watched directory, hot-reloaded without a restart. See ARCHITECTURE.md.
+//! watched directory, hot-reloaded without a restart. [`testkit`] runs a
+//! plugin against test cases in the same sandbox (`wasmhive test`). See
+//! ARCHITECTURE.md.
 
 pub mod api;
 pub mod bindings;
@@ -16,9 +18,11 @@ pub mod config;
 pub mod daemon;
 pub mod metrics;
 pub mod runtime;
+pub mod scaffold;
 pub mod scheduler;
 pub mod store;
 pub mod task;
+pub mod testkit;
 
 pub use config::Config;
 pub use daemon::{Daemon, DaemonError};

@@ -17,8 +17,40 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Test(args) => test(args).await,
+            Command::New(args) => new(args),
         }
     })
+}
+
+/// `wasmhive new`: creates the plugin and says how to build and test it.
+#[allow(clippy::print_stdout)]
+fn new(args: wasmhive::cli::NewArgs) -> anyhow::Result<()> {
+    let dir = wasmhive::scaffold::create(&args.name, args.lang, &args.dir, args.sdk.as_deref())?;
+    println!(
+        "created {}
+",
+        dir.display()
+    );
+    println!(
+        "{}",
+        wasmhive::scaffold::next_steps(&args.name, args.lang, &dir)
+    );
+    Ok(())
+}
+
+/// `wasmhive test`: prints the report; a failed case is exit status 1.
+#[allow(clippy::print_stdout)]
+async fn test(args: wasmhive::cli::TestArgs) -> anyhow::Result<()> {
+    let report = wasmhive::testkit::run(&args.options()).await?;
+    print!(
+        "{}",
+        wasmhive::testkit::report::render(&report, args.format)
+    );
+    if !report.passed() {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 #[allow(clippy::print_stdout)]

@@ -11,6 +11,7 @@ mod servers;
 mod support;
 
 mod api;
+mod authoring;
 mod clocked;
 mod durability;
 mod handlers;

@@ -285,14 +285,27 @@ impl Daemon {
         what: &str,
         check: impl Fn(Option<&Value>) -> bool,
     ) -> Result<Option<Value>> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_for_plugin_within(file, what, Duration::from_secs(10), check)
+            .await
+    }
+
+    /// [`wait_for_plugin`](Self::wait_for_plugin) for plugins that take long
+    /// to compile (a Python component is ~18 MB).
+    pub async fn wait_for_plugin_within(
+        &self,
+        file: &str,
+        what: &str,
+        within: Duration,
+        check: impl Fn(Option<&Value>) -> bool,
+    ) -> Result<Option<Value>> {
+        let deadline = Instant::now() + within;
         loop {
             let entry = self.plugin(file).await?;
             if check(entry.as_ref()) {
                 return Ok(entry);
             }
             if Instant::now() > deadline {
-                bail!("{file}: {what} did not happen within 10 s; last seen: {entry:?}");
+                bail!("{file}: {what} did not happen within {within:?}; last seen: {entry:?}");
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

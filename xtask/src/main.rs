@@ -5,7 +5,9 @@
 //!   `target/plugins/<name>.wasm` (bundled handlers, with their manifests)
 //!   and `target/plugins/fixtures/<name>.wasm` (test guests).
 //! - `run [ARGS]`: builds the plugins and starts the daemon on them.
-//! - `test [ARGS]`: builds the plugins, runs the guest crates' unit tests
+//! - `test [ARGS]`: builds the plugins and the Python example
+//!   (`examples/python-plugin`, with componentize-py, installed by pip when
+//!   missing), runs the guest crates' unit tests
 //!   natively (their logic: parsing, extraction, embedding), then every
 //!   test of the host workspace.
 //! - `bench`: builds the plugins and runs the benchmarks (release profile).
@@ -38,6 +40,7 @@ fn main() -> Result<()> {
         }
         "test" => {
             build_plugins(&root)?;
+            build_python_example(&root)?;
             test_guests(&root)?;
             let mut cmd = cargo();
             cmd.current_dir(&root)
@@ -97,6 +100,55 @@ fn ensure_wasm_target() -> Result<()> {
         return Ok(());
     }
     run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+}
+
+/// The componentize-py the Python example is built with.
+const COMPONENTIZE_PY: &str = "0.25.1";
+
+/// Builds `examples/python-plugin` into `target/plugins/examples/summarize.wasm`
+/// (skipped when it is newer than its sources).
+fn build_python_example(root: &Path) -> Result<()> {
+    let src = root.join("examples/python-plugin");
+    let out_dir = root.join("target/plugins/examples");
+    std::fs::create_dir_all(&out_dir)?;
+    let out = out_dir.join("summarize.wasm");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let newest_source = [src.join("app.py"), root.join("wit/plugin.wit")]
+        .iter()
+        .filter_map(|p| modified(p))
+        .max();
+    if let (Some(built), Some(source)) = (modified(&out), newest_source)
+        && built > source
+    {
+        return Ok(());
+    }
+    ensure_componentize_py()?;
+    let tmp = out_dir.join(".summarize.tmp");
+    run(Command::new("componentize-py")
+        .arg("-d")
+        .arg(root.join("wit"))
+        .args(["-w", "handler", "componentize", "app", "-p"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&tmp))?;
+    std::fs::rename(&tmp, &out)?;
+    copy_atomically(&src.join("summarize.toml"), &out_dir.join("summarize.toml"))?;
+    eprintln!("python example built into {}", out.display());
+    Ok(())
+}
+
+fn ensure_componentize_py() -> Result<()> {
+    let installed = Command::new("componentize-py")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(COMPONENTIZE_PY))
+        .unwrap_or(false);
+    if installed {
+        return Ok(());
+    }
+    let spec = format!("componentize-py=={COMPONENTIZE_PY}");
+    run(Command::new("python3").args(["-m", "pip", "install", "--quiet", &spec]))
+        .with_context(|| format!("installing {spec} with pip (needs python3 and pip)"))
 }
 
 /// Runs the guest workspace's unit tests on the host's own target (the

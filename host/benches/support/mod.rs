@@ -69,6 +69,7 @@ pub fn echo_attempt(n: u64) -> wasmhive::runtime::Attempt {
         budget: std::time::Duration::from_secs(10),
         cancel: wasmhive::runtime::sandbox::CancelToken::default(),
         tasks: std::sync::Arc::new(wasmhive::capabilities::tasks::NoTaskHost),
+        fuel: None,
     }
 }
 

@@ -70,6 +70,7 @@ impl host::Host for HostApi {
         truncate(&mut message, MAX_LOG_MESSAGE);
         let plugin = &*self.caller.plugin;
         let task_id = &*self.caller.task_id;
+        self.tasks.guest_log(level_name(level), &message);
         match level {
             LogLevel::Trace => {
                 tracing::trace!(target: "wasmhive::guest", plugin, task.id = task_id, "{message}")
@@ -114,6 +115,16 @@ impl host::Host for HostApi {
 
     async fn children(&mut self) -> Vec<host::Child> {
         Submit::children(&self.caller, &*self.tasks)
+    }
+}
+
+fn level_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Trace => "trace",
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
     }
 }
 

@@ -58,6 +58,10 @@ pub trait TaskHost: Send + Sync {
 
     /// The scheduler's view of health (store, pools, breakers), as JSON.
     fn health(&self) -> serde_json::Value;
+
+    /// Sees every log line the plugin emits (after it is logged); the test
+    /// harness captures them here.
+    fn guest_log(&self, _level: &'static str, _message: &str) {}
 }
 
 /// A host with no scheduler behind it (`describe`, benchmarks): progress is

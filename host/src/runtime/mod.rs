@@ -68,6 +68,20 @@ pub struct Attempt {
     pub cancel: CancelToken,
     /// The scheduler's side of the capabilities.
     pub tasks: Arc<dyn TaskHost>,
+    /// An instruction budget for this attempt instead of the manifest's
+    /// (the test harness sets a case's budget here).
+    pub fuel: Option<u64>,
+}
+
+/// What an attempt used, measured by the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Wall time from instantiation to the end of the call.
+    pub wall: Duration,
+    /// Fuel (roughly, WebAssembly instructions) consumed.
+    pub fuel: u64,
+    /// The largest linear memory it had, bytes.
+    pub peak_memory_bytes: usize,
 }
 
 /// The engine, linker and epoch clock shared by every plugin.
@@ -99,7 +113,8 @@ impl Drop for Runtime {
 impl Runtime {
     /// Builds the engine and linker and starts the epoch thread.
     /// `cache_dir` turns on the compile cache there.
-    /// `categories` are the worker pools a plugin's category must name.
+    /// `categories` are the worker pools a plugin's category must name
+    /// (empty: any category, as in the test harness).
     pub fn new(
         rt: &RuntimeConfig,
         limits: &Limits,
@@ -281,7 +296,7 @@ impl Runtime {
                 failure,
             })?;
         let info = validate_info(&file_name, raw, &manifest)?;
-        if !self.categories.contains(&info.category) {
+        if !self.categories.is_empty() && !self.categories.contains(&info.category) {
             return Err(LoadError::UnknownCategory {
                 file: file_name,
                 category: info.category,
@@ -410,6 +425,15 @@ impl Runtime {
         plugin: &PluginVersion,
         attempt: Attempt,
     ) -> Result<serde_json::Value, TaskFailure> {
+        self.run_measured(plugin, attempt).await.0
+    }
+
+    /// [`run`](Self::run), also reporting what the attempt used.
+    pub async fn run_measured(
+        &self,
+        plugin: &PluginVersion,
+        attempt: Attempt,
+    ) -> (Result<serde_json::Value, TaskFailure>, Usage) {
         plugin
             .attempts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -426,7 +450,10 @@ impl Runtime {
             cancel: cancel.clone(),
             tasks: attempt.tasks,
         };
-        let mut store = HostState::new_store(&self.engine, setup, plugin.limits.fuel);
+        let fuel = attempt.fuel.or(plugin.limits.fuel);
+        let mut store = HostState::new_store(&self.engine, setup, fuel);
+        let fuel_before = store.get_fuel().unwrap_or(0);
+        let started = Instant::now();
         let task = bindings::Task {
             id: attempt.task_id,
             kind: attempt.kind,
@@ -448,24 +475,36 @@ impl Runtime {
                 () = cancel.cancelled() => Err(failure::Interruption::Cancelled),
             }
         };
+        let usage = Usage {
+            wall: started.elapsed(),
+            fuel: fuel_before.saturating_sub(store.get_fuel().unwrap_or(0)),
+            peak_memory_bytes: store.data().peak_memory(),
+        };
         let state = store.data_mut();
         let returned = match outcome {
             Ok(Ok(returned)) => returned,
-            Ok(Err(error)) => return Err(failure::classify(&error, &state.finish(), budget_ms)),
+            Ok(Err(error)) => {
+                let failure = failure::classify(&error, &state.finish(), budget_ms);
+                return (Err(failure), usage);
+            }
             Err(why) => {
                 state.interrupted(why);
                 let error = wasmtime::Error::from(wasmtime::Trap::Interrupt);
-                return Err(failure::classify(&error, &state.finish(), budget_ms));
+                return (
+                    Err(failure::classify(&error, &state.finish(), budget_ms)),
+                    usage,
+                );
             }
         };
         state.finish();
-        match returned {
+        let result = match returned {
             Ok(json) => parse_result(&json, plugin.limits.max_result_bytes),
             Err(bindings::TaskError::Retryable(m)) => {
                 Err(TaskFailure::new(FailureKind::Retryable, m))
             }
             Err(bindings::TaskError::Fatal(m)) => Err(TaskFailure::new(FailureKind::Fatal, m)),
-        }
+        };
+        (result, usage)
     }
 }
 

@@ -566,7 +566,7 @@ pub fn plugin_stem(path: &Path) -> Option<String> {
     Some(stem.to_string())
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
+pub fn hex_sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -65,6 +65,8 @@ impl CancelToken {
 pub struct MemoryLimiter {
     cap_bytes: usize,
     refused: Option<MemoryRefusal>,
+    /// The largest linear memory granted, bytes.
+    peak_bytes: usize,
 }
 
 /// Table elements one instance may have (function references).
@@ -75,6 +77,7 @@ impl MemoryLimiter {
         MemoryLimiter {
             cap_bytes,
             refused: None,
+            peak_bytes: 0,
         }
     }
 }
@@ -98,6 +101,7 @@ impl ResourceLimiter for MemoryLimiter {
                 self.cap_bytes
             ));
         }
+        self.peak_bytes = self.peak_bytes.max(desired);
         Ok(true)
     }
 
@@ -237,6 +241,11 @@ impl HostState {
             memory_refused: self.limiter.refused,
             stderr_tail: self.stderr.finish(),
         }
+    }
+
+    /// The largest linear memory the attempt had, bytes.
+    pub fn peak_memory(&self) -> usize {
+        self.limiter.peak_bytes
     }
 
     /// Records an interruption observed outside the guest (a host call that

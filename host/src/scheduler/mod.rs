@@ -589,6 +589,7 @@ impl Scheduler {
             budget: Duration::from_secs(task.timeout_s),
             cancel,
             tasks: Arc::new(self.clone()),
+            fuel: None,
         };
         let run_started = Instant::now();
         let outcome = tracing::Instrument::instrument(

@@ -20,6 +20,7 @@
 //! feed `/metrics` and `/api/hp/stats`.
 
 pub mod allow;
+pub mod replay;
 
 use super::Caller;
 use crate::breaker::BreakerSet;
@@ -56,6 +57,18 @@ impl Default for HttpConfig {
     }
 }
 
+/// Where allowed requests go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// To the network (the daemon).
+    #[default]
+    Live,
+    /// Answered from [`HttpShared::recording`]; nothing leaves the host.
+    Replay,
+    /// To the network, each exchange added to [`HttpShared::recording`].
+    Record,
+}
+
 /// What every attempt's policy shares: settings, the breakers guarding
 /// destinations, and the per-host counters.
 #[derive(Debug, Default)]
@@ -65,6 +78,9 @@ pub struct HttpShared {
     pub guarded: Vec<(String, Allowlist)>,
     pub breakers: Option<Arc<BreakerSet>>,
     pub stats: HttpStats,
+    pub mode: Mode,
+    /// The exchanges replayed or recorded (test harness).
+    pub recording: Mutex<replay::Recording>,
 }
 
 impl HttpShared {
@@ -87,7 +103,7 @@ impl HttpShared {
             config,
             guarded,
             breakers,
-            stats: HttpStats::default(),
+            ..HttpShared::default()
         })
     }
 }
@@ -315,12 +331,20 @@ impl WasiHttpHooks for HttpPolicy {
         Box::new(async move {
             let started = Instant::now();
             shared.stats.with(&key, |s| s.requests += 1);
-            let sent = tokio::time::timeout(
-                left,
-                wasmtime_wasi_http::default_send_request(request, Some(options)),
-            )
-            .await
-            .unwrap_or(Err(Error::ConnectionTimeout));
+            let sent = match shared.mode {
+                Mode::Live => tokio::time::timeout(
+                    left,
+                    wasmtime_wasi_http::default_send_request(request, Some(options)),
+                )
+                .await
+                .unwrap_or(Err(Error::ConnectionTimeout))
+                .map(|(response, io)| {
+                    let io: IoFuture = Box::new(io);
+                    (response.map(http_body_util::BodyExt::boxed_unsync), io)
+                }),
+                Mode::Replay => replayed(&shared, &request),
+                Mode::Record => recorded(&shared, request, options, left).await,
+            };
             let latency = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let (response, io) = match sent {
                 Ok(ok) => ok,
@@ -351,19 +375,96 @@ impl WasiHttpHooks for HttpPolicy {
             }
             let response = response.map(|body| {
                 http_body_util::BodyExt::boxed_unsync(Capped {
-                    inner: http_body_util::BodyExt::boxed_unsync(body),
+                    inner: body,
                     left: cap,
                     cap,
                     destination: key.clone(),
                     shared: shared.clone(),
                 })
             });
-            Ok((
-                response,
-                Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
-            ))
+            Ok((response, io))
         })
     }
+}
+
+/// What the body's connection task resolves to.
+type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
+
+/// A whole body as a `WasiBody`.
+fn full(bytes: Bytes) -> WasiBody {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn exchange_response(e: &replay::Exchange) -> Result<::http::Response<WasiBody>, Error> {
+    let mut builder = ::http::Response::builder().status(e.status);
+    for (name, value) in &e.headers {
+        builder = builder.header(name, value);
+    }
+    builder
+        .body(full(e.body()))
+        .map_err(|err| Error::InternalError(Some(format!("bad recorded response: {err}"))))
+}
+
+/// The recorded answer to `request`, or a refusal saying how to record one.
+fn replayed(
+    shared: &HttpShared,
+    request: &::http::Request<WasiBody>,
+) -> Result<(::http::Response<WasiBody>, IoFuture), Error> {
+    let (method, url) = (request.method().as_str(), request.uri().to_string());
+    let answer = shared
+        .recording
+        .lock()
+        .ok()
+        .and_then(|mut r| r.answer(method, &url));
+    let Some(exchange) = answer else {
+        return Err(Error::InternalError(Some(format!(
+            "{DENIED}no recorded response for {method} {url} (record it with `wasmhive test --record`)"
+        ))));
+    };
+    let done: IoFuture = Box::new(async { Ok(()) });
+    Ok((exchange_response(&exchange)?, done))
+}
+
+/// Sends `request` to the network and records the whole exchange.
+async fn recorded(
+    shared: &HttpShared,
+    request: ::http::Request<WasiBody>,
+    options: RequestOptions,
+    left: Duration,
+) -> Result<(::http::Response<WasiBody>, IoFuture), Error> {
+    use http_body_util::BodyExt;
+    let (method, url) = (request.method().to_string(), request.uri().to_string());
+    let exchange = tokio::time::timeout(left, async {
+        let (response, io) =
+            wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+        let worker = tokio::spawn(io);
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await?.to_bytes();
+        let _ = worker.await;
+        let headers = parts
+            .headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        Ok::<_, Error>(replay::Exchange::new(
+            &method,
+            &url,
+            parts.status.as_u16(),
+            headers,
+            &bytes,
+        ))
+    })
+    .await
+    .unwrap_or(Err(Error::ConnectionTimeout))?;
+    let response = exchange_response(&exchange)?;
+    if let Ok(mut r) = shared.recording.lock() {
+        r.push(exchange);
+    }
+    let done: IoFuture = Box::new(async { Ok(()) });
+    Ok((response, done))
 }
 
 /// A response body that fails once more than `cap` bytes have come.

@@ -340,6 +340,20 @@ impl VectorStore {
         out
     }
 
+    /// Forgets every collection (a store kept in memory only: the test
+    /// harness starts each case empty). A file-backed store keeps its file.
+    pub fn clear(&self) {
+        if self.conn.is_some() {
+            return;
+        }
+        if let Ok(mut all) = self.collections.write() {
+            all.clear();
+        }
+        if let Ok(mut u) = self.used.lock() {
+            *u = 0;
+        }
+    }
+
     /// Returns free pages of the file to the file system. Blocking.
     pub fn compact(&self) -> Result<(), VectorError> {
         if let Some(conn) = &self.conn {
