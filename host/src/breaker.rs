@@ -91,7 +91,7 @@ pub enum Admission {
 }
 
 /// A state change, announced to whoever parks work on breakers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Transition {
     pub breaker: String,
     pub from: State,

@@ -13,6 +13,7 @@ mod support;
 mod api;
 mod authoring;
 mod clocked;
+mod dashboard;
 mod durability;
 mod handlers;
 mod hostile;

@@ -7,7 +7,9 @@
 //! - `run [ARGS]`: builds the plugins and starts the daemon on them.
 //! - `test [ARGS]`: builds the plugins and the Python example
 //!   (`examples/python-plugin`, with componentize-py, installed by pip when
-//!   missing), runs the guest crates' unit tests
+//!   missing), installs what the browser test drives (Debian's `chromium`
+//!   with apt when `/usr/bin/chromium` is missing, `playwright-core` with
+//!   `npm ci` in `tests/browser`), runs the guest crates' unit tests
 //!   natively (their logic: parsing, extraction, embedding), then every
 //!   test of the host workspace.
 //! - `bench`: builds the plugins and runs the benchmarks (release profile).
@@ -41,6 +43,7 @@ fn main() -> Result<()> {
         "test" => {
             build_plugins(&root)?;
             build_python_example(&root)?;
+            ensure_browser(&root)?;
             test_guests(&root)?;
             let mut cmd = cargo();
             cmd.current_dir(&root)
@@ -149,6 +152,36 @@ fn ensure_componentize_py() -> Result<()> {
     let spec = format!("componentize-py=={COMPONENTIZE_PY}");
     run(Command::new("python3").args(["-m", "pip", "install", "--quiet", &spec]))
         .with_context(|| format!("installing {spec} with pip (needs python3 and pip)"))
+}
+
+/// Chromium and playwright-core for the dashboard's browser test.
+fn ensure_browser(root: &Path) -> Result<()> {
+    let chromium = std::env::var_os("CHROMIUM").unwrap_or_else(|| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() {
+        eprintln!("installing Debian's chromium for the browser test");
+        let install = || {
+            run(Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends", "chromium"])
+                .env("DEBIAN_FRONTEND", "noninteractive"))
+        };
+        // A fresh machine may have no package lists yet.
+        install()
+            .or_else(|_| {
+                run(Command::new("apt-get").args(["update", "-q"]))?;
+                install()
+            })
+            .context(
+                "installing chromium (needs apt and root; or set CHROMIUM to a Chromium binary)",
+            )?;
+    }
+    let browser = root.join("tests/browser");
+    if !browser.join("node_modules/playwright-core").exists() {
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&browser))
+        .context("installing playwright-core with npm (needs node and npm)")?;
+    }
+    Ok(())
 }
 
 /// Runs the guest workspace's unit tests on the host's own target (the

@@ -140,7 +140,7 @@ pub async fn circuit_breakers(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "circuit_breakers": state.scheduler.breakers().statuses() }))
 }
 
-fn queued_by_priority(depths: &[usize; 5]) -> Value {
+pub(super) fn queued_by_priority(depths: &[usize; 5]) -> Value {
     let mut map = Map::new();
     for (p, n) in Priority::ALL.iter().zip(depths) {
         map.insert(p.as_str().to_string(), json!(n));

@@ -6,7 +6,9 @@
 //! scheduler and registry calls; every error is an [`ApiError`].
 
 pub mod auth;
+pub mod dashboard;
 pub mod error;
+pub mod events;
 pub mod hp;
 pub mod metrics;
 pub mod openapi;
@@ -38,6 +40,8 @@ pub fn router(state: AppState, max_body_bytes: usize, auth_token: Option<Arc<str
         .route("/api/v1/tasks/batch", post(tasks::submit_batch))
         .route("/api/v1/tasks/{id}", get(tasks::get).delete(tasks::cancel))
         .route("/api/v1/plugins", get(plugins::list))
+        .route("/api/v1/events", get(events::events))
+        .route("/", get(dashboard::page))
         .route("/metrics", get(metrics::prometheus))
         .route("/api/hp/health", get(hp::health))
         .route("/api/hp/stats", get(hp::stats))

@@ -2,14 +2,31 @@
 //! UUIDv7 (time-ordered), so the `BTreeMap` keeps tasks in creation order
 //! and listings are newest-first without sorting.
 
+use super::record::TaskChange;
 use super::{Inserted, TaskFilter, TaskRecord};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Default)]
+/// Task changes a slow live view may fall behind by before it skips some.
+const CHANGES_BUFFERED: usize = 4096;
+
+#[derive(Debug, Clone)]
 pub struct MemoryStore {
     inner: Arc<RwLock<Inner>>,
+    /// Every insert and change, for live views; built only while someone
+    /// listens.
+    changes: broadcast::Sender<TaskChange>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            inner: Arc::default(),
+            changes: broadcast::channel(CHANGES_BUFFERED).0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -34,7 +51,19 @@ impl MemoryStore {
             inner.idempotency.insert(key.clone(), record.task_id);
         }
         inner.tasks.insert(record.task_id, record.clone());
+        self.announce(&record);
         Inserted::New(record)
+    }
+
+    /// Live views of task changes (sent under the store's lock, so in order).
+    pub fn subscribe(&self) -> broadcast::Receiver<TaskChange> {
+        self.changes.subscribe()
+    }
+
+    fn announce(&self, record: &TaskRecord) {
+        if self.changes.receiver_count() > 0 {
+            let _ = self.changes.send(TaskChange::from(record));
+        }
     }
 
     pub fn get(&self, id: Uuid) -> Option<TaskRecord> {
@@ -56,6 +85,7 @@ impl MemoryStore {
         let mut inner = self.inner.write().ok()?;
         let record = inner.tasks.get_mut(&id)?;
         change(record);
+        self.announce(record);
         Some(then(record))
     }
 

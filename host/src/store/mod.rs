@@ -13,7 +13,7 @@ pub mod memory;
 pub mod record;
 pub mod sqlite;
 
-pub use record::{AttemptPlugin, AttemptRecord, Progress, TaskRecord};
+pub use record::{AttemptPlugin, AttemptRecord, Progress, TaskChange, TaskRecord};
 
 use crate::task::TaskStatus;
 use std::path::PathBuf;
@@ -75,6 +75,11 @@ impl Store {
             Store::Memory(m) => Ok(m.insert(record)),
             Store::Sqlite(s) => s.insert(record).await,
         }
+    }
+
+    /// Every task change from now on (inserts, status, progress, outcome).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<TaskChange> {
+        self.view().subscribe()
     }
 
     pub fn get(&self, id: Uuid) -> Option<TaskRecord> {

@@ -105,6 +105,51 @@ impl TaskRecord {
     }
 }
 
+/// What changed about a task, as live views (`GET /api/v1/events`, the
+/// dashboard) see it: the record without payload, result or attempt log.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TaskChange {
+    pub task_id: Uuid,
+    pub kind: String,
+    pub status: TaskStatus,
+    pub priority: Priority,
+    pub attempts: u32,
+    pub progress: Option<Progress>,
+    pub plugin: Option<AttemptPlugin>,
+    pub error: Option<TaskFailure>,
+    pub parent_id: Option<Uuid>,
+    pub parked_on: Option<String>,
+    #[serde(serialize_with = "time")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: SystemTime,
+    #[serde(serialize_with = "optional_time")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<SystemTime>,
+    #[serde(serialize_with = "optional_time")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<SystemTime>,
+}
+
+impl From<&TaskRecord> for TaskChange {
+    fn from(t: &TaskRecord) -> TaskChange {
+        TaskChange {
+            task_id: t.task_id,
+            kind: t.kind.clone(),
+            status: t.status,
+            priority: t.priority,
+            attempts: t.attempts,
+            progress: t.progress.clone(),
+            plugin: t.plugin.clone(),
+            error: t.error.clone(),
+            parent_id: t.parent_id,
+            parked_on: t.parked_on.clone(),
+            created_at: t.created_at,
+            started_at: t.started_at,
+            finished_at: t.finished_at,
+        }
+    }
+}
+
 /// One attempt of a task.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttemptRecord {
