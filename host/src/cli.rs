@@ -35,6 +35,95 @@ pub enum Command {
     /// Create a new plugin (code, manifest, test cases) that builds and
     /// passes `wasmhive test` as it is.
     New(NewArgs),
+    /// Submit a task to a daemon; with --wait, follow it with a progress bar.
+    Submit(ClientArgs<SubmitArgs>),
+    /// Show one task (JSON).
+    Status(ClientArgs<StatusArgs>),
+    /// List recent tasks.
+    Tasks(ClientArgs<TasksArgs>),
+    /// List the plugins directory: versions, kinds, last errors.
+    Plugins(ClientArgs<NoArgs>),
+    /// Show the circuit breakers.
+    Breakers(ClientArgs<NoArgs>),
+}
+
+/// How the client reaches a daemon, plus the command's own arguments.
+#[derive(Debug, Args)]
+pub struct ClientArgs<T: Args> {
+    /// The daemon's base URL.
+    #[arg(long, env = "WASMHIVE_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The daemon's API token.
+    #[arg(long, env = "WASMHIVE_AUTH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub args: T,
+}
+
+impl<T: Args> ClientArgs<T> {
+    pub fn connection(&self) -> crate::client::Connection {
+        crate::client::Connection {
+            url: self.url.clone(),
+            token: self.token.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The task kind, e.g. `scrape`.
+    pub kind: String,
+    /// The payload, a JSON document.
+    #[arg(long, default_value = "{}")]
+    pub payload: String,
+    /// CRITICAL, HIGH, NORMAL, LOW or BULK.
+    #[arg(long, default_value = "NORMAL")]
+    pub priority: String,
+    /// Wait for the task to finish, showing its progress.
+    #[arg(long)]
+    pub wait: bool,
+    /// Wall-time budget per attempt, seconds.
+    #[arg(long)]
+    pub timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The task id.
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    /// Only tasks in this status (queued, running, succeeded, failed, ...).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only tasks of this kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct NoArgs {}
+
+impl SubmitArgs {
+    pub fn request(&self) -> Result<crate::client::Request, String> {
+        let payload = serde_json::from_str(&self.payload)
+            .map_err(|e| format!("--payload is not JSON: {e}"))?;
+        Ok(crate::client::Request::Submit {
+            kind: self.kind.clone(),
+            payload,
+            priority: self.priority.to_ascii_uppercase(),
+            wait: self.wait,
+            timeout_s: self.timeout_s,
+        })
+    }
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ pub mod bindings;
 pub mod breaker;
 pub mod capabilities;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod daemon;

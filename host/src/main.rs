@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::Parser;
 use wasmhive::Daemon;
 use wasmhive::cli::{Cli, Command, LogFormat};
+use wasmhive::client::Request;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -19,8 +20,41 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve(args).await,
             Command::Test(args) => test(args).await,
             Command::New(args) => new(args),
+            Command::Submit(c) => {
+                let request = c.args.request().map_err(anyhow::Error::msg)?;
+                client(c.connection(), request, c.json).await
+            }
+            Command::Status(c) => {
+                let request = Request::Status {
+                    id: c.args.id.clone(),
+                };
+                client(c.connection(), request, c.json).await
+            }
+            Command::Tasks(c) => {
+                let request = Request::Tasks {
+                    status: c.args.status.clone(),
+                    kind: c.args.kind.clone(),
+                    limit: c.args.limit,
+                };
+                client(c.connection(), request, c.json).await
+            }
+            Command::Plugins(c) => client(c.connection(), Request::Plugins, c.json).await,
+            Command::Breakers(c) => client(c.connection(), Request::Breakers, c.json).await,
         }
     })
+}
+
+/// The client commands; a failed task (or request) is exit status 1.
+async fn client(
+    connection: wasmhive::client::Connection,
+    request: Request,
+    json: bool,
+) -> anyhow::Result<()> {
+    let code = wasmhive::client::run(connection, request, json).await?;
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
 }
 
 /// `wasmhive new`: creates the plugin and says how to build and test it.

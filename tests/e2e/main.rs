@@ -12,6 +12,7 @@ mod support;
 
 mod api;
 mod authoring;
+mod client;
 mod clocked;
 mod dashboard;
 mod durability;
