@@ -5,7 +5,7 @@
 //! [`Config`].
 
 use crate::config::{Config, ConfigError};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -174,11 +174,7 @@ impl TestArgs {
     }
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {

@@ -23,6 +23,7 @@ pub mod scaffold;
 pub mod scheduler;
 pub mod store;
 pub mod task;
+pub mod telemetry;
 pub mod testkit;
 
 pub use config::Config;

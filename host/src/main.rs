@@ -4,12 +4,12 @@
 use anyhow::Context;
 use clap::Parser;
 use wasmhive::Daemon;
-use wasmhive::cli::{Cli, Command, LogFormat};
+use wasmhive::cli::{Cli, Command};
 use wasmhive::client::Request;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let _telemetry = wasmhive::telemetry::init(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("wasmhive-worker")
@@ -103,20 +103,6 @@ async fn serve(args: wasmhive::cli::ServeArgs) -> anyhow::Result<()> {
     daemon.serve(listener, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("WASMHIVE_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("wasmhive=info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 async fn shutdown_signal() {

@@ -9,6 +9,7 @@
 
 mod servers;
 mod support;
+mod telemetry;
 
 mod api;
 mod authoring;

@@ -131,6 +131,11 @@ impl Daemon {
     /// Starts `wasmhive serve` on `dirs` and waits for its listen line
     /// (printed once the plugins directory has been loaded).
     pub async fn start(dirs: &Dirs) -> Result<Daemon> {
+        Self::start_with_env(dirs, &[]).await
+    }
+
+    /// [`start`](Self::start) with extra environment variables.
+    pub async fn start_with_env(dirs: &Dirs, env: &[(&str, &str)]) -> Result<Daemon> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -147,6 +152,7 @@ impl Daemon {
             .env("WASMHIVE_LOG", "wasmhive=debug")
             .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "0")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

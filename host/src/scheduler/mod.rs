@@ -579,6 +579,7 @@ impl Scheduler {
             plugin = %plugin.info.name,
             plugin.version = %plugin.info.version,
             attempt = attempt_no,
+            outcome = tracing::field::Empty,
         );
         let attempt = Attempt {
             task_id: id.to_string(),
@@ -598,6 +599,10 @@ impl Scheduler {
         )
         .await;
         let run_time = run_started.elapsed();
+        match &outcome {
+            Ok(_) => span.record("outcome", "succeeded"),
+            Err(f) => span.record("outcome", f.kind.to_string()),
+        };
         self.forget_running(id);
         span.in_scope(|| match &outcome {
             Ok(_) => tracing::debug!(

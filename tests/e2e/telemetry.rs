@@ -1,0 +1,99 @@
+//! Traces: with `OTEL_EXPORTER_OTLP_ENDPOINT` set, the daemon exports a span
+//! per task attempt over OTLP/HTTP to a tiny receiver started by the test.
+
+use crate::support::{Daemon, Dirs};
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Export requests received: content type and raw protobuf body.
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+async fn receiver() -> Result<(String, Received)> {
+    let received: Received = Arc::default();
+    let router = Router::new()
+        .route(
+            "/v1/traces",
+            post(
+                |State(r): State<Received>, headers: HeaderMap, body: Bytes| async move {
+                    let kind = headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    if let Ok(mut r) = r.lock() {
+                        r.push((kind, body.to_vec()));
+                    }
+                    // An empty ExportTraceServiceResponse.
+                    (
+                        [("content-type", "application/x-protobuf")],
+                        Vec::<u8>::new(),
+                    )
+                },
+            ),
+        )
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok((format!("http://{addr}"), received))
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn task_attempts_are_exported_as_spans_over_otlp() -> Result<()> {
+    let (endpoint, received) = receiver().await?;
+    let dirs = Dirs::new()?;
+    dirs.install("echo", "echo")?;
+    let daemon = Daemon::start_with_env(
+        &dirs,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_SERVICE_NAME", "wasmhive-test"),
+        ],
+    )
+    .await?;
+    let task = daemon.run("echo", json!({ "traced": true })).await?;
+    let id = task["task_id"].as_str().context("no task id")?.to_string();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = received.lock().map(|r| r.clone()).unwrap_or_default();
+        if let Some((kind, body)) = got.iter().find(|(_, b)| contains(b, &id)) {
+            assert_eq!(kind, "application/x-protobuf");
+            for expected in [
+                "attempt",
+                "task.kind",
+                "echo",
+                "plugin.version",
+                "1.0.0",
+                "outcome",
+                "succeeded",
+                "wasmhive-test",
+            ] {
+                assert!(contains(body, expected), "span without {expected}");
+            }
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no span for task {id} reached the receiver in 20 s ({} export requests)",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
