@@ -83,14 +83,12 @@ fn json_event(name: &str, data: &impl serde::Serialize) -> Event {
 /// The live picture the dashboard draws: pools, breakers, plugins.
 pub fn stats(scheduler: &Scheduler) -> Value {
     let now = scheduler.clock().now();
+    let gauges = scheduler.pool_gauges();
     let pools: Vec<Value> = scheduler
         .pools()
         .map(|p| {
             let workers = p.workers(now);
-            let gauges = scheduler
-                .pool_gauges()
-                .into_iter()
-                .find(|g| g.name == p.name);
+            let gauges = gauges.iter().find(|g| g.name == p.name);
             json!({
                 "pool": p.name,
                 "size": p.size,
