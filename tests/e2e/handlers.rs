@@ -3,7 +3,7 @@
 //! it, the allowlist, the `openai` breaker with RAG falling back, batch
 //! fan-out, and maintenance cleanup.
 
-use crate::servers::{FailingOpenAi, Site};
+use crate::servers::{FailingOpenAi, FakeEmbeddings, Site};
 use crate::support::{Daemon, Dirs, error_kind, error_message};
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
@@ -316,6 +316,53 @@ async fn rag_answers_extractively_while_the_openai_breaker_is_open() -> Result<(
         (&json!(5), &json!(2), &json!(5)),
         "{stats}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn embed_and_rag_can_use_an_openai_compatible_embeddings_endpoint() -> Result<()> {
+    let endpoint = FakeEmbeddings::start().await?;
+    let port = endpoint.addr.port();
+    let config = format!(
+        "embedder = \"openai\"\nopenai_url = \"http://127.0.0.1:{port}/v1\"\nopenai_model = \"fake-4\"\n"
+    );
+    let dirs = Dirs::new()?;
+    dirs.install_handler(
+        "embed",
+        &format!(
+            "category = \"embedding\"\n[capabilities]\nvectors = true\nhttp = [\"127.0.0.1:{port}\"]\n[config]\n{config}"
+        ),
+    )?;
+    dirs.install_handler(
+        "rag",
+        &rag_manifest(&format!("\"127.0.0.1:{port}\""), &config),
+    )?;
+    let daemon = Daemon::start(&dirs).await?;
+    let stored = daemon
+        .run(
+            "embed",
+            json!({ "collection": "remote", "documents": [
+                { "id": "s", "text": "We ship worldwide.", "metadata": { "url": "http://docs/shipping", "title": "Shipping" } },
+                { "id": "r", "text": "Returns are free.", "metadata": { "url": "http://docs/returns", "title": "Returns" } }
+            ] }),
+        )
+        .await?;
+    ensure!(stored["status"] == "succeeded", "{stored}");
+    assert_eq!(stored["result"]["model"], "fake-4");
+    let (status, answer) = daemon
+        .request(
+            reqwest::Method::POST,
+            "/api/hp/query",
+            Some(json!({ "query": "Can I return it?", "collection": "remote" })),
+        )
+        .await?;
+    ensure!(status == 200, "{answer}");
+    assert_eq!(
+        answer["result"]["citations"][0]["url"], "http://docs/returns",
+        "{answer}"
+    );
+    // One call for the two passages, one for the query.
+    assert_eq!(endpoint.hits.of("/v1/embeddings"), 2);
     Ok(())
 }
 

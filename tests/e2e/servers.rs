@@ -158,6 +158,53 @@ impl Site {
     }
 }
 
+/// An OpenAI-compatible embeddings endpoint with a 4-dimension "model":
+/// one dimension per topic word it finds (shipping, returns, warranty),
+/// plus a constant, so texts on the same topic point the same way.
+pub struct FakeEmbeddings {
+    pub addr: SocketAddr,
+    pub hits: Hits,
+}
+
+fn fake_embedding(text: &str) -> Vec<f32> {
+    let t = text.to_lowercase();
+    let has = |w: &str| if t.contains(w) { 1.0 } else { 0.0 };
+    vec![has("ship"), has("return"), has("warrant"), 0.1]
+}
+
+impl FakeEmbeddings {
+    pub async fn start() -> Result<FakeEmbeddings> {
+        let hits = Hits::default();
+        let router =
+            Router::new()
+                .route(
+                    "/v1/embeddings",
+                    post(
+                        |State(hits): State<Hits>,
+                         axum::Json(body): axum::Json<serde_json::Value>| async move {
+                            hits.count("/v1/embeddings");
+                            let data: Vec<serde_json::Value> = body["input"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .enumerate()
+                                .map(|(i, t)| {
+                                    serde_json::json!({
+                                        "index": i,
+                                        "embedding": fake_embedding(t.as_str().unwrap_or_default()),
+                                    })
+                                })
+                                .collect();
+                            axum::Json(serde_json::json!({ "data": data, "model": body["model"] }))
+                        },
+                    ),
+                )
+                .with_state(hits.clone());
+        let addr = serve(router).await?;
+        Ok(FakeEmbeddings { addr, hits })
+    }
+}
+
 /// An OpenAI-compatible endpoint whose every call answers 500.
 pub struct FailingOpenAi {
     pub addr: SocketAddr,
