@@ -603,7 +603,6 @@ impl Scheduler {
             Ok(_) => span.record("outcome", "succeeded"),
             Err(f) => span.record("outcome", f.kind.to_string()),
         };
-        self.forget_running(id);
         span.in_scope(|| match &outcome {
             Ok(_) => tracing::debug!(
                 elapsed_ms = run_time.as_millis() as u64,
@@ -641,6 +640,9 @@ impl Scheduler {
             outcome,
             &pool.name,
         );
+        // Only now is the attempt over: shutdown waits for the running set
+        // to empty, and must find the outcome recorded when it does.
+        self.forget_running(id);
     }
 
     /// Asks every breaker the attempt depends on; parks the task on the
