@@ -9,10 +9,13 @@
 //! waiting.
 
 use serde::Deserialize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wasmhive_sdk::{Child, Context, Error, Handler, Info, Priority};
 
 struct Batch;
+
+/// Time kept back from the task's budget to report.
+const MARGIN: Duration = Duration::from_millis(500);
 
 /// Most items one batch may carry.
 pub const MAX_ITEMS: usize = 1000;
@@ -76,7 +79,6 @@ impl Handler for Batch {
     };
 
     fn handle(ctx: &Context, payload: Payload) -> Result<serde_json::Value, Error> {
-        let started = Instant::now();
         if payload.items.is_empty() || payload.items.len() > MAX_ITEMS {
             return Err(Error::Fatal(format!(
                 "`items` must hold 1 to {MAX_ITEMS} items; got {}",
@@ -87,35 +89,24 @@ impl Handler for Batch {
         for item in &payload.items {
             wasmhive_sdk::submit(&payload.kind, item, priority).map_err(Error::Fatal)?;
         }
-        let total = payload.items.len();
-        let deadline = started + ctx.remaining().saturating_sub(Duration::from_millis(500));
-        let mut reported = usize::MAX;
-        loop {
-            let children = wasmhive_sdk::children();
-            let finished = children
-                .iter()
-                .filter(|c| wasmhive_sdk::is_finished(c))
-                .count();
-            if finished >= total {
-                return Ok(report(
-                    &payload.kind,
-                    &children[..total.min(children.len())],
-                ));
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Retryable(format!(
-                    "{finished} of {total} children finished before the budget ran out; a retry resumes waiting"
-                )));
-            }
-            if finished != reported {
-                reported = finished;
-                ctx.progress(
-                    (finished * 100 / total) as u8,
-                    &format!("{finished}/{total} items done"),
-                );
-            }
-            wasmhive_sdk::sleep(Duration::from_millis(20));
+        let deadline = ctx.deadline() - MARGIN;
+        let children = wasmhive_sdk::wait_for_children(deadline, |finished, total| {
+            ctx.progress(
+                (finished * 100 / total.max(1)) as u8,
+                &format!("{finished}/{total} items done"),
+            );
+        });
+        let finished = children
+            .iter()
+            .filter(|c| wasmhive_sdk::is_finished(c))
+            .count();
+        if finished < children.len() {
+            return Err(Error::Retryable(format!(
+                "{finished} of {} children finished before the budget ran out; a retry resumes waiting",
+                children.len()
+            )));
         }
+        Ok(report(&payload.kind, &children))
     }
 }
 

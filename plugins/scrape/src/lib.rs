@@ -135,7 +135,6 @@ impl Handler for Scrape {
     };
 
     fn handle(ctx: &Context, payload: Payload) -> Result<serde_json::Value, Error> {
-        let started = Instant::now();
         let start = Url::parse(payload.url.trim())
             .map_err(|e| Error::Fatal(format!("invalid url `{}`: {e}", payload.url)))?;
         if !matches!(start.scheme(), "http" | "https") {
@@ -157,7 +156,7 @@ impl Handler for Scrape {
         let max_depth = payload.depth.unwrap_or(0).min(10);
         let max_pages = payload.max_pages.unwrap_or(20).clamp(1, 100) as usize;
         let mut crawl = Crawl {
-            deadline: started + ctx.remaining().saturating_sub(MARGIN),
+            deadline: ctx.deadline() - MARGIN,
             user_agent: wasmhive_sdk::config("user_agent")
                 .unwrap_or_else(|| format!("{AGENT}-scrape/1.0")),
             render,
@@ -317,43 +316,39 @@ fn ingest_pages(
             .map_err(|e| Error::Fatal(format!("could not submit the embed child: {e}")))?;
         submitted += 1;
     }
-    loop {
-        let children = wasmhive_sdk::children();
-        let finished = children
-            .iter()
-            .filter(|c| wasmhive_sdk::is_finished(c))
-            .count();
-        if finished == children.len() || Instant::now() >= deadline {
-            let count = |s: &str| children.iter().filter(|c| c.status == s).count();
-            let failures: Vec<serde_json::Value> = children
-                .iter()
-                .filter_map(|c| {
-                    c.error
-                        .as_ref()
-                        .map(|e| serde_json::json!({ "task_id": c.id, "error": e }))
-                })
-                .collect();
-            return Ok(serde_json::json!({
-                "collection": collection,
-                "children": submitted,
-                "succeeded": count("succeeded"),
-                "failed": count("failed"),
-                "pending": children.len() - finished,
-                "chunks": children
-                    .iter()
-                    .filter_map(|c| c.result.as_deref())
-                    .filter_map(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-                    .filter_map(|r| r["chunks"].as_u64())
-                    .sum::<u64>(),
-                "failures": failures,
-            }));
-        }
+    let children = wasmhive_sdk::wait_for_children(deadline, |finished, total| {
         wasmhive_sdk::progress(
-            (80 + finished * 20 / children.len().max(1)) as u8,
-            &format!("{finished}/{} page(s) stored", children.len()),
+            (80 + finished * 20 / total.max(1)) as u8,
+            &format!("{finished}/{total} page(s) stored"),
         );
-        wasmhive_sdk::sleep(Duration::from_millis(20));
-    }
+    });
+    let count = |s: &str| children.iter().filter(|c| c.status == s).count();
+    let failures: Vec<serde_json::Value> = children
+        .iter()
+        .filter_map(|c| {
+            c.error
+                .as_ref()
+                .map(|e| serde_json::json!({ "task_id": c.id, "error": e }))
+        })
+        .collect();
+    let finished = children
+        .iter()
+        .filter(|c| wasmhive_sdk::is_finished(c))
+        .count();
+    Ok(serde_json::json!({
+        "collection": collection,
+        "children": submitted,
+        "succeeded": count("succeeded"),
+        "failed": count("failed"),
+        "pending": children.len() - finished,
+        "chunks": children
+            .iter()
+            .filter_map(|c| c.result.as_deref())
+            .filter_map(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+            .filter_map(|r| r["chunks"].as_u64())
+            .sum::<u64>(),
+        "failures": failures,
+    }))
 }
 
 wasmhive_sdk::handler!(Scrape);

@@ -180,7 +180,12 @@ impl Context {
 
     /// Wall time this attempt has left before the host interrupts it.
     pub fn remaining(&self) -> Duration {
-        Duration::from_millis(self.task.deadline_ms).saturating_sub(self.started.elapsed())
+        self.deadline().saturating_duration_since(Instant::now())
+    }
+
+    /// When the host interrupts this attempt.
+    pub fn deadline(&self) -> Instant {
+        self.started + Duration::from_millis(self.task.deadline_ms)
     }
 
     /// Reports progress (percent is clamped to 100), shown on the task JSON.

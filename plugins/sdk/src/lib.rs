@@ -76,6 +76,33 @@ pub fn is_finished(child: &Child) -> bool {
     matches!(child.status.as_str(), "succeeded" | "failed" | "cancelled")
 }
 
+/// How often [`wait_for_children`] asks the host.
+const CHILDREN_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Waits until every child this task has submitted has finished, or until
+/// `deadline`. `on_change(finished, total)` is called each time the count
+/// of finished children changes (to report progress). Returns the children
+/// as last seen; the host keeps counting the task's own deadline meanwhile,
+/// and the wait uses no CPU.
+pub fn wait_for_children(
+    deadline: std::time::Instant,
+    mut on_change: impl FnMut(usize, usize),
+) -> Vec<Child> {
+    let mut reported = usize::MAX;
+    loop {
+        let children = children();
+        let finished = children.iter().filter(|c| is_finished(c)).count();
+        if finished == children.len() || std::time::Instant::now() >= deadline {
+            return children;
+        }
+        if finished != reported {
+            reported = finished;
+            on_change(finished, children.len());
+        }
+        std::thread::sleep(CHILDREN_POLL);
+    }
+}
+
 /// The vector collection the bundled handlers keep a brand's pages in:
 /// `brand-` and the brand lower-cased, runs of other characters as `-`
 /// (`"Acme Corp"` → `brand-acme-corp`).
@@ -91,11 +118,6 @@ pub fn brand_collection(brand: &str) -> String {
     let slug = slug.trim_end_matches('-');
     let slug: String = slug.chars().take(57).collect();
     format!("brand-{}", if slug.is_empty() { "default" } else { &slug })
-}
-
-/// Sleeps without using CPU (the host keeps counting the task's deadline).
-pub fn sleep(duration: std::time::Duration) {
-    std::thread::sleep(duration);
 }
 
 /// Exports a type implementing [`Guest`] as this component's handler.
