@@ -137,15 +137,16 @@ pub async fn run(conn: Connection, request: Request, json: bool) -> Result<i32> 
                 path.push_str(&format!("&kind={k}"));
             }
             let body = client.get(&path).await?;
-            if json {
-                writeln!(out, "{body}")?;
-                return Ok(0);
-            }
-            let rows: Vec<Vec<String>> = body["tasks"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|t| {
+            listing(
+                out,
+                &body,
+                json,
+                "tasks",
+                &[
+                    "TASK", "KIND", "PRIORITY", "STATUS", "PROGRESS", "ATTEMPTS", "CREATED",
+                    "ERROR",
+                ],
+                |t| {
                     vec![
                         s(&t["task_id"]),
                         s(&t["kind"]),
@@ -159,29 +160,26 @@ pub async fn run(conn: Connection, request: Request, json: bool) -> Result<i32> 
                         s(&t["created_at"]),
                         t["error"]["kind"].as_str().unwrap_or_default().to_string(),
                     ]
-                })
-                .collect();
-            table(
-                out,
-                &[
-                    "TASK", "KIND", "PRIORITY", "STATUS", "PROGRESS", "ATTEMPTS", "CREATED",
-                    "ERROR",
-                ],
-                &rows,
-            )?;
-            Ok(0)
+                },
+            )
         }
         Request::Plugins => {
             let body = client.get("/api/v1/plugins").await?;
-            if json {
-                writeln!(out, "{body}")?;
-                return Ok(0);
-            }
-            let rows: Vec<Vec<String>> = body["plugins"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| {
+            listing(
+                out,
+                &body,
+                json,
+                "plugins",
+                &[
+                    "FILE",
+                    "NAME",
+                    "VERSION",
+                    "KINDS",
+                    "CATEGORY",
+                    "SHA256",
+                    "LAST ERROR",
+                ],
+                |p| {
                     vec![
                         s(&p["file"]),
                         s(&p["name"]),
@@ -197,34 +195,18 @@ pub async fn run(conn: Connection, request: Request, json: bool) -> Result<i32> 
                             .unwrap_or_default()
                             .to_string(),
                     ]
-                })
-                .collect();
-            table(
-                out,
-                &[
-                    "FILE",
-                    "NAME",
-                    "VERSION",
-                    "KINDS",
-                    "CATEGORY",
-                    "SHA256",
-                    "LAST ERROR",
-                ],
-                &rows,
-            )?;
-            Ok(0)
+                },
+            )
         }
         Request::Breakers => {
             let body = client.get("/api/hp/circuit-breakers").await?;
-            if json {
-                writeln!(out, "{body}")?;
-                return Ok(0);
-            }
-            let rows: Vec<Vec<String>> = body["circuit_breakers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|b| {
+            listing(
+                out,
+                &body,
+                json,
+                "circuit_breakers",
+                &["BREAKER", "STATE", "FAILURES", "HALF-OPEN IN", "OPENED"],
+                |b| {
                     vec![
                         s(&b["name"]),
                         s(&b["state"]),
@@ -239,16 +221,33 @@ pub async fn run(conn: Connection, request: Request, json: bool) -> Result<i32> 
                             .unwrap_or_default(),
                         s(&b["times_opened"]),
                     ]
-                })
-                .collect();
-            table(
-                out,
-                &["BREAKER", "STATE", "FAILURES", "HALF-OPEN IN", "OPENED"],
-                &rows,
-            )?;
-            Ok(0)
+                },
+            )
         }
     }
+}
+
+/// Prints `body` as JSON, or its `key` array as a table of `row`s.
+fn listing(
+    out: &mut impl Write,
+    body: &Value,
+    json: bool,
+    key: &str,
+    header: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> Result<i32> {
+    if json {
+        writeln!(out, "{body}")?;
+    } else {
+        let rows: Vec<Vec<String>> = body[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(row)
+            .collect();
+        table(out, header, &rows)?;
+    }
+    Ok(0)
 }
 
 /// A JSON value as table text (strings unquoted, null empty).

@@ -199,6 +199,7 @@ impl HttpStats {
 }
 
 /// The outbound HTTP decisions of one attempt.
+#[derive(Clone)]
 pub struct HttpPolicy {
     caller: Caller,
     allow: Arc<Allowlist>,
@@ -322,12 +323,7 @@ impl WasiHttpHooks for HttpPolicy {
         };
         let cap = self.shared.config.max_response_mb.saturating_mul(1 << 20);
         let shared = self.shared.clone();
-        let policy = HttpPolicy {
-            caller: self.caller.clone(),
-            allow: self.allow.clone(),
-            deadline: self.deadline,
-            shared: self.shared.clone(),
-        };
+        let policy = self.clone();
         Box::new(async move {
             let started = Instant::now();
             shared.stats.with(&key, |s| s.requests += 1);
