@@ -239,13 +239,14 @@ impl Runtime {
         let file_name = display_name(file);
         check_header(&file_name, &bytes)?;
         let limits = self.limits_for(&file_name, &manifest)?;
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let manifest_file = format!("{stem}.toml");
         let http = Allowlist::parse(&manifest.capabilities.http).map_err(|message| {
             LoadError::Manifest {
-                file: file
-                    .with_extension("toml")
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                file: manifest_file.clone(),
                 message,
             }
         })?;
@@ -279,14 +280,10 @@ impl Runtime {
         };
 
         let pre = self.link(&file_name, &component)?;
-        let stem = file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
         let names = Names {
             plugin: stem.as_str().into(),
             version: "?".into(),
-            manifest_file: format!("{stem}.toml").into(),
+            manifest_file: manifest_file.into(),
         };
         let raw = self
             .describe(&pre, &names, &limits)
