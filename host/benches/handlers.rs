@@ -152,6 +152,7 @@ async fn async_main() -> Result<()> {
         "category = \"rag\"\n[capabilities]\nvectors = true\n",
     )?;
     let daemon = Daemon::start(config).await?;
+    daemon.ready().await;
 
     println!("== 1. scraping a local site (extraction only, no ingest)");
     let start = Instant::now();

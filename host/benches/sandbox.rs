@@ -178,12 +178,16 @@ async fn async_main() -> Result<()> {
         install(&config.plugins, name, name)?;
     }
     let start = Instant::now();
-    drop(Daemon::start(config.clone()).await?);
+    let daemon = Daemon::start(config.clone()).await?;
+    daemon.ready().await;
+    drop(daemon);
     let cold = start.elapsed();
     // Let the cache writer finish before the warm start.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let start = Instant::now();
-    drop(Daemon::start(config).await?);
+    let daemon = Daemon::start(config).await?;
+    daemon.ready().await;
+    drop(daemon);
     let warm = start.elapsed();
     println!(
         "daemon start with {} plugins: cold cache {cold:?}, warm cache {warm:?} ({:.1}x faster)",

@@ -41,6 +41,7 @@ async fn end_to_end(backend: StoreBackend, synchronous: Synchronous, n: usize) -
     std::fs::create_dir_all(&config.plugins)?;
     support::install(&config.plugins, "echo", "echo")?;
     let daemon = Daemon::start(config).await?;
+    daemon.ready().await;
     let scheduler = daemon.scheduler().clone();
     let start = Instant::now();
     let mut submitters = Vec::new();
@@ -185,6 +186,7 @@ async fn async_main() -> Result<()> {
     }
     let start = Instant::now();
     let daemon = Daemon::start(config).await?;
+    daemon.ready().await;
     let took = start.elapsed();
     let queued: usize = daemon
         .scheduler()

@@ -14,6 +14,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::StoreBackend;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
+use crate::runtime::kinds::KindClaims;
 use crate::runtime::registry::{Probation, Registry};
 use crate::runtime::reload::{self, PluginWatcher};
 use crate::runtime::{Runtime, RuntimeError};
@@ -48,6 +49,8 @@ pub enum DaemonError {
     Serve(std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{message}")]
+    Claims { message: String },
 }
 
 /// A started daemon: plugins loaded and watched, ready to serve.
@@ -117,11 +120,14 @@ impl Daemon {
             tasks: u64::from(config.plugin_breaker.probation_tasks),
             duration: Duration::from_secs(config.plugin_breaker.probation_s),
         };
+        let claims = KindClaims::open(config.data.join("plugin-kinds.json"))
+            .map_err(|message| DaemonError::Claims { message })?;
         let registry = Arc::new(Registry::new(
             runtime,
             config.plugins.clone(),
             clock.clone(),
             probation,
+            claims,
         ));
         // Watch before scanning, so a file dropped during the scan is not missed.
         let debounce = Duration::from_millis(config.runtime.reload_debounce_ms);
@@ -130,13 +136,18 @@ impl Daemon {
                 path: config.plugins.clone(),
                 source,
             })?;
-        registry
-            .scan()
-            .await
-            .map_err(|source| DaemonError::Directory {
-                path: config.plugins.clone(),
-                source,
-            })?;
+        // The scan runs beside the API: the daemon answers (health says
+        // which files are still loading) while plugins compile, and a slow
+        // file never delays the port.
+        {
+            let registry = registry.clone();
+            let dir = config.plugins.clone();
+            tokio::spawn(async move {
+                if let Err(e) = registry.scan().await {
+                    tracing::error!(dir = %dir.display(), "could not read the plugins directory: {e}");
+                }
+            });
+        }
         let store = match config.store.backend {
             StoreBackend::Memory => Store::memory(),
             StoreBackend::Sqlite => {
@@ -190,6 +201,12 @@ impl Daemon {
             started: Instant::now(),
             _watcher: watcher,
         })
+    }
+
+    /// Waits until the start-up scan of the plugins directory is over:
+    /// every file there is serving, refused or failed.
+    pub async fn ready(&self) {
+        self.scheduler.registry().scanned().await;
     }
 
     pub fn scheduler(&self) -> &Scheduler {

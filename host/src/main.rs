@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use std::io::Write as _;
 use wasmhive::Daemon;
 use wasmhive::cli::{Cli, Command};
 use wasmhive::client::Request;
@@ -89,17 +90,33 @@ async fn test(args: wasmhive::cli::TestArgs) -> anyhow::Result<()> {
 
 #[allow(clippy::print_stdout)]
 async fn serve(args: wasmhive::cli::ServeArgs) -> anyhow::Result<()> {
-    let config = args.config()?;
+    let mut config = args.config()?;
     let listen = config.listen;
-    let daemon = Daemon::start(config).await?;
+    // Bind first: a port in use is reported before anything is compiled,
+    // and the API answers while plugins load.
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("could not listen on {listen}"))?;
     let addr = listener.local_addr()?;
+    config.listen = addr;
+    let daemon = Daemon::start(config).await?;
     // One line on stdout, for people and for scripts (and tests) that
-    // started the daemon on port 0.
+    // started the daemon on port 0; a second once the plugins directory
+    // has been loaded.
     println!("wasmhive listening on http://{addr}");
     tracing::info!(%addr, plugins = %daemon.config().plugins.display(), "serving");
+    let registry = daemon.scheduler().registry().clone();
+    tokio::spawn(async move {
+        registry.scanned().await;
+        // Whoever started the daemon may have stopped reading stdout.
+        let mut out = std::io::stdout();
+        let _ = writeln!(
+            out,
+            "wasmhive ready: {} plugins loaded",
+            registry.loaded_count()
+        );
+        let _ = out.flush();
+    });
     daemon.serve(listener, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

@@ -6,7 +6,7 @@
 //! breaker states) are read from their owners at render time and passed in,
 //! so they can never drift from the truth.
 
-use crate::task::FailureKind;
+use crate::task::{FailureKind, label_value};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -356,7 +356,11 @@ impl Metrics {
             &mut out,
         );
         for ((name, version), c) in &plugins {
-            let labels = format!("plugin=\"{name}\",version=\"{version}\"");
+            let labels = format!(
+                "plugin=\"{}\",version=\"{}\"",
+                label_value(name),
+                label_value(version)
+            );
             let _ = writeln!(
                 out,
                 "wasmhive_plugin_attempts_total{{{labels},outcome=\"succeeded\"}} {}",
@@ -376,7 +380,11 @@ impl Metrics {
             &mut out,
         );
         for ((name, version), c) in &plugins {
-            let labels = format!("plugin=\"{name}\",version=\"{version}\"");
+            let labels = format!(
+                "plugin=\"{}\",version=\"{}\"",
+                label_value(name),
+                label_value(version)
+            );
             histogram(
                 &mut out,
                 "wasmhive_plugin_run_seconds",
@@ -395,7 +403,8 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "wasmhive_breaker_state{{breaker=\"{}\"}} {}",
-                b.name, b.state
+                label_value(&b.name),
+                b.state
             );
         }
         family(
@@ -408,7 +417,8 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "wasmhive_breaker_opened_total{{breaker=\"{}\"}} {}",
-                b.name, b.times_opened
+                label_value(&b.name),
+                b.times_opened
             );
         }
         out

@@ -235,3 +235,28 @@ mod tests {
         );
     }
 }
+
+/// A Prometheus label value, escaped as the text format requires (`\`,
+/// `"` and newlines), so no value can end its label or start a line.
+pub fn label_value(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
+}
+
+#[cfg(test)]
+mod label_tests {
+    #[test]
+    fn label_values_cannot_break_out_of_their_quotes() {
+        assert_eq!(super::label_value("echo"), "echo");
+        assert_eq!(
+            super::label_value("a\"} 1\nfake{x=\"y"),
+            "a\\\"} 1\\nfake{x=\\\"y"
+        );
+    }
+}

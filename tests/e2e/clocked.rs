@@ -44,6 +44,7 @@ async fn start(
     configure(&mut config);
     let clock = ManualClock::new();
     let daemon = Daemon::start_with_clock(config, Arc::new(clock.clone())).await?;
+    daemon.ready().await;
     Ok(Clocked {
         daemon,
         clock,

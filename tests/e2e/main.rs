@@ -23,3 +23,4 @@ mod reload;
 mod scheduling;
 mod seed;
 mod shutdown;
+mod tenants;

@@ -150,7 +150,7 @@ async fn bad_files_are_reported_while_the_old_version_serves() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_second_plugin_for_the_same_kind_is_refused_until_the_first_goes() -> Result<()> {
+async fn a_second_plugin_for_the_same_kind_is_refused_until_the_operator_grants_it() -> Result<()> {
     let dirs = Dirs::new()?;
     dirs.install("echo", "echo")?;
     let daemon = Daemon::start(&dirs).await?;
@@ -159,7 +159,7 @@ async fn a_second_plugin_for_the_same_kind_is_refused_until_the_first_goes() -> 
         .wait_for_plugin("echo-copy.wasm", "refuse the newcomer", |p| p.is_some())
         .await?
         .unwrap_or_default();
-    assert_eq!(entry["status"], "failed");
+    assert_eq!(entry["status"], "failed", "{entry}");
     let message = entry["last_error"]["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("kind `echo`") && message.contains("echo.wasm"),
@@ -170,9 +170,18 @@ async fn a_second_plugin_for_the_same_kind_is_refused_until_the_first_goes() -> 
         "1.0.0"
     );
 
+    // The holder going away does not hand its kind to whoever waits.
     std::fs::remove_file(dirs.plugins().join("echo.wasm"))?;
     daemon
-        .wait_for_plugin("echo-copy.wasm", "load once the kind is free", |p| {
+        .wait_for_plugin("echo.wasm", "unregister", |p| p.is_none())
+        .await?;
+    let copy = daemon.plugin("echo-copy.wasm").await?.unwrap_or_default();
+    assert_eq!(copy["status"], "failed", "{copy}");
+
+    // The operator's grant moves it.
+    dirs.write("echo-copy.toml", b"kinds = [\"echo\"]\n")?;
+    daemon
+        .wait_for_plugin("echo-copy.wasm", "serve once granted", |p| {
             p.is_some_and(|p| p["status"] == "loaded")
         })
         .await?;
@@ -193,13 +202,7 @@ async fn removing_a_plugin_unregisters_its_kind() -> Result<()> {
     daemon
         .wait_for_plugin("echo.wasm", "unregister", |p| p.is_none())
         .await?;
-    let (status, body) = daemon
-        .request(
-            reqwest::Method::POST,
-            "/api/v1/tasks",
-            Some(json!({ "kind": "echo", "payload": {} })),
-        )
-        .await?;
+    let (status, body) = daemon.try_submit("echo", json!({})).await?;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["code"], "unknown_kind");
     assert_eq!(error_kind(&daemon.run("fatal", json!({})).await?), "fatal");

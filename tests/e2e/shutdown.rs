@@ -37,7 +37,11 @@ async fn daemon(grace_s: u64) -> Result<(Daemon, tempfile::TempDir)> {
     };
     config.runtime.shutdown_grace_s = grace_s;
     Ok((
-        Daemon::start_with_clock(config, Arc::new(SystemClock)).await?,
+        {
+            let daemon = Daemon::start_with_clock(config, Arc::new(SystemClock)).await?;
+            daemon.ready().await;
+            daemon
+        },
         dir,
     ))
 }

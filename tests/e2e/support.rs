@@ -115,6 +115,8 @@ pub struct Daemon {
     child: Child,
     pub url: String,
     client: reqwest::Client,
+    /// The daemon's stdout, kept open (it prints the ready line there).
+    stdout: Option<tokio::io::Lines<BufReader<tokio::process::ChildStdout>>>,
 }
 
 impl Daemon {
@@ -128,14 +130,37 @@ impl Daemon {
         Ok((daemon, dirs))
     }
 
-    /// Starts `wasmhive serve` on `dirs` and waits for its listen line
-    /// (printed once the plugins directory has been loaded).
+    /// Starts `wasmhive serve` on `dirs` and waits for its listen line and
+    /// then its ready line (printed once the plugins directory has been
+    /// loaded).
     pub async fn start(dirs: &Dirs) -> Result<Daemon> {
         Self::start_with_env(dirs, &[]).await
     }
 
     /// [`start`](Self::start) with extra environment variables.
     pub async fn start_with_env(dirs: &Dirs, env: &[(&str, &str)]) -> Result<Daemon> {
+        let mut daemon = Self::start_listening(dirs, env).await?;
+        daemon.ready(Duration::from_secs(120)).await?;
+        Ok(daemon)
+    }
+
+    /// Waits for the ready line: the start-up scan is over.
+    pub async fn ready(&mut self, within: Duration) -> Result<String> {
+        let lines = self.stdout.as_mut().context("already ready")?;
+        let line = tokio::time::timeout(within, lines.next_line())
+            .await
+            .context("the daemon did not get ready in time")??
+            .context("the daemon exited before it was ready")?;
+        ensure!(
+            line.starts_with("wasmhive ready"),
+            "unexpected line: {line}"
+        );
+        Ok(line)
+    }
+
+    /// Starts the daemon and returns as soon as it listens (plugins may
+    /// still be loading).
+    pub async fn start_listening(dirs: &Dirs, env: &[(&str, &str)]) -> Result<Daemon> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -178,6 +203,7 @@ impl Daemon {
             child,
             url,
             client: reqwest::Client::new(),
+            stdout: Some(lines),
         })
     }
 
@@ -215,6 +241,17 @@ impl Daemon {
         let value = serde_json::from_str(&text)
             .with_context(|| format!("response to {path} is not JSON ({status}): {text}"))?;
         Ok((status, value))
+    }
+
+    /// Submits a task of `kind` and returns the answer as it is, accepted
+    /// or not.
+    pub async fn try_submit(&self, kind: &str, payload: Value) -> Result<(u16, Value)> {
+        self.request(
+            reqwest::Method::POST,
+            "/api/v1/tasks",
+            Some(json!({ "kind": kind, "payload": payload })),
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
@@ -284,7 +321,8 @@ impl Daemon {
     }
 
     /// Polls `/api/v1/plugins` until `check` holds for `file`'s entry (the
-    /// reload happens on the daemon's own schedule), for at most 10 s.
+    /// reload happens on the daemon's own schedule), for at most 10 s. An
+    /// entry still `loading` is not checked.
     pub async fn wait_for_plugin(
         &self,
         file: &str,
@@ -307,7 +345,9 @@ impl Daemon {
         let deadline = Instant::now() + within;
         loop {
             let entry = self.plugin(file).await?;
-            if check(entry.as_ref()) {
+            // A file being (re)loaded is not decided yet: wait it out.
+            let settled = entry.as_ref().is_none_or(|p| p["status"] != "loading");
+            if settled && check(entry.as_ref()) {
                 return Ok(entry);
             }
             if Instant::now() > deadline {
@@ -326,4 +366,52 @@ pub fn error_kind(task: &Value) -> &str {
 /// The error message of a finished task.
 pub fn error_message(task: &Value) -> &str {
     task["error"]["message"].as_str().unwrap_or_default()
+}
+
+/// Polls `/api/hp/health` every 20 ms while a test attacks the daemon, so
+/// the test can say how the health endpoint answered throughout.
+pub struct HealthWatch {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(usize, Duration)>>,
+}
+
+impl HealthWatch {
+    pub fn start(daemon: &Daemon) -> HealthWatch {
+        let url = format!("{}/api/hp/health", daemon.url);
+        let client = daemon.client.clone();
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let (mut probes, mut slowest) = (0, Duration::ZERO);
+            while !*stopped.borrow() {
+                let started = Instant::now();
+                let status = client
+                    .get(&url)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                    .context("health did not answer within 5 s")?
+                    .status();
+                ensure!(status.is_success(), "health answered {status}");
+                slowest = slowest.max(started.elapsed());
+                probes += 1;
+                let _ = tokio::time::timeout(Duration::from_millis(20), stopped.changed()).await;
+            }
+            Ok((probes, slowest))
+        });
+        HealthWatch { stop, task }
+    }
+
+    /// Stops probing; fails unless every probe answered healthy within
+    /// `limit`. Returns the slowest answer.
+    pub async fn finish(self, limit: Duration) -> Result<Duration> {
+        self.stop.send_replace(true);
+        let (probes, slowest) = self.task.await??;
+        println!("health: {probes} probes, slowest {slowest:?}");
+        ensure!(probes > 0, "health was never probed");
+        ensure!(
+            slowest <= limit,
+            "health took {slowest:?} once, over {limit:?}"
+        );
+        Ok(slowest)
+    }
 }

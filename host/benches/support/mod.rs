@@ -55,7 +55,9 @@ pub async fn start(root: &Path, fixtures: &[&str], batch_workers: usize) -> Resu
     for name in fixtures {
         install(&config.plugins, name, name)?;
     }
-    Ok(Daemon::start(config).await?)
+    let daemon = Daemon::start(config).await?;
+    daemon.ready().await;
+    Ok(daemon)
 }
 
 /// One attempt of an echo task, for calling the runtime directly.

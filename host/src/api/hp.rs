@@ -35,6 +35,8 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started.elapsed().as_secs(),
         "plugins_loaded": registry.loaded_count(),
+        "plugins_loading": registry.loading_count(),
+        "plugins_scanned": registry.is_scanned(),
         "workers": state.scheduler.pools().map(|p| p.size).sum::<usize>(),
         "timestamp": rfc3339(state.scheduler.clock().wall()),
     }))

@@ -5,12 +5,19 @@
 //! outbound HTTP, no vectors, no child tasks.
 //!
 //! ```toml
-//! category = "scraping"          # overrides the plugin's own category
+//! category = "scraping"          # the pool it runs in (the plugin's own
+//!                                # category is only a default)
+//! kinds = ["scrape"]             # kinds it may serve (default: the ones it
+//!                                # declares that no other file holds)
 //! [limits]
 //! memory_mb = 64                 # linear memory cap
 //! timeout_s = 300                # ceiling on one attempt's wall time
 //! fuel = 0                       # instruction budget per attempt, 0 = off
 //! max_children = 100             # child tasks one task may submit
+//! max_concurrency = 0            # attempts at once in its pool, 0 = auto
+//! max_depth = 4                  # depth of a tree of child tasks
+//! max_descendants = 1000         # tasks in one tree of child tasks
+//! children_per_s = 200           # child tasks per second, all its tasks
 //! [capabilities]
 //! http = ["example.com", "*.docs.rs", "127.0.0.1:*"]
 //! vectors = true
@@ -31,6 +38,9 @@ use std::collections::BTreeMap;
 pub struct Manifest {
     /// Worker category (pool); overrides what the plugin's `describe` says.
     pub category: Option<String>,
+    /// The kinds the operator grants it. Unset: the kinds it declares,
+    /// each only while no other file holds it.
+    pub kinds: Option<Vec<String>>,
     #[serde(default)]
     pub limits: ManifestLimits,
     #[serde(default)]
@@ -48,6 +58,10 @@ pub struct ManifestLimits {
     pub timeout_s: Option<u64>,
     pub fuel: Option<u64>,
     pub max_children: Option<u32>,
+    pub max_concurrency: Option<u32>,
+    pub max_depth: Option<u32>,
+    pub max_descendants: Option<u32>,
+    pub children_per_s: Option<u32>,
 }
 
 /// What the operator grants the plugin.

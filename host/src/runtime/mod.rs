@@ -8,11 +8,13 @@
 //! classified in [`failure`].
 //!
 //! Submodules: [`sandbox`] (per-attempt store),
-//! [`failure`], [`guest_output`], [`manifest`], [`plugin`], [`registry`]
+//! [`failure`], [`guest_output`], [`manifest`], [`plugin`], [`kinds`] (which
+//! file may serve which kind), [`registry`]
 //! (which version serves which kind) and [`reload`] (the directory watcher).
 
 pub mod failure;
 pub mod guest_output;
+pub mod kinds;
 pub mod manifest;
 pub mod plugin;
 pub mod registry;
@@ -37,8 +39,16 @@ use std::time::{Duration, Instant, SystemTime};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// How long `describe` may take when a plugin is loaded.
-const DESCRIBE_BUDGET: Duration = Duration::from_secs(10);
+/// Instructions `describe` may execute (it also has a wall-time deadline,
+/// `runtime.describe_timeout_ms`): enough for any real plugin to build its
+/// plugin-info, far too little to stall a load.
+const DESCRIBE_FUEL: u64 = 500_000_000;
+/// Bounds on what `describe` may say, so a plugin cannot flood the status
+/// API, the event stream or the metrics with its self-description.
+pub const MAX_NAME_LEN: usize = 64;
+pub const MAX_VERSION_LEN: usize = 64;
+pub const MAX_KINDS: usize = 64;
+pub const MAX_DESCRIPTION_LEN: usize = 1024;
 /// Pages of linear memory and table kept resident between instances in a
 /// pool slot: re-zeroing them is cheaper than faulting them in again.
 const KEEP_RESIDENT_BYTES: usize = 2 << 20;
@@ -96,6 +106,11 @@ pub struct Runtime {
     /// Worker pools a plugin's category must name.
     categories: std::collections::BTreeSet<String>,
     services: crate::capabilities::Services,
+    describe_budget: Duration,
+    max_plugin_bytes: usize,
+    compile_budget: Duration,
+    /// Compiles at once: a big file never holds up every other load.
+    compiles: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -174,6 +189,10 @@ impl Runtime {
             epoch_stop,
             categories,
             services,
+            describe_budget: Duration::from_millis(rt.describe_timeout_ms.max(1)),
+            max_plugin_bytes: usize::try_from(rt.max_plugin_mb << 20).unwrap_or(usize::MAX),
+            compile_budget: Duration::from_secs(rt.compile_timeout_s.max(1)),
+            compiles: Arc::new(tokio::sync::Semaphore::new(rt.parallel_loads.max(1))),
         })
     }
 
@@ -237,12 +256,25 @@ impl Runtime {
         manifest: Manifest,
     ) -> Result<PluginVersion, LoadError> {
         let file_name = display_name(file);
-        check_header(&file_name, &bytes)?;
-        let limits = self.limits_for(&file_name, &manifest)?;
         let stem = file
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if !valid_plugin_name(&stem) {
+            return Err(LoadError::FileName { file: file_name });
+        }
+        check_header(&file_name, &bytes)?;
+        if bytes.len() > self.max_plugin_bytes {
+            return Err(LoadError::Limits {
+                file: file_name,
+                message: format!(
+                    "the file is {:.1} MiB, over the {} MiB the daemon compiles (runtime.max_plugin_mb)",
+                    bytes.len() as f64 / f64::from(1 << 20),
+                    self.max_plugin_bytes >> 20
+                ),
+            });
+        }
+        let limits = self.limits_for(&file_name, &manifest)?;
         let manifest_file = format!("{stem}.toml");
         let http = Allowlist::parse(&manifest.capabilities.http).map_err(|message| {
             LoadError::Manifest {
@@ -262,23 +294,7 @@ impl Runtime {
             .services
             .breakers_for(&grants.names(), &grants.http, &caps.tolerates);
 
-        let engine = self.engine.clone();
-        let cache_before = self.cache_stats();
-        let compiled = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
-            .await
-            .map_err(|e| LoadError::Compile {
-                file: file_name.clone(),
-                message: format!("the compiler thread failed: {e}"),
-            })?;
-        let component = compiled.map_err(|e| LoadError::Compile {
-            file: file_name.clone(),
-            message: failure::chain_message(&e),
-        })?;
-        let from_cache = match (cache_before, self.cache_stats()) {
-            (Some((hits_before, _)), Some((hits_after, _))) => hits_after > hits_before,
-            _ => false,
-        };
-
+        let (component, from_cache) = self.compile(&file_name, bytes).await?;
         let pre = self.link(&file_name, &component)?;
         let names = Names {
             plugin: stem.as_str().into(),
@@ -292,7 +308,7 @@ impl Runtime {
                 file: file_name.clone(),
                 failure,
             })?;
-        let info = validate_info(&file_name, raw, &manifest)?;
+        let info = validate_info(&file_name, &stem, raw, &manifest)?;
         if !self.categories.is_empty() && !self.categories.contains(&info.category) {
             return Err(LoadError::UnknownCategory {
                 file: file_name,
@@ -327,6 +343,41 @@ impl Runtime {
         })
     }
 
+    /// Compiles off the async runtime, at most `runtime.parallel_loads` at
+    /// once and within `runtime.compile_timeout_s`. Cranelift cannot be
+    /// interrupted: a compile over its budget finishes on its blocking
+    /// thread and is thrown away, while the load reports the refusal at once.
+    async fn compile(&self, file: &str, bytes: Vec<u8>) -> Result<(Component, bool), LoadError> {
+        let compile_error = |message: String| LoadError::Compile {
+            file: file.to_string(),
+            message,
+        };
+        let _permit = self
+            .compiles
+            .acquire()
+            .await
+            .map_err(|_| compile_error("the daemon is shutting down".into()))?;
+        let engine = self.engine.clone();
+        let cache_before = self.cache_stats();
+        let compiling = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes));
+        let compiled = match tokio::time::timeout(self.compile_budget, compiling).await {
+            Ok(Ok(compiled)) => compiled,
+            Ok(Err(e)) => return Err(compile_error(format!("the compiler thread failed: {e}"))),
+            Err(_) => {
+                return Err(compile_error(format!(
+                    "compiling took longer than {} s (runtime.compile_timeout_s)",
+                    self.compile_budget.as_secs()
+                )));
+            }
+        };
+        let component = compiled.map_err(|e| compile_error(failure::chain_message(&e)))?;
+        let from_cache = match (cache_before, self.cache_stats()) {
+            (Some((hits_before, _)), Some((hits_after, _))) => hits_after > hits_before,
+            _ => false,
+        };
+        Ok((component, from_cache))
+    }
+
     fn limits_for(&self, file: &str, manifest: &Manifest) -> Result<PluginLimits, LoadError> {
         let m = &manifest.limits;
         let memory_mb = m.memory_mb.unwrap_or(self.defaults.memory_mb);
@@ -353,8 +404,12 @@ impl Runtime {
             timeout: Duration::from_secs(timeout_s),
             fuel: (fuel > 0).then_some(fuel),
             max_children: m.max_children.unwrap_or(self.defaults.max_children),
-            max_result_bytes: usize::try_from(self.defaults.max_result_mb << 20)
-                .unwrap_or(usize::MAX),
+            max_result_bytes: mib(self.defaults.max_result_mb),
+            max_payload_bytes: mib(self.defaults.max_payload_mb),
+            max_concurrency: m.max_concurrency.unwrap_or(self.defaults.max_concurrency),
+            max_depth: m.max_depth.unwrap_or(self.defaults.max_depth),
+            max_descendants: m.max_descendants.unwrap_or(self.defaults.max_descendants),
+            children_per_s: m.children_per_s.unwrap_or(self.defaults.children_per_s),
         })
     }
 
@@ -392,20 +447,36 @@ impl Runtime {
             grants: Grants::default(),
             services: self.services.clone(),
             memory_cap_bytes: limits.memory_bytes,
-            deadline: Instant::now() + DESCRIBE_BUDGET,
+            deadline: Instant::now() + self.describe_budget,
             cancel: CancelToken::default(),
             tasks: Arc::new(NoTaskHost),
         };
-        let mut store = HostState::new_store(&self.engine, setup, limits.fuel);
-        let outcome = tokio::time::timeout(DESCRIBE_BUDGET + self.slack(), async {
+        let fuel = limits.fuel.unwrap_or(DESCRIBE_FUEL).min(DESCRIBE_FUEL);
+        let mut store = HostState::new_store(&self.engine, setup, Some(fuel));
+        let outcome = tokio::time::timeout(self.describe_budget + self.slack(), async {
             let handler = pre.instantiate_async(&mut store).await?;
             handler.call_describe(&mut store).await
         })
         .await;
-        let budget_ms = millis(DESCRIBE_BUDGET);
+        let budget_ms = millis(self.describe_budget);
         match outcome {
             Ok(Ok(info)) => Ok(info),
-            Ok(Err(e)) => Err(failure::classify(&e, &store.data_mut().finish(), budget_ms)),
+            Ok(Err(e)) => {
+                let failure = failure::classify(&e, &store.data_mut().finish(), budget_ms);
+                Err(match failure.kind {
+                    FailureKind::Fuel => TaskFailure::new(
+                        FailureKind::Fuel,
+                        format!("it ran past the {fuel} instructions describe() may use"),
+                    ),
+                    FailureKind::Timeout => TaskFailure::new(
+                        FailureKind::Timeout,
+                        format!(
+                            "it ran past the {budget_ms} ms describe() may take (runtime.describe_timeout_ms)"
+                        ),
+                    ),
+                    _ => failure,
+                })
+            }
             Err(_) => Err(failure::timeout(budget_ms)),
         }
     }
@@ -514,6 +585,10 @@ fn caller(names: &Names, task_id: &str) -> Caller {
     }
 }
 
+fn mib(n: u64) -> usize {
+    usize::try_from(n << 20).unwrap_or(usize::MAX)
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -581,6 +656,7 @@ fn semver_compatible(found: &str, supported: &str) -> bool {
 
 fn validate_info(
     file: &str,
+    stem: &str,
     raw: bindings::PluginInfo,
     manifest: &Manifest,
 ) -> Result<PluginInfo, LoadError> {
@@ -588,18 +664,37 @@ fn validate_info(
         file: file.to_string(),
         message,
     };
-    if raw.name.trim().is_empty() {
-        return Err(invalid("name is empty".into()));
+    if !valid_plugin_name(&raw.name) {
+        return Err(invalid(format!(
+            "name `{}` is not a name (1 to {MAX_NAME_LEN} letters, digits, `-`, `_`, `.`)",
+            shown(&raw.name)
+        )));
     }
-    if raw.version.trim().is_empty() {
-        return Err(invalid("version is empty".into()));
+    if !valid_version(&raw.version) {
+        return Err(invalid(format!(
+            "version `{}` is not a semantic version such as 1.2.0 (at most {MAX_VERSION_LEN} characters)",
+            shown(&raw.version)
+        )));
     }
     if raw.kinds.is_empty() {
         return Err(invalid("it handles no kinds".into()));
     }
+    if raw.kinds.len() > MAX_KINDS {
+        return Err(invalid(format!(
+            "it declares {} kinds; a plugin may declare at most {MAX_KINDS}",
+            raw.kinds.len()
+        )));
+    }
     if let Some(bad) = raw.kinds.iter().find(|k| !valid_kind(k)) {
         return Err(invalid(format!(
-            "kind `{bad}` is not a name (letters, digits, `-`, `_`, `.`, `/`; 1 to 64 characters)"
+            "kind `{}` is not a name (letters, digits, `-`, `_`, `.`, `/`; 1 to 64 characters)",
+            shown(bad)
+        )));
+    }
+    if raw.description.len() > MAX_DESCRIPTION_LEN {
+        return Err(invalid(format!(
+            "the description is {} bytes; at most {MAX_DESCRIPTION_LEN} are allowed",
+            raw.description.len()
         )));
     }
     let category = manifest.category.clone().unwrap_or(raw.category);
@@ -608,13 +703,72 @@ fn validate_info(
             "category is empty (set it in describe() or the manifest)".into(),
         ));
     }
+    if !valid_plugin_name(&category) {
+        return Err(invalid(format!(
+            "category `{}` is not a name (1 to {MAX_NAME_LEN} letters, digits, `-`, `_`, `.`)",
+            shown(&category)
+        )));
+    }
+    if let Some(granted) = &manifest.kinds
+        && let Some(missing) = granted.iter().find(|k| !raw.kinds.contains(k))
+    {
+        return Err(LoadError::Manifest {
+            file: format!("{stem}.toml"),
+            message: format!(
+                "kinds grants `{}`, which the plugin does not declare (it declares {})",
+                shown(missing),
+                raw.kinds.join(", ")
+            ),
+        });
+    }
     Ok(PluginInfo {
-        name: raw.name,
+        declared_name: (raw.name != stem).then_some(raw.name),
+        name: stem.to_string(),
         version: raw.version,
         kinds: raw.kinds,
         category,
         description: raw.description,
     })
+}
+
+/// A guest-supplied string as an error message may quote it: at most 64
+/// characters, control characters escaped.
+fn shown(s: &str) -> String {
+    let mut out: String = s.chars().take(64).flat_map(char::escape_default).collect();
+    if s.chars().count() > 64 {
+        out.push('…');
+    }
+    out
+}
+
+/// Plugin names (file stems, declared names) and categories: what is safe
+/// in a file name, a log field and a metric label.
+pub fn valid_plugin_name(name: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `MAJOR.MINOR.PATCH`, optionally with `-pre` and `+build` parts of
+/// letters, digits, `-` and `.`.
+fn valid_version(version: &str) -> bool {
+    if version.is_empty() || version.len() > MAX_VERSION_LEN {
+        return false;
+    }
+    let (core, rest) = match version.find(['-', '+']) {
+        Some(i) => version.split_at(i),
+        None => (version, ""),
+    };
+    let numbers: Vec<&str> = core.split('.').collect();
+    numbers.len() == 3
+        && numbers
+            .iter()
+            .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '+'))
 }
 
 fn valid_kind(kind: &str) -> bool {
@@ -678,6 +832,21 @@ mod tests {
         assert_eq!(too_big, Some(FailureKind::Fatal));
         let not_json = parse_result("hello", 100).err().map(|f| f.kind);
         assert_eq!(not_json, Some(FailureKind::Fatal));
+    }
+
+    #[test]
+    fn names_and_versions_are_what_labels_and_logs_can_carry() {
+        assert!(valid_plugin_name("echo-v2"));
+        assert!(valid_plugin_name("python_plugin.1"));
+        assert!(!valid_plugin_name("info\"bomb"));
+        assert!(!valid_plugin_name(".hidden"));
+        assert!(!valid_plugin_name(&"a".repeat(65)));
+        assert!(valid_version("1.0.0"));
+        assert!(valid_version("2.1.3-rc.1+build.7"));
+        assert!(!valid_version("1.0"));
+        assert!(!valid_version("1.0.0\"} 1\nfake_metric{a=\""));
+        assert!(!valid_version("v1.0.0"));
+        assert_eq!(shown("a\nb"), "a\\nb");
     }
 
     #[test]

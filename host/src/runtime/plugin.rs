@@ -16,10 +16,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// What a plugin says about itself (`describe`), after the manifest's
-/// overrides.
+/// overrides. `name` is the operator's: the file's stem (`echo` for
+/// `echo.wasm`); what the guest called itself is kept in `declared_name`
+/// when it differs, shown and never trusted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PluginInfo {
     pub name: String,
+    /// The name `describe` gave, when it is not the file's stem.
+    pub declared_name: Option<String>,
     pub version: String,
     pub kinds: Vec<String>,
     pub category: String,
@@ -36,6 +40,16 @@ pub struct PluginLimits {
     pub fuel: Option<u64>,
     pub max_children: u32,
     pub max_result_bytes: usize,
+    /// Largest child payload it may submit.
+    pub max_payload_bytes: usize,
+    /// Attempts at once in its pool; 0 = automatic (see `Limits`).
+    pub max_concurrency: u32,
+    /// Depth a tree of child tasks may reach.
+    pub max_depth: u32,
+    /// Tasks one tree of child tasks may hold below its root.
+    pub max_descendants: u32,
+    /// Child tasks per second across all its tasks.
+    pub children_per_s: u32,
 }
 
 /// A plugin version ready to run tasks.
@@ -114,20 +128,15 @@ pub enum LoadError {
     #[error("{file}: {message}")]
     Limits { file: String, message: String },
     #[error(
+        "`{file}` is not a usable plugin file name: use 1 to 64 letters, digits, `-`, `_` or `.` before `.wasm` (the file name is the plugin's identity)"
+    )]
+    FileName { file: String },
+    #[error(
         "{file}: category `{category}` has no worker pool; configured pools: {known} (add it under [pools] in the daemon config, or set `category` in the manifest)"
     )]
     UnknownCategory {
         file: String,
         category: String,
         known: String,
-    },
-    #[error(
-        "{file} claims kind `{kind}`, which plugin `{owner}` ({owner_file}) already handles; remove one of them or give it another kind"
-    )]
-    KindConflict {
-        file: String,
-        kind: String,
-        owner: String,
-        owner_file: String,
     },
 }

@@ -14,11 +14,20 @@
 //! calls [`Registry::roll_back`], which puts the previous version back and
 //! remembers the bad file so it is not loaded again until it changes.
 //!
-//! A kind belongs to one slot. A file that claims a kind another slot
-//! already serves is refused (the newcomer gets the error); when the owner
-//! goes away, refused slots are tried again.
+//! Which slot serves which kind is decided by [`super::kinds`]: the
+//! operator's manifest grants and the persisted holder of each kind, never
+//! the order files compile in. Slots are keyed by file stem: that, with the
+//! file's sha256, is a plugin's identity (breakers, rollback, metrics and
+//! status all use it); what the guest calls itself is shown, never trusted.
+//!
+//! Loading is bounded and parallel: each slot reloads under its own lock
+//! (a slow file never holds up another's swap), compiles share
+//! `runtime.parallel_loads` permits, and `describe` runs under a deadline
+//! and fuel. The start-up [`Registry::scan`] runs after the daemon listens;
+//! files show as `loading` until they are decided.
 
 use super::Runtime;
+use super::kinds::{Assignment, KindClaims, Mode, Refusal, Wanted};
 use super::manifest::{Capabilities, Manifest};
 use super::plugin::{LoadError, PluginVersion};
 use crate::clock::Clock;
@@ -37,8 +46,11 @@ pub struct Registry {
     clock: Arc<dyn Clock>,
     probation: Probation,
     state: RwLock<State>,
-    /// Reloads run one at a time (the watcher and an initial scan may race).
-    reloading: tokio::sync::Mutex<()>,
+    /// One reload at a time per slot (the watcher and the scan may race);
+    /// different slots load in parallel.
+    slot_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Turns true when the start-up scan has decided every file.
+    scanned: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -57,19 +69,25 @@ pub struct Probation {
     pub duration: std::time::Duration,
 }
 
-#[derive(Default)]
 struct State {
     slots: BTreeMap<String, Slot>,
     /// (plugin, version) pairs taken out by a rollback.
     rolled_back: std::collections::HashSet<(String, String)>,
-    /// kind -> slot
+    /// kind -> slot serving it now
     kinds: HashMap<String, String>,
+    /// Who holds which kind (persisted).
+    claims: KindClaims,
+    mode: Mode,
 }
 
 #[derive(Default)]
 struct Slot {
     current: Option<Arc<PluginVersion>>,
     previous: Option<Arc<PluginVersion>>,
+    /// What the kind assignment gave the current version.
+    kinds: Assignment,
+    /// A load of this file is under way.
+    loading: bool,
     last_error: Option<Failure>,
     last_reload: Option<SystemTime>,
     /// The file content and manifest last tried, to skip no-op reloads
@@ -105,12 +123,21 @@ pub enum ReloadOutcome {
 pub struct PluginStatus {
     /// The `.wasm` file name in the plugins directory.
     pub file: String,
-    /// `loaded` (serving) or `failed` (never loaded; see `last_error`).
+    /// `loaded` (serving), `loading`, `pending` (loaded; its kinds are
+    /// decided when the start-up scan ends) or `failed` (serving nothing;
+    /// see `last_error`).
     pub status: &'static str,
+    /// The plugin's identity: the file's stem.
     pub name: Option<String>,
+    /// The name its `describe` gave, when that is not `name`: shown, never
+    /// used to key anything.
+    pub declared_name: Option<String>,
     pub version: Option<String>,
     pub sha256: Option<String>,
+    /// The kinds it serves.
     pub kinds: Vec<String>,
+    /// Kinds it asked for and was refused, with why.
+    pub refused_kinds: Vec<RefusedKind>,
     pub category: Option<String>,
     pub description: Option<String>,
     pub loaded_at: Option<String>,
@@ -127,6 +154,13 @@ pub struct PluginStatus {
     pub on_probation: bool,
     /// The last automatic rollback: the version that was taken out.
     pub rolled_back: Option<RollbackStatus>,
+}
+
+/// A kind a plugin wanted and does not serve.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusedKind {
+    pub kind: String,
+    pub reason: String,
 }
 
 /// An automatic rollback as `/api/v1/plugins` shows it.
@@ -146,6 +180,11 @@ pub struct LimitsStatus {
     /// 0 when off.
     pub fuel: u64,
     pub max_children: u32,
+    /// Attempts at once in its pool (0: automatic).
+    pub max_concurrency: u32,
+    pub max_depth: u32,
+    pub max_descendants: u32,
+    pub children_per_s: u32,
 }
 
 /// A reload that failed, with when.
@@ -156,19 +195,53 @@ pub struct ErrorStatus {
 }
 
 impl Registry {
+    /// A registry for `dir`; `claims` remembers which file holds which kind.
     pub fn new(
         runtime: Arc<Runtime>,
         dir: PathBuf,
         clock: Arc<dyn Clock>,
         probation: Probation,
+        claims: KindClaims,
     ) -> Registry {
         Registry {
             runtime,
             dir,
             clock,
             probation,
-            state: RwLock::default(),
-            reloading: tokio::sync::Mutex::new(()),
+            state: RwLock::new(State {
+                slots: BTreeMap::new(),
+                rolled_back: Default::default(),
+                kinds: HashMap::new(),
+                claims,
+                mode: Mode::Settled,
+            }),
+            slot_locks: Default::default(),
+            scanned: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// Waits until the start-up scan has decided every file.
+    pub async fn scanned(&self) {
+        let mut rx = self.scanned.subscribe();
+        // The sender lives as long as `self`.
+        let _ = rx.wait_for(|done| *done).await;
+    }
+
+    /// Whether the start-up scan is over.
+    pub fn is_scanned(&self) -> bool {
+        *self.scanned.borrow()
+    }
+
+    fn slot_lock(&self, stem: &str) -> Arc<tokio::sync::Mutex<()>> {
+        match self.slot_locks.lock() {
+            Ok(mut locks) => locks.entry(stem.to_string()).or_default().clone(),
+            // A poisoned map only means another reload panicked: a fresh
+            // lock still serialises this slot's reloads from here on.
+            Err(poisoned) => poisoned
+                .into_inner()
+                .entry(stem.to_string())
+                .or_default()
+                .clone(),
         }
     }
 
@@ -221,8 +294,8 @@ impl Registry {
 
     /// Puts the previous version of plugin `name` back if `version` is the
     /// one serving and it is still on probation. Returns the restored version.
+    /// Touches only the registry's map: it never waits on a compile.
     pub async fn roll_back(&self, name: &str, version: &str) -> Option<Arc<PluginVersion>> {
-        let _one_at_a_time = self.reloading.lock().await;
         let mut state = self.state.write().ok()?;
         let stem = state
             .slots
@@ -237,20 +310,12 @@ impl Registry {
             return None;
         }
         let State {
-            slots,
-            kinds,
-            rolled_back,
+            slots, rolled_back, ..
         } = &mut *state;
         let slot = slots.get_mut(&stem)?;
         let bad = slot.current.take()?;
         rolled_back.insert((bad.info.name.clone(), bad.info.version.clone()));
         let good = slot.previous.take()?;
-        for kind in &bad.info.kinds {
-            kinds.remove(kind);
-        }
-        for kind in &good.info.kinds {
-            kinds.insert(kind.clone(), stem.clone());
-        }
         slot.current = Some(good.clone());
         slot.swapped_at = None;
         slot.rolled_back = Some(RolledBack {
@@ -260,6 +325,7 @@ impl Registry {
         });
         // `last_tried` still names the bad file: it is not loaded again
         // until the file changes.
+        reassign(&mut state);
         Some(good)
     }
 
@@ -267,12 +333,42 @@ impl Registry {
     pub fn loaded_count(&self) -> usize {
         self.state
             .read()
-            .map(|s| s.slots.values().filter(|s| s.current.is_some()).count())
+            .map(|s| {
+                s.slots
+                    .values()
+                    .filter(|s| s.current.is_some() && !s.kinds.served.is_empty())
+                    .count()
+            })
             .unwrap_or(0)
     }
 
-    /// Loads every `.wasm` in the directory (at start).
-    pub async fn scan(&self) -> std::io::Result<()> {
+    /// Files being loaded right now.
+    pub fn loading_count(&self) -> usize {
+        self.state
+            .read()
+            .map(|s| s.slots.values().filter(|s| s.loading).count())
+            .unwrap_or(0)
+    }
+
+    /// The slots (file stems) that share pool `category` now.
+    pub fn plugins_in_pool(&self, category: &str) -> usize {
+        self.state
+            .read()
+            .map(|s| {
+                s.slots
+                    .values()
+                    .filter_map(|s| s.current.as_ref().filter(|_| !s.kinds.served.is_empty()))
+                    .filter(|v| v.info.category == category)
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Loads every `.wasm` in the directory (at start), in parallel. Kinds
+    /// nobody holds yet are decided once every file has been looked at, so
+    /// the outcome does not depend on which file compiled first; a file
+    /// whose kinds it already holds serves as soon as it is loaded.
+    pub async fn scan(self: &Arc<Self>) -> std::io::Result<()> {
         let mut stems = Vec::new();
         let mut entries = tokio::fs::read_dir(&self.dir).await?;
         while let Some(entry) = entries.next_entry().await? {
@@ -283,70 +379,71 @@ impl Registry {
             }
         }
         stems.sort();
-        for stem in stems {
-            self.reload(&stem).await;
+        if let Ok(mut state) = self.state.write() {
+            state.mode = Mode::Scanning;
+            for stem in &stems {
+                state.slots.entry(stem.clone()).or_default().loading = true;
+            }
         }
+        let mut loads = tokio::task::JoinSet::new();
+        for stem in stems {
+            let registry = self.clone();
+            loads.spawn(async move { registry.reload(&stem).await });
+        }
+        while loads.join_next().await.is_some() {}
+        if let Ok(mut state) = self.state.write() {
+            state.mode = Mode::Settled;
+            reassign(&mut state);
+            for (stem, slot) in &state.slots {
+                log_refusals(stem, slot);
+            }
+        }
+        self.scanned.send_replace(true);
         Ok(())
     }
 
     /// Brings slot `stem` in line with `<dir>/<stem>.wasm` and its manifest.
     pub async fn reload(&self, stem: &str) -> ReloadOutcome {
-        let _one_at_a_time = self.reloading.lock().await;
+        let lock = self.slot_lock(stem);
+        let _one_at_a_time = lock.lock().await;
+        self.set_loading(stem, true);
         let outcome = self.reload_locked(stem).await;
+        self.set_loading(stem, false);
         match &outcome {
-            ReloadOutcome::Loaded(v) => tracing::info!(
-                plugin = %v.info.name,
-                plugin.version = %v.info.version,
-                file = %v.file.display(),
-                kinds = ?v.info.kinds,
-                category = %v.info.category,
-                from_compile_cache = v.from_cache,
-                "plugin loaded"
-            ),
+            ReloadOutcome::Loaded(v) => {
+                tracing::info!(
+                    plugin = %v.info.name,
+                    plugin.version = %v.info.version,
+                    declared_name = v.info.declared_name.as_deref(),
+                    file = %v.file.display(),
+                    kinds = ?v.info.kinds,
+                    category = %v.info.category,
+                    from_compile_cache = v.from_cache,
+                    "plugin loaded"
+                );
+                if let Ok(state) = self.state.read()
+                    && let Some(slot) = state.slots.get(stem)
+                {
+                    log_refusals(stem, slot);
+                }
+            }
             ReloadOutcome::Failed(e) => {
                 tracing::error!(slot = stem, "plugin not loaded: {e}");
             }
             ReloadOutcome::Removed => tracing::info!(slot = stem, "plugin removed"),
             ReloadOutcome::Unchanged => {}
         }
-        if matches!(outcome, ReloadOutcome::Removed | ReloadOutcome::Loaded(_)) {
-            // A kind may have been freed: retry slots refused for a conflict.
-            for refused in self.refused_for_conflict() {
-                if refused != stem {
-                    Box::pin(self.reload_refused(&refused)).await;
-                }
-            }
-        }
         outcome
     }
 
-    async fn reload_refused(&self, stem: &str) {
-        match self.reload_locked(stem).await {
-            ReloadOutcome::Loaded(v) => tracing::info!(
-                plugin = %v.info.name,
-                plugin.version = %v.info.version,
-                "plugin loaded after a conflicting plugin went away"
-            ),
-            ReloadOutcome::Failed(e) => tracing::debug!(slot = stem, "still not loaded: {e}"),
-            _ => {}
+    fn set_loading(&self, stem: &str, loading: bool) {
+        if let Ok(mut state) = self.state.write() {
+            if loading {
+                state.slots.entry(stem.to_string()).or_default().loading = true;
+            } else if let Some(slot) = state.slots.get_mut(stem) {
+                slot.loading = false;
+            }
         }
-    }
-
-    fn refused_for_conflict(&self) -> Vec<String> {
-        let Ok(state) = self.state.read() else {
-            return Vec::new();
-        };
-        state
-            .slots
-            .iter()
-            .filter(|(_, s)| {
-                s.current.is_none()
-                    && s.last_error
-                        .as_ref()
-                        .is_some_and(|f| matches!(f.error, LoadError::KindConflict { .. }))
-            })
-            .map(|(k, _)| k.clone())
-            .collect()
     }
 
     async fn reload_locked(&self, stem: &str) -> ReloadOutcome {
@@ -418,60 +515,45 @@ impl Registry {
             .is_some_and(|last| &last == tried)
     }
 
-    /// The atomic swap: checks kind ownership and installs the version.
+    /// The atomic swap: installs the version, then decides again which slot
+    /// serves which kind.
     fn install(
         &self,
         stem: &str,
-        version: PluginVersion,
+        mut version: PluginVersion,
         tried: (String, Option<String>),
     ) -> ReloadOutcome {
         let Ok(mut state) = self.state.write() else {
             return ReloadOutcome::Unchanged;
         };
-        for kind in &version.info.kinds {
-            if let Some(owner_stem) = state.kinds.get(kind)
-                && owner_stem != stem
-            {
-                let owner = state
-                    .slots
-                    .get(owner_stem)
-                    .and_then(|s| s.current.as_ref())
-                    .map(|v| v.info.name.clone())
-                    .unwrap_or_default();
-                let error = LoadError::KindConflict {
-                    file: format!("{stem}.wasm"),
-                    kind: kind.clone(),
-                    owner,
-                    owner_file: format!("{owner_stem}.wasm"),
-                };
-                // Not remembered as tried: the same file may load once the
-                // owner is gone.
-                let slot = state.slots.entry(stem.to_string()).or_default();
-                slot.last_error = Some(Failure {
-                    error: error.clone(),
-                    at: SystemTime::now(),
-                });
-                slot.last_reload = Some(SystemTime::now());
-                return ReloadOutcome::Failed(error);
-            }
+        let slot = state.slots.entry(stem.to_string()).or_default();
+        // Two contents of one file that claim the same version stay apart
+        // in breakers, metrics and rollback: the newcomer's version gets
+        // the start of its sha256 as build metadata.
+        let clash = [slot.current.as_ref(), slot.previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|v| v.info.version == version.info.version && v.sha256 != version.sha256);
+        if clash {
+            let short = version.sha256.get(..8).unwrap_or_default();
+            let sep = if version.info.version.contains('+') {
+                '.'
+            } else {
+                '+'
+            };
+            version.info.version = format!("{}{sep}{short}", version.info.version);
+            version.names.version = version.info.version.as_str().into();
         }
         let version = Arc::new(version);
-        let State { slots, kinds, .. } = &mut *state;
-        let slot = slots.entry(stem.to_string()).or_default();
         if let Some(old) = slot.current.take() {
-            for kind in &old.info.kinds {
-                kinds.remove(kind);
-            }
             slot.previous = Some(old);
             slot.swapped_at = Some(self.clock.now());
-        }
-        for kind in &version.info.kinds {
-            kinds.insert(kind.clone(), stem.to_string());
         }
         slot.current = Some(version.clone());
         slot.last_error = None;
         slot.last_reload = Some(SystemTime::now());
         slot.last_tried = Some(tried);
+        reassign(&mut state);
         ReloadOutcome::Loaded(version)
     }
 
@@ -497,14 +579,10 @@ impl Registry {
         let Ok(mut state) = self.state.write() else {
             return ReloadOutcome::Unchanged;
         };
-        let Some(slot) = state.slots.remove(stem) else {
+        if state.slots.remove(stem).is_none() {
             return ReloadOutcome::Unchanged;
-        };
-        if let Some(current) = slot.current {
-            for kind in &current.info.kinds {
-                state.kinds.remove(kind);
-            }
         }
+        reassign(&mut state);
         ReloadOutcome::Removed
     }
 }
@@ -512,6 +590,23 @@ impl Registry {
 impl Registry {
     fn slot_status(&self, file_stem: &str, slot: &Slot) -> PluginStatus {
         let current = slot.current.as_deref();
+        let serving = current.is_some() && !slot.kinds.served.is_empty();
+        let status = if serving {
+            "loaded"
+        } else if slot.loading {
+            "loading"
+        } else if current.is_some() && !slot.kinds.pending.is_empty() {
+            "pending"
+        } else {
+            "failed"
+        };
+        let kinds_error = (current.is_some() && !serving && slot.kinds.pending.is_empty())
+            .then(|| slot.kinds.refused.first())
+            .flatten()
+            .map(|r| ErrorStatus {
+                message: format!("{file_stem}.wasm serves no kinds: {}", r.reason),
+                at: slot.last_reload.map(rfc3339).unwrap_or_default(),
+            });
         PluginStatus {
             on_probation: self.on_probation(slot),
             rolled_back: slot.rolled_back.as_ref().map(|r| RollbackStatus {
@@ -521,15 +616,21 @@ impl Registry {
                 reason: "its circuit breaker opened during probation",
             }),
             file: format!("{file_stem}.wasm"),
-            status: if current.is_some() {
-                "loaded"
-            } else {
-                "failed"
-            },
+            status,
             name: current.map(|v| v.info.name.clone()),
+            declared_name: current.and_then(|v| v.info.declared_name.clone()),
             version: current.map(|v| v.info.version.clone()),
             sha256: current.map(|v| v.sha256.clone()),
-            kinds: current.map(|v| v.info.kinds.clone()).unwrap_or_default(),
+            kinds: slot.kinds.served.clone(),
+            refused_kinds: slot
+                .kinds
+                .refused
+                .iter()
+                .map(|r: &Refusal| RefusedKind {
+                    kind: r.kind.clone(),
+                    reason: r.reason.clone(),
+                })
+                .collect(),
             category: current.map(|v| v.info.category.clone()),
             description: current.map(|v| v.info.description.clone()),
             loaded_at: current.map(|v| rfc3339(v.loaded_at)),
@@ -539,15 +640,61 @@ impl Registry {
                 timeout_s: v.limits.timeout.as_secs(),
                 fuel: v.limits.fuel.unwrap_or(0),
                 max_children: v.limits.max_children,
+                max_concurrency: v.limits.max_concurrency,
+                max_depth: v.limits.max_depth,
+                max_descendants: v.limits.max_descendants,
+                children_per_s: v.limits.children_per_s,
             }),
             capabilities: current.map(|v| v.manifest.capabilities.clone()),
             previous_version: slot.previous.as_ref().map(|v| v.info.version.clone()),
             last_reload_at: slot.last_reload.map(rfc3339),
-            last_error: slot.last_error.as_ref().map(|f| ErrorStatus {
-                message: f.error.to_string(),
-                at: rfc3339(f.at),
-            }),
+            last_error: slot
+                .last_error
+                .as_ref()
+                .map(|f| ErrorStatus {
+                    message: f.error.to_string(),
+                    at: rfc3339(f.at),
+                })
+                .or(kinds_error),
         }
+    }
+}
+
+/// Decides again which slot serves which kind (after any change of a
+/// slot's version) and rebuilds the routing table from the decision.
+fn reassign(state: &mut State) {
+    let wanted: Vec<Wanted> = state
+        .slots
+        .iter()
+        .filter_map(|(stem, slot)| {
+            let v = slot.current.as_ref()?;
+            Some(match &v.manifest.kinds {
+                Some(granted) => Wanted {
+                    slot: stem.clone(),
+                    kinds: granted.clone(),
+                    explicit: true,
+                },
+                None => Wanted {
+                    slot: stem.clone(),
+                    kinds: v.info.kinds.clone(),
+                    explicit: false,
+                },
+            })
+        })
+        .collect();
+    let mut decided = state.claims.assign(&wanted, state.mode);
+    state.kinds.clear();
+    for (stem, slot) in &mut state.slots {
+        slot.kinds = decided.remove(stem).unwrap_or_default();
+        for kind in &slot.kinds.served {
+            state.kinds.insert(kind.clone(), stem.clone());
+        }
+    }
+}
+
+fn log_refusals(stem: &str, slot: &Slot) {
+    for r in &slot.kinds.refused {
+        tracing::warn!(slot = stem, kind = %r.kind, "kind not served: {}", r.reason);
     }
 }
 

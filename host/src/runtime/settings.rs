@@ -18,6 +18,20 @@ pub struct Limits {
     pub max_children: u32,
     /// Largest result a plugin may return, MiB; a larger one fails the task.
     pub max_result_mb: u64,
+    /// Largest payload of a child task a plugin submits, MiB (the REST API
+    /// caps bodies the same way).
+    pub max_payload_mb: u64,
+    /// Attempts of one plugin running at once in its pool; 0 = the pool's
+    /// size less one when other plugins share the pool, so one plugin never
+    /// holds every worker of a shared pool.
+    pub max_concurrency: u32,
+    /// How deep a tree of child tasks may grow below a task submitted over
+    /// REST (its children are depth 1).
+    pub max_depth: u32,
+    /// Tasks a whole tree of child tasks may hold below its root.
+    pub max_descendants: u32,
+    /// Child tasks one plugin may submit per second, across all its tasks.
+    pub children_per_s: u32,
 }
 
 impl Default for Limits {
@@ -28,6 +42,11 @@ impl Default for Limits {
             fuel: 0,
             max_children: 100,
             max_result_mb: 16,
+            max_payload_mb: 10,
+            max_concurrency: 0,
+            max_depth: 4,
+            max_descendants: 1000,
+            children_per_s: 200,
         }
     }
 }
@@ -52,6 +71,16 @@ pub struct RuntimeConfig {
     /// On SIGTERM / ctrl-c, how long running attempts may finish before they
     /// are interrupted (and re-queued), seconds.
     pub shutdown_grace_s: u64,
+    /// Wall time `describe()` may take when a plugin loads, milliseconds
+    /// (it also runs under a fixed fuel budget).
+    pub describe_timeout_ms: u64,
+    /// Largest plugin file the daemon compiles, MiB.
+    pub max_plugin_mb: u64,
+    /// Wall time one compile may take, seconds; a file over it is refused
+    /// and the others are not held up by it.
+    pub compile_timeout_s: u64,
+    /// Plugin files compiled at once.
+    pub parallel_loads: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -63,6 +92,10 @@ impl Default for RuntimeConfig {
             reload_debounce_ms: 50,
             compile_cache: true,
             shutdown_grace_s: 30,
+            describe_timeout_ms: 2000,
+            max_plugin_mb: 64,
+            compile_timeout_s: 60,
+            parallel_loads: 2,
         }
     }
 }

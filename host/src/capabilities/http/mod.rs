@@ -178,6 +178,7 @@ impl HttpStats {
         for (name, help, get) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (destination, s) in &all {
+                let destination = crate::task::label_value(destination);
                 let _ = writeln!(out, "{name}{{destination=\"{destination}\"}} {}", get(s));
             }
         }
@@ -187,6 +188,7 @@ impl HttpStats {
             "# HELP {name} Responses by status class.\n# TYPE {name} counter"
         );
         for (destination, s) in &all {
+            let destination = crate::task::label_value(destination);
             for (class, n) in &s.responses {
                 let _ = writeln!(
                     out,
