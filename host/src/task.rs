@@ -193,13 +193,52 @@ pub struct TaskFailure {
     pub message: String,
 }
 
+/// Longest failure message kept, bytes: a plugin's error text is stored,
+/// served and streamed to dashboards, so it is bounded like a log line.
+pub const MAX_ERROR_MESSAGE: usize = 4096;
+
 impl TaskFailure {
+    /// A failure; a message over [`MAX_ERROR_MESSAGE`] is cut, saying so.
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        TaskFailure {
-            kind,
-            message: message.into(),
+        let mut message = message.into();
+        if message.len() > MAX_ERROR_MESSAGE {
+            let total = message.len();
+            truncate_on_char(&mut message, MAX_ERROR_MESSAGE);
+            message.push_str(&format!(" … (cut: the message was {total} bytes)"));
         }
+        TaskFailure { kind, message }
     }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+pub fn truncate_on_char(s: &mut String, max: usize) {
+    if s.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
+        s.truncate(cut);
+    }
+}
+
+/// Text a plugin hands the host, made safe for one log line: control
+/// characters (newlines, carriage returns, escape sequences) are escaped,
+/// so a plugin cannot forge a line or recolour a terminal.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// A point in time as clients see it: RFC 3339, UTC, milliseconds.
@@ -251,6 +290,21 @@ pub fn label_value(value: &str) -> std::borrow::Cow<'_, str> {
 
 #[cfg(test)]
 mod label_tests {
+    #[test]
+    fn plugin_text_stays_on_one_line_and_within_bounds() {
+        assert_eq!(
+            super::one_line("a\nFORGED\r\x1b[31m"),
+            "a\\nFORGED\\r\\u{1b}[31m"
+        );
+        let f = super::TaskFailure::new(super::FailureKind::Fatal, "e".repeat(100_000));
+        assert!(
+            f.message.len() < super::MAX_ERROR_MESSAGE + 64,
+            "{}",
+            f.message.len()
+        );
+        assert!(f.message.ends_with("100000 bytes)"));
+    }
+
     #[test]
     fn label_values_cannot_break_out_of_their_quotes() {
         assert_eq!(super::label_value("echo"), "echo");

@@ -244,3 +244,178 @@ async fn spinning_describes_delay_neither_the_port_nor_other_files() -> Result<(
     health.finish(HEALTH_LIMIT).await?;
     Ok(())
 }
+
+/// Every task of `kind`, once none of them is still unfinished.
+async fn settled_tasks(daemon: &Daemon, kind: &str) -> Result<Vec<Value>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = daemon
+            .get(&format!("/api/v1/tasks?kind={kind}&limit=1000"))
+            .await?;
+        let tasks = body["tasks"].as_array().cloned().unwrap_or_default();
+        let open = tasks.iter().any(|t| {
+            !matches!(
+                t["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            )
+        });
+        if !open {
+            return Ok(tasks);
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "{kind} tasks still running after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn first_errors(tasks: &[Value]) -> Vec<String> {
+    tasks
+        .iter()
+        .filter_map(|t| t["result"]["first_error"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tree_of_child_tasks_is_bounded_in_depth_size_rate_and_payload() -> Result<()> {
+    let dirs = Dirs::new()?;
+    dirs.install("echo", "echo")?;
+    dirs.install("forkbomb", "forkbomb")?;
+    dirs.write(
+        "forkbomb.toml",
+        b"[limits]\nmax_depth = 3\nmax_descendants = 50\n[capabilities]\nsubmit = [\"forkbomb\"]\n",
+    )?;
+    let daemon = Daemon::start(&dirs).await?;
+    let health = HealthWatch::start(&daemon);
+
+    // Each task submits 5 children of its own kind: 5 + 25 + 125 would
+    // follow at depth 3, and the tree stops at 50.
+    let root = daemon.submit("forkbomb", json!({ "fanout": 5 })).await?;
+    echo_traffic(&daemon, 20).await?;
+    let tasks = settled_tasks(&daemon, "forkbomb").await?;
+    assert_eq!(tasks.len(), 51, "the root and its 50 descendants");
+    assert!(tasks.iter().all(|t| t["depth"].as_u64().unwrap_or(0) <= 3));
+    let errors = first_errors(&tasks);
+    assert!(
+        errors.iter().any(|e| e.contains("max_descendants")),
+        "{errors:?}"
+    );
+    let root = daemon.wait(&root).await?;
+    assert_eq!(root["descendants"], 50, "{root}");
+
+    // Depth: a lone chain stops at max_depth.
+    let dirs2 = Dirs::new()?;
+    dirs2.install("forkbomb", "forkbomb")?;
+    dirs2.install("echo", "echo")?;
+    dirs2.write(
+        "forkbomb.toml",
+        b"[limits]\nmax_depth = 3\nchildren_per_s = 10\n[capabilities]\nsubmit = [\"forkbomb\"]\n",
+    )?;
+    let daemon2 = Daemon::start(&dirs2).await?;
+    let chain = daemon2.submit("forkbomb", json!({ "fanout": 1 })).await?;
+    let tasks = settled_tasks(&daemon2, "forkbomb").await?;
+    assert_eq!(tasks.len(), 4, "depths 0..=3");
+    assert!(
+        first_errors(&tasks).iter().any(|e| e.contains("max_depth")),
+        "{tasks:?}"
+    );
+    daemon2.wait(&chain).await?;
+
+    // Rate: 30 children at once from one task get 10 (one second's worth).
+    let burst = daemon2
+        .run_with(json!({ "kind": "forkbomb", "payload": { "fanout": 30 }, "max_retries": 0 }))
+        .await?;
+    let refused = burst["result"]["refused"].as_u64().unwrap_or(0);
+    assert!(refused >= 15, "{burst}");
+    assert!(
+        burst["result"]["first_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("children_per_s")),
+        "{burst}"
+    );
+
+    // Size: a child payload over the daemon's 10 MiB is refused.
+    let big = daemon2
+        .run_with(json!({ "kind": "forkbomb", "payload": { "fanout": 1, "pad_bytes": 11 << 20 }, "max_retries": 0 }))
+        .await?;
+    assert!(
+        big["result"]["first_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("max_payload_mb")),
+        "{big}"
+    );
+    echo_traffic(&daemon2, 10).await?;
+    echo_traffic(&daemon, 10).await?;
+    health.finish(HEALTH_LIMIT).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_plugin_says_is_bounded_and_cannot_forge_log_lines() -> Result<()> {
+    let dirs = Dirs::new()?;
+    dirs.install("echo", "echo")?;
+    dirs.install("flooder", "flooder")?;
+    dirs.write("flooder.toml", b"[limits]\nmemory_mb = 300\n")?;
+    let daemon = Daemon::start(&dirs).await?;
+    let health = HealthWatch::start(&daemon);
+
+    // A 100 MB error string is stored and served cut to 4 KiB.
+    let task = daemon
+        .run_with(
+            json!({ "kind": "flooder", "payload": { "error_bytes": 100 << 20 }, "max_retries": 0 }),
+        )
+        .await?;
+    assert_eq!(task["error"]["kind"], "fatal", "{}", task["error"]["kind"]);
+    let served = task.to_string();
+    // The message is on the task and in its attempt log.
+    assert!(
+        served.len() < 16 * 1024,
+        "the task JSON is {} bytes",
+        served.len()
+    );
+    assert!(
+        task["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("bytes)")),
+        "says it was cut"
+    );
+
+    // A progress message is cut; a result over max_result_mb fails.
+    let task = daemon
+        .run(
+            "flooder",
+            json!({ "progress_bytes": 1 << 20, "log_lines": 2000, "log_bytes": 10000 }),
+        )
+        .await?;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    let progress = task["progress"]["message"].as_str().unwrap_or_default();
+    assert!(progress.len() <= 512, "{}", progress.len());
+    let task = daemon
+        .run_with(
+            json!({ "kind": "flooder", "payload": { "result_bytes": 20 << 20 }, "max_retries": 0 }),
+        )
+        .await?;
+    assert_eq!(task["error"]["kind"], "fatal", "{}", task["error"]);
+
+    // A newline in a log message does not start a line of its own.
+    daemon.run("flooder", json!({ "log_forged": true })).await?;
+    echo_traffic(&daemon, 10).await?;
+    health.finish(HEALTH_LIMIT).await?;
+    let log = std::fs::read_to_string(dirs.log())?;
+    assert!(log.contains("FORGED wasmhive"), "the message is logged");
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED")),
+        "a plugin forged a log line"
+    );
+    let lines_of_flooder = log
+        .lines()
+        .filter(|l| l.contains("plugin=flooder") && l.contains("aaaa"))
+        .count();
+    assert!(lines_of_flooder <= 1000, "{lines_of_flooder} lines logged");
+    assert!(
+        log.lines().all(|l| l.len() < 8 * 1024),
+        "log lines are bounded"
+    );
+    Ok(())
+}

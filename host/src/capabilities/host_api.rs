@@ -1,7 +1,9 @@
 //! `wasmhive:plugin/host`: the interface every plugin is granted.
 //!
 //! - `log` becomes a tracing event tagged with the plugin and task, bounded to
-//!   [`MAX_LOG_LINES`] per attempt so a chatty plugin cannot flood the logs.
+//!   [`MAX_LOG_LINES`] per attempt so a chatty plugin cannot flood the logs,
+//!   each cut to [`MAX_LOG_MESSAGE`] and kept on one line (control
+//!   characters escaped: no forged lines).
 //! - `progress` is handed to the [`TaskHost`] (the scheduler records it on
 //!   the task).
 //! - `config-get` reads the manifest's `[config]` table.
@@ -11,6 +13,7 @@ use super::Caller;
 use super::submit::Submit;
 use super::tasks::TaskHost;
 use crate::bindings::{LogLevel, Priority, host, wasmhive::plugin::types};
+use crate::task::{one_line, truncate_on_char};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -18,6 +21,9 @@ use std::sync::Arc;
 pub const MAX_LOG_LINES: u32 = 1000;
 /// Longest log message kept, bytes.
 pub const MAX_LOG_MESSAGE: usize = 4096;
+/// Longest progress message kept, bytes (it is on the task JSON and
+/// streamed to every dashboard on each change).
+pub const MAX_PROGRESS_MESSAGE: usize = 512;
 
 /// Per-attempt state of the `host` interface.
 pub struct HostApi {
@@ -67,7 +73,8 @@ impl host::Host for HostApi {
             return;
         }
         let mut message = message;
-        truncate(&mut message, MAX_LOG_MESSAGE);
+        truncate_on_char(&mut message, MAX_LOG_MESSAGE);
+        let message = one_line(&message);
         let plugin = &*self.caller.plugin;
         let task_id = &*self.caller.task_id;
         self.tasks.guest_log(level_name(level), &message);
@@ -93,7 +100,8 @@ impl host::Host for HostApi {
     async fn progress(&mut self, percent: u8, message: String) {
         if let Ok(id) = self.caller.task_id.parse() {
             let mut message = message;
-            truncate(&mut message, MAX_LOG_MESSAGE);
+            truncate_on_char(&mut message, MAX_PROGRESS_MESSAGE);
+            let message = one_line(&message).into_owned();
             self.tasks.progress(id, percent.min(100), message);
         }
     }
@@ -128,17 +136,6 @@ fn level_name(level: LogLevel) -> &'static str {
     }
 }
 
-/// Cuts `s` to at most `max` bytes on a character boundary.
-fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let cut = (0..=max)
-            .rev()
-            .find(|&i| s.is_char_boundary(i))
-            .unwrap_or(0);
-        s.truncate(cut);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,12 +147,16 @@ mod tests {
         Caller::for_test("scrape", task_id)
     }
 
+    fn rate() -> Arc<crate::capabilities::submit::ChildRate> {
+        Arc::new(crate::capabilities::submit::ChildRate::new(10))
+    }
+
     #[tokio::test]
     async fn progress_is_clamped_and_config_comes_from_the_manifest() {
         let sink = Arc::new(RecordingHost::default());
         let config = Arc::new(BTreeMap::from([("ua".to_string(), "hive".to_string())]));
         let id = Uuid::now_v7();
-        let submit = Submit::new(Arc::from(Vec::new()), 0);
+        let submit = Submit::new(Arc::from(Vec::new()), Default::default(), rate());
         let mut api = HostApi::new(caller(&id.to_string()), config, sink.clone(), submit);
         api.progress(250, "half".into()).await;
         assert_eq!(api.config_get("ua".into()).await.as_deref(), Some("hive"));
@@ -166,7 +167,7 @@ mod tests {
 
     #[tokio::test]
     async fn submit_is_refused_with_the_grant_to_add() {
-        let submit = Submit::new(Arc::from(Vec::new()), 10);
+        let submit = Submit::new(Arc::from(Vec::new()), Default::default(), rate());
         let mut api = HostApi::new(caller("t"), Arc::default(), Arc::new(NoTaskHost), submit);
         let err = api
             .submit("embed".into(), "{}".into(), Priority::Normal)

@@ -45,8 +45,10 @@ pub struct Grants {
     pub admin: bool,
     /// Kinds it may submit as children.
     pub submit: Arc<[String]>,
-    /// Children one task may have.
-    pub max_children: u32,
+    /// How far its child tasks may go.
+    pub children: tasks::ChildLimits,
+    /// Its child submissions per second, shared by all its attempts.
+    pub child_rate: Arc<submit::ChildRate>,
     /// Where it may send HTTP requests.
     pub http: Arc<Allowlist>,
 }

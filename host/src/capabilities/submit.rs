@@ -1,34 +1,82 @@
 //! Child tasks: `host.submit` and `host.children`.
 //!
 //! Granted per kind by the manifest's `[capabilities] submit = ["embed"]`
-//! and bounded by `[limits] max_children` per task (the daemon's
-//! `[limits]` default otherwise). The n-th submission of an attempt carries the
+//! and bounded (the manifest's `[limits]`, the daemon's defaults
+//! otherwise) by `max_children` per task, `max_depth` and
+//! `max_descendants` per tree of tasks (so a plugin that submits its own
+//! kind cannot grow a tree without end), `children_per_s` across all its
+//! tasks ([`ChildRate`]), and the daemon's `max_payload_mb` per payload. The n-th submission of an attempt carries the
 //! idempotency key `child:<parent>:<n>`, so a retried parent that submits
 //! the same children again gets the existing ones back instead of
 //! duplicates. Parent and child are linked in both task records
 //! (`parent_id`, `children`).
 
 use super::Caller;
-use super::tasks::{ChildRequest, TaskHost};
+use super::tasks::{ChildLimits, ChildRequest, TaskHost};
 use crate::bindings::{Priority as WitPriority, host};
 use crate::task::Priority;
 use std::sync::Arc;
 use uuid::Uuid;
 
+/// A plugin's child submissions per second: a token bucket holding one
+/// second's worth, shared by every attempt of the plugin version. It reads
+/// real time, like the wasm deadlines: it bounds real load.
+#[derive(Debug)]
+pub struct ChildRate {
+    per_s: u32,
+    bucket: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl ChildRate {
+    /// `per_s` = 0 refuses every child.
+    pub fn new(per_s: u32) -> ChildRate {
+        ChildRate {
+            per_s,
+            bucket: std::sync::Mutex::new((f64::from(per_s), std::time::Instant::now())),
+        }
+    }
+
+    /// Takes one submission if the rate allows it now.
+    pub fn take(&self) -> bool {
+        let Ok(mut bucket) = self.bucket.lock() else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        let per_s = f64::from(self.per_s);
+        let (tokens, last) = *bucket;
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * per_s).min(per_s);
+        if tokens >= 1.0 {
+            *bucket = (tokens - 1.0, now);
+            true
+        } else {
+            *bucket = (tokens, now);
+            false
+        }
+    }
+}
+
+impl Default for ChildRate {
+    fn default() -> Self {
+        ChildRate::new(0)
+    }
+}
+
 /// Per-attempt state of child submission.
 pub struct Submit {
     /// Kinds the plugin may submit.
     kinds: Arc<[String]>,
-    quota: u32,
+    limits: ChildLimits,
+    rate: Arc<ChildRate>,
     /// Submissions so far in this attempt (numbers the idempotency keys).
     submitted: u32,
 }
 
 impl Submit {
-    pub fn new(kinds: Arc<[String]>, quota: u32) -> Self {
+    pub fn new(kinds: Arc<[String]>, limits: ChildLimits, rate: Arc<ChildRate>) -> Self {
         Submit {
             kinds,
-            quota,
+            limits,
+            rate,
             submitted: 0,
         }
     }
@@ -48,6 +96,19 @@ impl Submit {
             ));
         }
         let parent = parent_id(caller)?;
+        if payload.len() > self.limits.max_payload_bytes {
+            return Err(format!(
+                "the child's payload is {} bytes, over the {} MiB a payload may be (limits.max_payload_mb of the daemon)",
+                payload.len(),
+                self.limits.max_payload_bytes >> 20
+            ));
+        }
+        if !self.rate.take() {
+            return Err(format!(
+                "plugin `{}` submits more than {} child tasks per second ([limits] children_per_s in {}); try again later",
+                caller.plugin, self.rate.per_s, caller.manifest_file
+            ));
+        }
         let payload: serde_json::Value = serde_json::from_str(&payload)
             .map_err(|e| format!("the child's payload is not a JSON document: {e}"))?;
         self.submitted += 1;
@@ -58,7 +119,7 @@ impl Submit {
             idempotency_key: format!("child:{parent}:{}", self.submitted),
         };
         tasks
-            .submit_child(parent, child, self.quota)
+            .submit_child(parent, child, self.limits)
             .await
             .map(|id| id.to_string())
     }
@@ -103,6 +164,14 @@ mod tests {
     use super::*;
     use crate::capabilities::tasks::RecordingHost;
 
+    #[test]
+    fn the_rate_allows_a_second_of_submissions_then_refuses() {
+        let rate = ChildRate::new(5);
+        let taken = (0..20).filter(|_| rate.take()).count();
+        assert_eq!(taken, 5);
+        assert!(!ChildRate::new(0).take());
+    }
+
     fn caller(task_id: &str) -> Caller {
         Caller::for_test("scrape", task_id)
     }
@@ -112,7 +181,17 @@ mod tests {
         let parent = Uuid::now_v7();
         let c = caller(&parent.to_string());
         let host = RecordingHost::default();
-        let mut s = Submit::new(Arc::from(vec!["embed".to_string()]), 2);
+        let limits = ChildLimits {
+            max_children: 2,
+            max_depth: 4,
+            max_descendants: 100,
+            max_payload_bytes: 64,
+        };
+        let mut s = Submit::new(
+            Arc::from(vec!["embed".to_string()]),
+            limits,
+            Arc::new(ChildRate::new(100)),
+        );
         let refused = s
             .submit(&c, &host, "scrape".into(), "{}".into(), WitPriority::Low)
             .await;
@@ -143,6 +222,11 @@ mod tests {
             .submit(&c, &host, "embed".into(), "{}".into(), WitPriority::Low)
             .await;
         assert!(over.is_err_and(|e| e.contains("quota")));
+        let big = format!("{{\"t\":\"{}\"}}", "x".repeat(100));
+        let too_big = s
+            .submit(&c, &host, "embed".into(), big, WitPriority::Low)
+            .await;
+        assert!(too_big.is_err_and(|e| e.contains("max_payload_mb")));
         let sent = host.submitted.lock().map(|v| v.clone()).unwrap_or_default();
         let keys: Vec<String> = sent
             .iter()

@@ -21,6 +21,19 @@ pub struct ChildRequest {
     pub idempotency_key: String,
 }
 
+/// How far one plugin's child tasks may go: per task, per tree, per size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChildLimits {
+    /// Children one task may submit.
+    pub max_children: u32,
+    /// Depth below a task submitted over REST (its children are depth 1).
+    pub max_depth: u32,
+    /// Tasks one tree may hold below its root.
+    pub max_descendants: u32,
+    /// Largest child payload, bytes.
+    pub max_payload_bytes: usize,
+}
+
 /// A child task as its parent sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChildStatus {
@@ -38,13 +51,14 @@ pub trait TaskHost: Send + Sync {
     /// Records progress on a running task; `percent` is already clamped.
     fn progress(&self, task: Uuid, percent: u8, message: String);
 
-    /// Submits a child of `parent`, at most `quota` children per parent.
-    /// Returns the child's id (an existing child for a repeated key).
+    /// Submits a child of `parent` within `limits` (children per parent,
+    /// depth and size of the tree). Returns the child's id (an existing
+    /// child for a repeated key).
     fn submit_child(
         &self,
         parent: Uuid,
         child: ChildRequest,
-        quota: u32,
+        limits: ChildLimits,
     ) -> BoxFuture<'_, Result<Uuid, String>>;
 
     /// The children of `parent`, oldest first.
@@ -78,7 +92,7 @@ impl TaskHost for NoTaskHost {
         &self,
         _: Uuid,
         _: ChildRequest,
-        _: u32,
+        _: ChildLimits,
     ) -> BoxFuture<'_, Result<Uuid, String>> {
         Box::pin(async { Err(NO_SCHEDULER.to_string()) })
     }
@@ -121,8 +135,9 @@ impl TaskHost for RecordingHost {
         &self,
         parent: Uuid,
         child: ChildRequest,
-        quota: u32,
+        limits: ChildLimits,
     ) -> BoxFuture<'_, Result<Uuid, String>> {
+        let quota = limits.max_children;
         let result = match self.submitted.lock() {
             Ok(all) if all.len() >= quota as usize => {
                 Err(format!("quota of {quota} children used up"))

@@ -98,7 +98,8 @@ impl GuestOutput {
             plugin = %self.plugin,
             task.id = %self.task_id,
             stream,
-            "{text}"
+            "{}",
+            crate::task::one_line(&text)
         );
     }
 

@@ -287,7 +287,15 @@ impl Runtime {
             vectors: caps.vectors,
             admin: caps.admin,
             submit: caps.submit.clone().into(),
-            max_children: limits.max_children,
+            children: crate::capabilities::tasks::ChildLimits {
+                max_children: limits.max_children,
+                max_depth: limits.max_depth,
+                max_descendants: limits.max_descendants,
+                max_payload_bytes: limits.max_payload_bytes,
+            },
+            child_rate: Arc::new(crate::capabilities::submit::ChildRate::new(
+                limits.children_per_s,
+            )),
             http: Arc::new(http),
         };
         let depends_on = self

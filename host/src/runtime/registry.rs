@@ -428,7 +428,12 @@ impl Registry {
                 }
             }
             ReloadOutcome::Failed(e) => {
-                tracing::error!(slot = stem, "plugin not loaded: {e}");
+                let e = e.to_string();
+                tracing::error!(
+                    slot = stem,
+                    "plugin not loaded: {}",
+                    crate::task::one_line(&e)
+                );
             }
             ReloadOutcome::Removed => tracing::info!(slot = stem, "plugin removed"),
             ReloadOutcome::Unchanged => {}

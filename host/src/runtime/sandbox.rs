@@ -194,7 +194,11 @@ impl HostState {
                 caller.clone(),
                 config,
                 tasks.clone(),
-                Submit::new(grants.submit.clone(), grants.max_children),
+                Submit::new(
+                    grants.submit.clone(),
+                    grants.children,
+                    grants.child_rate.clone(),
+                ),
             ),
             vectors: Vectors::new(
                 caller.clone(),

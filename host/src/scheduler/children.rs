@@ -3,7 +3,7 @@
 //! admin capability.
 
 use super::{NewTask, Scheduler};
-use crate::capabilities::tasks::{BoxFuture, ChildRequest, ChildStatus, TaskHost};
+use crate::capabilities::tasks::{BoxFuture, ChildLimits, ChildRequest, ChildStatus, TaskHost};
 use crate::store::Progress;
 use std::time::Duration;
 use uuid::Uuid;
@@ -19,7 +19,7 @@ impl TaskHost for Scheduler {
         &self,
         parent: Uuid,
         child: ChildRequest,
-        quota: u32,
+        limits: ChildLimits,
     ) -> BoxFuture<'_, Result<Uuid, String>> {
         Box::pin(async move {
             let store = self.store();
@@ -35,9 +35,32 @@ impl TaskHost for Scheduler {
             if let Some(id) = repeat {
                 return Ok(*id);
             }
+            let quota = limits.max_children;
             if record.children.len() >= quota as usize {
                 return Err(format!(
                     "this task has submitted its quota of {quota} child tasks ([limits] max_children)"
+                ));
+            }
+            if record.depth >= limits.max_depth {
+                return Err(format!(
+                    "this task is {} levels below the task submitted over REST; its children would be deeper than [limits] max_depth = {}",
+                    record.depth, limits.max_depth
+                ));
+            }
+            // Reserve a place in the tree under the root's lock, so
+            // concurrent children of one tree cannot overshoot.
+            let root = record.root_id.unwrap_or(parent);
+            let max = limits.max_descendants;
+            let mut reserved = false;
+            store.update(root, |t| {
+                if t.descendants < max {
+                    t.descendants += 1;
+                    reserved = true;
+                }
+            });
+            if !reserved {
+                return Err(format!(
+                    "this tree of tasks already holds {max} tasks below its root ([limits] max_descendants)"
                 ));
             }
             let submitted = self
@@ -50,8 +73,14 @@ impl TaskHost for Scheduler {
                     idempotency_key: Some(child.idempotency_key),
                     parent_id: Some(parent),
                 })
-                .await
-                .map_err(|e| e.to_string())?;
+                .await;
+            let submitted = match submitted {
+                Ok(s) => s,
+                Err(e) => {
+                    store.update(root, |t| t.descendants = t.descendants.saturating_sub(1));
+                    return Err(e.to_string());
+                }
+            };
             let id = submitted.task.task_id;
             store.update(parent, |t| {
                 if !t.children.contains(&id) {

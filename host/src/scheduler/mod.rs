@@ -231,12 +231,15 @@ impl Scheduler {
             return Err(SubmitError::Retries);
         }
         let category = plugin.info.category.clone();
+        let parent = new.parent_id.and_then(|id| inner.store.get(id));
         let record = TaskRecord {
             category: Some(category.clone()),
             max_retries,
             timeout_s: timeout_s.min(ceiling),
             idempotency_key: new.idempotency_key,
             parent_id: new.parent_id,
+            root_id: parent.as_ref().map(|p| p.root_id.unwrap_or(p.task_id)),
+            depth: parent.as_ref().map_or(0, |p| p.depth + 1),
             ..TaskRecord::new(&new.kind, new.payload, new.priority, inner.clock.wall())
         };
         match inner.store.insert(record).await? {
@@ -612,7 +615,7 @@ impl Scheduler {
                 elapsed_ms = run_time.as_millis() as u64,
                 error.kind = %f.kind,
                 "attempt failed: {}",
-                f.message
+                crate::task::one_line(&f.message)
             ),
         });
 

@@ -31,6 +31,16 @@ pub struct TaskRecord {
     pub idempotency_key: Option<String>,
     /// The task that submitted this one as a child.
     pub parent_id: Option<Uuid>,
+    /// The task submitted over REST at the top of this one's tree of
+    /// child tasks (none for that task itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_id: Option<Uuid>,
+    /// How far below its root this task is (0 for the root).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub depth: u32,
+    /// On a root: the tasks its tree holds below it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub descendants: u32,
     /// The child tasks this one submitted, oldest first.
     #[serde(default)]
     pub children: Vec<Uuid>,
@@ -94,6 +104,9 @@ impl TaskRecord {
             progress: None,
             idempotency_key: None,
             parent_id: None,
+            root_id: None,
+            depth: 0,
+            descendants: 0,
             children: Vec::new(),
             parked_on: None,
             next_attempt_at: None,
@@ -197,4 +210,8 @@ fn parse_optional_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemT
             .map(Some)
             .map_err(serde::de::Error::custom),
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -1,7 +1,7 @@
 //! The host a test case runs against: the scheduler's side of the
 //! capabilities, recorded instead of acted on.
 
-use crate::capabilities::tasks::{BoxFuture, ChildRequest, ChildStatus, TaskHost};
+use crate::capabilities::tasks::{BoxFuture, ChildLimits, ChildRequest, ChildStatus, TaskHost};
 use std::sync::Mutex;
 use std::time::Duration;
 use uuid::Uuid;
@@ -40,8 +40,9 @@ impl TaskHost for MockHost {
         &self,
         _parent: Uuid,
         child: ChildRequest,
-        quota: u32,
+        limits: ChildLimits,
     ) -> BoxFuture<'_, Result<Uuid, String>> {
+        let quota = limits.max_children;
         let result = (|| {
             let mut ids = self.ids.lock().map_err(|_| "poisoned".to_string())?;
             if let Some((id, _, _)) = ids.iter().find(|(_, _, key)| *key == child.idempotency_key) {
