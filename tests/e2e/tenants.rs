@@ -419,3 +419,54 @@ async fn what_a_plugin_says_is_bounded_and_cannot_forge_log_lines() -> Result<()
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_plugin_cannot_take_every_worker_of_a_shared_pool() -> Result<()> {
+    // echo's pool has two workers; the hog would hold both.
+    let dirs = Dirs::with_config("[pools]\nbatch = 2\nisolated = 1\n")?;
+    dirs.install("echo", "echo")?;
+    dirs.install("hog", "hog")?;
+    let daemon = Daemon::start(&dirs).await?;
+    let health = HealthWatch::start(&daemon);
+    let mut hogs = Vec::new();
+    for _ in 0..3 {
+        hogs.push(daemon.submit("hog", json!({ "ms": 60_000 })).await?);
+    }
+    // Every echo task runs beside the hog, on the worker it cannot take.
+    echo_traffic(&daemon, 32).await?;
+    let (_, task) = daemon.get(&format!("/api/v1/tasks/{}", hogs[2])).await?;
+    assert_eq!(
+        task["status"], "queued",
+        "held while the hog runs one: {task}"
+    );
+    for id in &hogs {
+        daemon
+            .request(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/tasks/{id}"),
+                None,
+            )
+            .await?;
+    }
+
+    // The operator's manifest moves it to a pool of its own.
+    dirs.write("hog.toml", b"category = \"isolated\"\n")?;
+    daemon
+        .wait_for_plugin("hog.wasm", "move to its pool", |p| {
+            p.is_some_and(|p| p["category"] == "isolated")
+        })
+        .await?;
+    let hog = daemon.submit("hog", json!({ "ms": 60_000 })).await?;
+    echo_traffic(&daemon, 10).await?;
+    let (_, workers) = daemon.get("/api/hp/workers").await?;
+    assert!(workers.to_string().contains("isolated"), "{workers}");
+    daemon
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/tasks/{hog}"),
+            None,
+        )
+        .await?;
+    health.finish(HEALTH_LIMIT).await?;
+    Ok(())
+}

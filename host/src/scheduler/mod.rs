@@ -25,6 +25,7 @@ mod children;
 pub mod pool;
 pub mod queue;
 pub mod retry;
+pub mod tenancy;
 
 use crate::breaker::{Admission, Breaker, BreakerSet, State as BreakerState};
 use crate::clock::Clock;
@@ -130,6 +131,8 @@ struct Inner {
     /// Retry timers: due time, task, pool.
     timers: Mutex<BinaryHeap<Reverse<(Instant, Uuid, String)>>>,
     timers_changed: Notify,
+    /// Running attempts and held jobs per plugin (concurrency in a pool).
+    plugin_slots: Arc<tenancy::PluginSlots>,
     /// Tasks parked on an open breaker: breaker -> (task, pool).
     parked: Mutex<HashMap<String, Vec<(Uuid, String)>>>,
     /// Turns true when the daemon stops taking work.
@@ -169,6 +172,7 @@ impl Scheduler {
                 timers: Mutex::default(),
                 timers_changed: Notify::new(),
                 parked: Mutex::default(),
+                plugin_slots: Arc::default(),
                 stop: watch::channel(false).0,
                 draining: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -533,6 +537,21 @@ impl Scheduler {
             self.enqueue(id, task.priority, &plugin.info.category);
             return;
         }
+        let limit = tenancy::limit(
+            plugin.limits.max_concurrency,
+            pool.size,
+            inner.registry.plugins_in_pool(&pool.name),
+        );
+        if !inner
+            .plugin_slots
+            .take_or_hold(&plugin.info.name, limit, job, pool)
+        {
+            return; // back in the pool when one of its attempts ends
+        }
+        let _slot = tenancy::SlotGuard {
+            slots: inner.plugin_slots.clone(),
+            plugin: plugin.info.name.clone(),
+        };
 
         let Some(admitted) = self.admit(&plugin, &task, pool) else {
             return;
