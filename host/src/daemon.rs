@@ -9,6 +9,7 @@ use crate::api::{self, AppState};
 use crate::breaker::BreakerSet;
 use crate::capabilities::Services;
 use crate::capabilities::http::HttpShared;
+use crate::capabilities::http::resolve::OwnAddresses;
 use crate::capabilities::vectors::VectorStore;
 use crate::clock::{Clock, SystemClock};
 use crate::config::StoreBackend;
@@ -102,8 +103,9 @@ impl Daemon {
                     })?
             }
         };
-        let http = HttpShared::new(config.http.clone(), Some(breakers.clone()))
+        let mut http = HttpShared::new(config.http.clone(), Some(breakers.clone()))
             .map_err(ConfigError::Invalid)?;
+        http.own = OwnAddresses(vec![config.listen]);
         let services = Services {
             vectors: Some(Arc::new(vectors)),
             breakers: Some(breakers.clone()),

@@ -470,3 +470,93 @@ async fn a_busy_plugin_cannot_take_every_worker_of_a_shared_pool() -> Result<()>
     health.finish(HEALTH_LIMIT).await?;
     Ok(())
 }
+
+/// A service beside the daemon on loopback: `/ok` answers, `/to` redirects
+/// to the URL in its query.
+async fn loopback_service() -> Result<std::net::SocketAddr> {
+    use axum::response::{IntoResponse, Redirect};
+    let app = axum::Router::new()
+        .route(
+            "/ok",
+            axum::routing::get(|| async { "hello from loopback" }),
+        )
+        .route(
+            "/to",
+            axum::routing::get(|q: axum::extract::RawQuery| async move {
+                Redirect::temporary(&q.0.unwrap_or_default()).into_response()
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_cannot_reach_the_daemons_api_or_inside_addresses_by_name() -> Result<()> {
+    let service = loopback_service().await?;
+    let dirs = Dirs::new()?;
+    dirs.install("echo", "echo")?;
+    dirs.install("apicaller", "apicaller")?;
+    // The README's example grant.
+    dirs.write(
+        "apicaller.toml",
+        b"[capabilities]\nhttp = [\"127.0.0.1:*\"]\n",
+    )?;
+    let daemon = Daemon::start(&dirs).await?;
+    let health = HealthWatch::start(&daemon);
+    let secret = daemon.submit("echo", json!({ "secret": 42 })).await?;
+    let call = |payload: Value| {
+        daemon.run_with(json!({ "kind": "apicaller", "payload": payload, "max_retries": 0 }))
+    };
+
+    for payload in [
+        json!({ "url": format!("{}/api/v1/tasks/{secret}", daemon.url) }),
+        json!({ "method": "POST", "url": format!("{}/api/v1/tasks", daemon.url),
+                "body": { "kind": "echo", "payload": {} } }),
+        json!({ "url": format!("http://127.0.0.1:{}/to?{}/api/v1/tasks", service.port(), daemon.url) }),
+    ] {
+        let task = call(payload.clone()).await?;
+        assert_eq!(task["status"], "failed", "{payload}: {task}");
+        assert!(
+            task["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("the daemon's own API")),
+            "{payload}: {task}"
+        );
+    }
+    let (_, tasks) = daemon.get("/api/v1/tasks?kind=echo").await?;
+    assert_eq!(
+        tasks["tasks"].as_array().map(Vec::len),
+        Some(1),
+        "no task was submitted over REST"
+    );
+
+    // The address named by IP is reachable (on another port than the API).
+    let by_ip = call(json!({ "url": format!("http://127.0.0.1:{}/ok", service.port()) })).await?;
+    assert_eq!(by_ip["status"], "succeeded", "{by_ip}");
+    assert_eq!(by_ip["result"]["body"], "hello from loopback", "{by_ip}");
+
+    // A name on the allowlist that resolves to loopback is not (DNS
+    // rebinding against a name allowlist).
+    dirs.write(
+        "apicaller.toml",
+        b"[capabilities]\nhttp = [\"localhost:*\"]\n",
+    )?;
+    daemon
+        .wait_for_plugin("apicaller.wasm", "reload", |p| {
+            p.is_some_and(|p| p["capabilities"]["http"] == json!(["localhost:*"]))
+        })
+        .await?;
+    let by_name = call(json!({ "url": format!("http://localhost:{}/ok", service.port()) })).await?;
+    assert!(
+        by_name["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("loopback address")),
+        "{by_name}"
+    );
+
+    echo_traffic(&daemon, 10).await?;
+    health.finish(HEALTH_LIMIT).await?;
+    Ok(())
+}

@@ -181,6 +181,20 @@ impl Allowlist {
         self.0.is_empty()
     }
 
+    /// Whether a pattern names `ip` literally (`127.0.0.1:*`,
+    /// `[::1]:8080`): only then may a destination resolve to a loopback,
+    /// private or link-local address.
+    pub fn names_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.0.iter().any(|p| match &p.host {
+            HostPattern::Exact(h) => h
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|named| named == ip),
+            _ => false,
+        })
+    }
+
     /// Whether any destination this list allows is also allowed by
     /// `other` (used to bind a plugin to the breakers guarding its hosts):
     /// exact on the pattern text or a sample destination of each pattern.

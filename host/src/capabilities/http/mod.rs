@@ -7,6 +7,9 @@
 //! - the destination (scheme, host, port) must match a pattern of the
 //!   plugin's allowlist (`allow.rs`); the host never follows redirects
 //!   itself, so each hop a plugin follows is a new request, checked again;
+//! - after name resolution, the address must not be the daemon's own API
+//!   or a loopback/private/link-local address the allowlist does not name
+//!   by IP (`resolve.rs`); plain HTTP goes to the address that was checked;
 //! - a named breaker whose `hosts` match the destination must not be open;
 //!   the outcome (connection error, timeout, 5xx, 429 count as failures)
 //!   is reported to it;
@@ -21,6 +24,7 @@
 
 pub mod allow;
 pub mod replay;
+pub mod resolve;
 
 use super::Caller;
 use crate::breaker::BreakerSet;
@@ -81,6 +85,8 @@ pub struct HttpShared {
     pub mode: Mode,
     /// The exchanges replayed or recorded (test harness).
     pub recording: Mutex<replay::Recording>,
+    /// The daemon's own listen addresses, which no plugin may reach.
+    pub own: resolve::OwnAddresses,
 }
 
 impl HttpShared {
@@ -332,20 +338,27 @@ impl WasiHttpHooks for HttpPolicy {
             let sent = match shared.mode {
                 Mode::Live => tokio::time::timeout(
                     left,
-                    wasmtime_wasi_http::default_send_request(request, Some(options)),
+                    live(request, options, &d, &policy.allow, &shared.own),
                 )
                 .await
-                .unwrap_or(Err(Error::ConnectionTimeout))
-                .map(|(response, io)| {
-                    let io: IoFuture = Box::new(io);
-                    (response.map(http_body_util::BodyExt::boxed_unsync), io)
-                }),
+                .unwrap_or(Err(Error::ConnectionTimeout)),
                 Mode::Replay => replayed(&shared, &request),
                 Mode::Record => recorded(&shared, request, options, left).await,
             };
             let latency = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let (response, io) = match sent {
                 Ok(ok) => ok,
+                Err(Error::InternalError(Some(reason))) if reason.starts_with(DENIED) => {
+                    shared.stats.with(&key, |s| s.denied += 1);
+                    tracing::warn!(
+                        plugin = %policy.caller.plugin,
+                        task.id = %policy.caller.task_id,
+                        destination = %key,
+                        "outbound request refused: {}",
+                        &reason[DENIED.len()..]
+                    );
+                    return Err(Error::InternalError(Some(reason)));
+                }
                 Err(e) => {
                     shared.stats.with(&key, |s| s.errors += 1);
                     policy.report(&d, false);
@@ -387,6 +400,45 @@ impl WasiHttpHooks for HttpPolicy {
 
 /// What the body's connection task resolves to.
 type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
+
+/// Resolves the destination, checks every address it resolves to and
+/// sends the request: plain HTTP to the very address checked (no second
+/// lookup a rebinding name could change), HTTPS by name (TLS verifies the
+/// name, so a rebound address cannot answer for it).
+async fn live(
+    mut request: ::http::Request<WasiBody>,
+    options: RequestOptions,
+    d: &Destination,
+    allow: &Allowlist,
+    own: &resolve::OwnAddresses,
+) -> Result<(::http::Response<WasiBody>, IoFuture), Error> {
+    let literal = d.host.trim_start_matches('[').trim_end_matches(']');
+    let resolved: Vec<std::net::SocketAddr> = match literal.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![std::net::SocketAddr::new(ip, d.port)],
+        Err(_) => tokio::net::lookup_host((literal, d.port))
+            .await
+            .map_err(|_| Error::DestinationNotFound)?
+            .collect(),
+    };
+    let addr = resolve::choose(&d.host, &resolved, allow, own)
+        .map_err(|reason| Error::InternalError(Some(format!("{DENIED}{reason}"))))?;
+    if d.scheme == "http" {
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        *request.uri_mut() = ::http::Uri::builder()
+            .scheme("http")
+            .authority(addr.to_string())
+            .path_and_query(path)
+            .build()
+            .map_err(|_| Error::HttpRequestUriInvalid)?;
+    }
+    let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+    let io: IoFuture = Box::new(io);
+    Ok((response.map(http_body_util::BodyExt::boxed_unsync), io))
+}
 
 /// A whole body as a `WasiBody`.
 fn full(bytes: Bytes) -> WasiBody {
