@@ -144,12 +144,12 @@ async fn async_main() -> Result<()> {
     install_handler(
         &config.plugins,
         "embed",
-        "category = \"embedding\"\n[limits]\nmemory_mb = 256\n[capabilities]\nvectors = true\n",
+        "category = \"embedding\"\n[limits]\nmemory_mb = 256\n[capabilities]\nvectors = [\"*\"]\n",
     )?;
     install_handler(
         &config.plugins,
         "rag",
-        "category = \"rag\"\n[capabilities]\nvectors = true\n",
+        "category = \"rag\"\n[capabilities]\nvectors = [\"*\"]\n",
     )?;
     let daemon = Daemon::start(config).await?;
     daemon.ready().await;

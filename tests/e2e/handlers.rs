@@ -10,12 +10,12 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 fn embed_manifest() -> &'static str {
-    "category = \"embedding\"\n[capabilities]\nvectors = true\n"
+    "category = \"embedding\"\n[capabilities]\nvectors = [\"*\"]\n"
 }
 
 fn rag_manifest(extra_http: &str, config: &str) -> String {
     format!(
-        "category = \"rag\"\n[capabilities]\nvectors = true\nhttp = [{extra_http}]\n\
+        "category = \"rag\"\n[capabilities]\nvectors = [\"*\"]\nhttp = [{extra_http}]\n\
          tolerates = [\"openai\"]\n[config]\n{config}"
     )
 }
@@ -330,7 +330,7 @@ async fn embed_and_rag_can_use_an_openai_compatible_embeddings_endpoint() -> Res
     dirs.install_handler(
         "embed",
         &format!(
-            "category = \"embedding\"\n[capabilities]\nvectors = true\nhttp = [\"127.0.0.1:{port}\"]\n[config]\n{config}"
+            "category = \"embedding\"\n[capabilities]\nvectors = [\"*\"]\nhttp = [\"127.0.0.1:{port}\"]\n[config]\n{config}"
         ),
     )?;
     dirs.install_handler(

@@ -3,7 +3,7 @@
 //! succeeding alongside, and that health answers within 100 ms throughout.
 //! One test per attack (the guests are `plugins/fixtures/<name>`).
 
-use crate::support::{Daemon, Dirs, HealthWatch};
+use crate::support::{Daemon, Dirs, HealthWatch, error_message};
 use anyhow::{Result, ensure};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -420,6 +420,128 @@ async fn what_a_plugin_says_is_bounded_and_cannot_forge_log_lines() -> Result<()
     Ok(())
 }
 
+/// Runs a `vectorsquat` operation and returns the finished task.
+async fn squat(daemon: &Daemon, payload: Value) -> Result<Value> {
+    daemon.run("vectorsquat", payload).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_cannot_read_poison_squat_or_fill_anothers_vectors() -> Result<()> {
+    let dirs = Dirs::new()?;
+    dirs.install("echo", "echo")?;
+    dirs.write(
+        "vectorsquat.toml",
+        b"[capabilities]\nvectors = true\n[limits]\nvector_points = 1000\n",
+    )?;
+    dirs.install("vectorsquat", "vectorsquat")?;
+    // The operator grants embed the shared brand collections by name.
+    dirs.install_handler(
+        "embed",
+        "category = \"embedding\"\n[capabilities]\nvectors = [\"brand-*\"]\n",
+    )?;
+    let daemon = Daemon::start(&dirs).await?;
+    let health = HealthWatch::start(&daemon);
+
+    // Squatting brand-x with 3 dimensions lands in the squatter's own
+    // namespace: embed's 384-dimension ingest into brand-x still works.
+    let squatted = squat(
+        &daemon,
+        json!({ "op": "upsert", "collection": "brand-x", "dim": 3, "points": 5 }),
+    )
+    .await?;
+    assert_eq!(squatted["status"], "succeeded", "{squatted}");
+    let ingest = daemon
+        .run(
+            "embed",
+            json!({ "collection": "brand-x", "documents": [
+                { "id": "a", "text": "Frames carry a ten year warranty.", "metadata": { "url": "http://brand/a" } },
+                { "id": "b", "text": "Returns are free within thirty days.", "metadata": { "url": "http://brand/b" } }
+            ] }),
+        )
+        .await?;
+    assert_eq!(ingest["status"], "succeeded", "{ingest}");
+
+    // Reading brand-x, the squatter sees only its own five points, and
+    // a query at 384 dimensions finds nothing of embed's.
+    let count = squat(&daemon, json!({ "op": "count", "collection": "brand-x" })).await?;
+    assert_eq!(count["result"]["count"], 5, "{count}");
+    let read = squat(
+        &daemon,
+        json!({ "op": "query", "collection": "brand-x", "dim": 384 }),
+    )
+    .await?;
+    assert_ne!(
+        read["status"], "succeeded",
+        "its brand-x has 3 dimensions: {read}"
+    );
+    // There is no way to name another namespace.
+    for name in ["embed:brand-x", "vectorsquat:brand-x"] {
+        let sneak = squat(&daemon, json!({ "op": "count", "collection": name })).await?;
+        assert_eq!(sneak["status"], "failed", "{sneak}");
+        assert!(error_message(&sneak).contains("collection name"), "{sneak}");
+    }
+
+    // Its quota (1000 points) stops it filling the store; a retry of the
+    // same points (replacing them) is not charged again.
+    let fill = squat(
+        &daemon,
+        json!({ "op": "upsert", "collection": "fill", "dim": 8, "points": 5000 }),
+    )
+    .await?;
+    assert_eq!(fill["status"], "failed", "{fill}");
+    let message = error_message(&fill);
+    assert!(
+        message.contains("vector_points") && message.contains("vectorsquat.toml"),
+        "{message}"
+    );
+    let fits = squat(
+        &daemon,
+        json!({ "op": "upsert", "collection": "fits", "dim": 8, "points": 995 }),
+    )
+    .await?;
+    assert_eq!(fits["status"], "succeeded", "{fits}");
+    let again = squat(
+        &daemon,
+        json!({ "op": "upsert", "collection": "fits", "dim": 8, "points": 995 }),
+    )
+    .await?;
+    assert_eq!(again["status"], "succeeded", "{again}");
+
+    // Embed keeps working, and the quota and usage are shown.
+    let more = daemon
+        .run(
+            "embed",
+            json!({ "collection": "brand-y", "documents": [
+                { "id": "c", "text": "Gift cards never expire.", "metadata": {} }
+            ] }),
+        )
+        .await?;
+    assert_eq!(more["status"], "succeeded", "{more}");
+    echo_traffic(&daemon, 10).await?;
+    let entry = daemon.plugin("vectorsquat.wasm").await?.unwrap_or_default();
+    assert_eq!(entry["limits"]["vector_points"], 1000, "{entry}");
+    assert_eq!(entry["usage"]["vector_points"], 1000, "{entry}");
+    assert!(
+        entry["usage"]["vector_bytes"].as_u64().unwrap_or(0) > 1000 * 32,
+        "{entry}"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", daemon.url))
+        .await?
+        .text()
+        .await?;
+    for line in [
+        "wasmhive_plugin_limit{plugin=\"vectorsquat\",quota=\"vector_points\"} 1000",
+        "wasmhive_plugin_usage{plugin=\"vectorsquat\",quota=\"vector_points\"} 1000",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in\n{metrics}"
+        );
+    }
+    health.finish(HEALTH_LIMIT).await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_busy_plugin_cannot_take_every_worker_of_a_shared_pool() -> Result<()> {
     // echo's pool has two workers; the hog would hold both.
@@ -434,6 +556,9 @@ async fn a_busy_plugin_cannot_take_every_worker_of_a_shared_pool() -> Result<()>
     }
     // Every echo task runs beside the hog, on the worker it cannot take.
     echo_traffic(&daemon, 32).await?;
+    let entry = daemon.plugin("hog.wasm").await?.unwrap_or_default();
+    assert_eq!(entry["usage"]["running"], 1, "{entry}");
+    assert_eq!(entry["usage"]["held"], 2, "{entry}");
     let (_, task) = daemon.get(&format!("/api/v1/tasks/{}", hogs[2])).await?;
     assert_eq!(
         task["status"], "queued",

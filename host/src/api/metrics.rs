@@ -37,6 +37,7 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
             .stats
             .render_prometheus(),
     );
+    text.push_str(&super::quotas::render_prometheus(&state));
     (
         [(
             header::CONTENT_TYPE,

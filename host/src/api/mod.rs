@@ -13,6 +13,7 @@ pub mod hp;
 pub mod metrics;
 pub mod openapi;
 pub mod plugins;
+pub mod quotas;
 pub mod tasks;
 
 use crate::scheduler::Scheduler;

@@ -1,5 +1,6 @@
 //! `GET /api/v1/plugins`: every slot of the plugins directory, loaded or
-//! failed, with its version, hash, kinds and last error.
+//! failed, with its version, hash, kinds, last error, limits and `usage`
+//! (what it holds against them now: `quotas.rs`).
 
 use super::AppState;
 use axum::Json;
@@ -9,7 +10,19 @@ use axum::extract::State;
     responses((status = 200, description = "`{directory, plugins: [...], compile_cache}`", body = Object)))]
 pub async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
     let registry = state.scheduler.registry();
-    let plugins = registry.statuses();
+    let statuses = registry.statuses();
+    let usage = super::quotas::usage(&state, &statuses);
+    let plugins: Vec<serde_json::Value> = statuses
+        .iter()
+        .zip(usage)
+        .map(|(s, u)| {
+            let mut v = serde_json::to_value(s).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("usage".into(), serde_json::to_value(u).unwrap_or_default());
+            }
+            v
+        })
+        .collect();
     let cache = registry
         .runtime()
         .cache_stats()

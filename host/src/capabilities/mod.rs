@@ -42,6 +42,8 @@ pub struct Services {
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
     pub vectors: bool,
+    /// Which collections its names mean, and its quota.
+    pub vector_scope: vectors::Scope,
     pub admin: bool,
     /// Kinds it may submit as children.
     pub submit: Arc<[String]>,

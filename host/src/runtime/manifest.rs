@@ -14,13 +14,16 @@
 //! timeout_s = 300                # ceiling on one attempt's wall time
 //! fuel = 0                       # instruction budget per attempt, 0 = off
 //! max_children = 100             # child tasks one task may submit
+//! vector_points = 1000000        # points in its own collections
+//! vector_mb = 256                # memory of its own collections, MiB
 //! max_concurrency = 0            # attempts at once in its pool, 0 = auto
 //! max_depth = 4                  # depth of a tree of child tasks
 //! max_descendants = 1000         # tasks in one tree of child tasks
 //! children_per_s = 200           # child tasks per second, all its tasks
 //! [capabilities]
 //! http = ["example.com", "*.docs.rs", "127.0.0.1:*"]
-//! vectors = true
+//! vectors = true                # its own collections; or shared ones by
+//!                                # name: vectors = ["brand-*"]
 //! submit = ["embed"]
 //! admin = false                  # maintenance: prune, compact, health
 //! tolerates = ["openai"]         # breakers it falls back from itself
@@ -62,6 +65,8 @@ pub struct ManifestLimits {
     pub max_depth: Option<u32>,
     pub max_descendants: Option<u32>,
     pub children_per_s: Option<u32>,
+    pub vector_points: Option<u64>,
+    pub vector_mb: Option<u64>,
 }
 
 /// What the operator grants the plugin.
@@ -71,9 +76,11 @@ pub struct Capabilities {
     /// Hosts the plugin may reach over `wasi:http` (patterns).
     #[serde(default)]
     pub http: Vec<String>,
-    /// Access to the host's vector collections.
+    /// Access to the host's vector collections: `true` for collections of
+    /// its own (namespaced by its file), or the shared collection names it
+    /// may use besides (`["brand-*"]`, `["*"]` for all).
     #[serde(default)]
-    pub vectors: bool,
+    pub vectors: VectorGrant,
     /// Task kinds the plugin may submit as children.
     #[serde(default)]
     pub submit: Vec<String>,
@@ -85,6 +92,38 @@ pub struct Capabilities {
     /// are open; its calls through them get an error instead.
     #[serde(default)]
     pub tolerates: Vec<String>,
+}
+
+/// `vectors = true | false | ["name", "prefix-*", ...]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum VectorGrant {
+    On(bool),
+    Shared(Vec<String>),
+}
+
+impl Default for VectorGrant {
+    fn default() -> Self {
+        VectorGrant::On(false)
+    }
+}
+
+impl VectorGrant {
+    /// Whether any vector access is granted.
+    pub fn granted(&self) -> bool {
+        match self {
+            VectorGrant::On(on) => *on,
+            VectorGrant::Shared(_) => true,
+        }
+    }
+
+    /// The shared collection patterns (empty: its own namespace only).
+    pub fn shared(&self) -> &[String] {
+        match self {
+            VectorGrant::Shared(names) => names,
+            _ => &[],
+        }
+    }
 }
 
 impl Manifest {
@@ -117,7 +156,11 @@ mod tests {
         let m = m.unwrap_or_default();
         assert_eq!(m.category.as_deref(), Some("scraping"));
         assert_eq!(m.limits.memory_mb, Some(128));
-        assert!(m.capabilities.vectors);
+        assert!(m.capabilities.vectors.granted());
+        let shared =
+            Manifest::parse("[capabilities]\nvectors = [\"brand-*\"]\n").unwrap_or_default();
+        assert_eq!(shared.capabilities.vectors.shared(), ["brand-*"]);
+        assert!(!Manifest::default().capabilities.vectors.granted());
         assert_eq!(
             m.config.get("user_agent").map(String::as_str),
             Some("wasmhive")

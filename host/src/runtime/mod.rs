@@ -284,7 +284,13 @@ impl Runtime {
         })?;
         let caps = &manifest.capabilities;
         let grants = Grants {
-            vectors: caps.vectors,
+            vectors: caps.vectors.granted(),
+            vector_scope: crate::capabilities::vectors::Scope {
+                plugin: stem.as_str().into(),
+                shared: caps.vectors.shared().into(),
+                max_points: limits.vector_points,
+                max_bytes: limits.vector_bytes,
+            },
             admin: caps.admin,
             submit: caps.submit.clone().into(),
             children: crate::capabilities::tasks::ChildLimits {
@@ -418,6 +424,11 @@ impl Runtime {
             max_depth: m.max_depth.unwrap_or(self.defaults.max_depth),
             max_descendants: m.max_descendants.unwrap_or(self.defaults.max_descendants),
             children_per_s: m.children_per_s.unwrap_or(self.defaults.children_per_s),
+            vector_points: m.vector_points.unwrap_or(self.defaults.vector_points),
+            vector_bytes: m
+                .vector_mb
+                .unwrap_or(self.defaults.vector_mb)
+                .saturating_mul(1 << 20),
         })
     }
 

@@ -50,6 +50,10 @@ pub struct PluginLimits {
     pub max_descendants: u32,
     /// Child tasks per second across all its tasks.
     pub children_per_s: u32,
+    /// Points in its own vector collections.
+    pub vector_points: u64,
+    /// Bytes of memory its own vector collections may take.
+    pub vector_bytes: u64,
 }
 
 /// A plugin version ready to run tasks.

@@ -185,6 +185,12 @@ pub struct LimitsStatus {
     pub max_depth: u32,
     pub max_descendants: u32,
     pub children_per_s: u32,
+    /// Points and memory its own vector collections may hold.
+    pub vector_points: u64,
+    pub vector_mb: u64,
+    /// Largest child payload and result it may send, MiB.
+    pub max_payload_mb: u64,
+    pub max_result_mb: u64,
 }
 
 /// A reload that failed, with when.
@@ -649,6 +655,10 @@ impl Registry {
                 max_depth: v.limits.max_depth,
                 max_descendants: v.limits.max_descendants,
                 children_per_s: v.limits.children_per_s,
+                vector_points: v.limits.vector_points,
+                vector_mb: v.limits.vector_bytes >> 20,
+                max_payload_mb: (v.limits.max_payload_bytes >> 20) as u64,
+                max_result_mb: (v.limits.max_result_bytes >> 20) as u64,
             }),
             capabilities: current.map(|v| v.manifest.capabilities.clone()),
             previous_version: slot.previous.as_ref().map(|v| v.info.version.clone()),

@@ -204,7 +204,8 @@ impl HostState {
                 caller.clone(),
                 services.vectors.clone().filter(|_| grants.vectors),
                 services.breakers.clone(),
-            ),
+            )
+            .scoped(grants.vector_scope.clone()),
             admin: Admin::new(caller, grants.admin, tasks, services.vectors.clone()),
             limiter: MemoryLimiter::new(memory_cap_bytes),
             deadline,

@@ -32,6 +32,11 @@ pub struct Limits {
     pub max_descendants: u32,
     /// Child tasks one plugin may submit per second, across all its tasks.
     pub children_per_s: u32,
+    /// Points one plugin may keep in its own vector collections.
+    pub vector_points: u64,
+    /// Memory one plugin's own vector collections may take, MiB (all
+    /// collections together are bounded by `[vectors] max_mb`).
+    pub vector_mb: u64,
 }
 
 impl Default for Limits {
@@ -47,6 +52,8 @@ impl Default for Limits {
             max_depth: 4,
             max_descendants: 1000,
             children_per_s: 200,
+            vector_points: 1_000_000,
+            vector_mb: 256,
         }
     }
 }

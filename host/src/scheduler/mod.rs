@@ -194,6 +194,11 @@ impl Scheduler {
         &self.inner.registry
     }
 
+    /// Attempts running and jobs held back per plugin (file stem).
+    pub fn plugin_load(&self) -> std::collections::HashMap<String, (usize, usize)> {
+        self.inner.plugin_slots.load()
+    }
+
     pub fn breakers(&self) -> &Arc<BreakerSet> {
         &self.inner.breakers
     }

@@ -81,6 +81,19 @@ impl PluginSlots {
         }
     }
 
+    /// Attempts running and jobs held back per plugin (for the status API
+    /// and `/metrics`).
+    pub fn load(&self) -> HashMap<String, (usize, usize)> {
+        self.plugins
+            .lock()
+            .map(|p| {
+                p.iter()
+                    .map(|(k, l)| (k.clone(), (l.running, l.held.len())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Jobs held back per plugin (for the status API).
     pub fn held(&self) -> HashMap<String, usize> {
         self.plugins

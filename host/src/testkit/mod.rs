@@ -162,8 +162,13 @@ impl Harness {
                     metadata: p.metadata.to_string(),
                 })
                 .collect();
+            let stored = plugin
+                .grants
+                .vector_scope
+                .resolve(collection)
+                .map_err(|e| anyhow::anyhow!("{}: vectors of `{collection}`: {e}", case.name))?;
             self.vectors
-                .upsert(collection, points)
+                .upsert(&stored, points)
                 .map_err(|e| anyhow::anyhow!("{}: vectors of `{collection}`: {e}", case.name))?;
         }
         let recording = if self.http.mode == Mode::Replay {

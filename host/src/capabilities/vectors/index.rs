@@ -1,4 +1,4 @@
-//! One collection in memory: unit vectors packed in one buffer, searched
+//! One collection in memory: unit vectors packed in blocks, searched
 //! exhaustively.
 //!
 //! Vectors are L2-normalised on the way in, so cosine similarity is a dot
@@ -7,33 +7,87 @@
 //! compiler vectorises it. Measured by `cargo xtask bench` (see the README):
 //! exhaustive search stays interactive at the sizes a single daemon holds;
 //! an approximate index (HNSW) is the step after that.
+//!
+//! Memory is accounted as allocated, not as a nominal per-point figure: the
+//! capacity of every buffer, the hash table's allocation and each string's
+//! heap block ([`Collection::bytes`]), and [`Collection::bytes_after`]
+//! predicts the figure after an upsert (buffer growth included) so the
+//! store can refuse before it allocates. Ids are stored once (the table
+//! holds indices), and vectors live in blocks of at most [`BLOCK_BYTES`],
+//! so growing a big collection never reallocates (or doubles) its vectors.
 
+use hashbrown::HashTable;
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+use std::hash::{BuildHasher, RandomState};
 
-/// Bytes a point costs beyond its vector, id and metadata (map entry,
-/// string headers): used to bound the store's memory.
-const POINT_OVERHEAD: usize = 96;
+/// Most bytes of vectors in one block (a block holds at least one point).
+pub const BLOCK_BYTES: usize = 64 * 1024;
+
+/// Heap bytes the allocator takes for a string of `len` bytes: glibc's
+/// chunk (8 bytes of header, 16-byte granules, 32 at least); none for an
+/// empty string.
+fn heap(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        (len + 8).next_multiple_of(16).max(32)
+    }
+}
+
+/// The capacity a `Vec` grows to when `n` more are pushed one by one onto
+/// `len` (std doubles, and starts at 4 for small elements).
+fn grown(len: usize, cap: usize, n: usize) -> usize {
+    let mut cap = cap;
+    while cap < len + n {
+        cap = (cap * 2).max(4);
+    }
+    cap
+}
+
+/// Bytes of a hash table of `u32` able to hold `items` (hashbrown: a power
+/// of two of buckets at 7/8 load, one control byte per bucket plus a group).
+fn table_bytes(items: usize) -> usize {
+    if items == 0 {
+        return 0;
+    }
+    let buckets = if items < 8 {
+        if items < 4 { 4 } else { 8 }
+    } else {
+        (items * 8).div_ceil(7).next_power_of_two()
+    };
+    (buckets * 4).next_multiple_of(16) + buckets + 16
+}
 
 /// A collection's points.
 #[derive(Debug, Clone)]
 pub struct Collection {
     dim: usize,
-    ids: Vec<String>,
-    metadata: Vec<String>,
-    /// `ids.len() * dim` floats, point `i` at `i * dim`.
-    data: Vec<f32>,
-    slot: HashMap<String, usize>,
+    /// Points a block holds.
+    per_block: usize,
+    ids: Vec<Box<str>>,
+    metadata: Vec<Box<str>>,
+    /// Point `i` is at `blocks[i / per_block][(i % per_block) * dim..]`;
+    /// every block but the last is full, the last grows by doubling.
+    blocks: Vec<Vec<f32>>,
+    /// Indices into `ids`, found by the id's hash.
+    slot: HashTable<u32>,
+    hasher: RandomState,
+    /// Heap bytes of the id and metadata strings.
+    strings: usize,
 }
 
 impl Collection {
     pub fn new(dim: usize) -> Collection {
         Collection {
             dim,
+            per_block: (BLOCK_BYTES / 4 / dim.max(1)).max(1),
             ids: Vec::new(),
             metadata: Vec::new(),
-            data: Vec::new(),
-            slot: HashMap::new(),
+            blocks: Vec::new(),
+            slot: HashTable::new(),
+            hasher: RandomState::new(),
+            strings: 0,
         }
     }
 
@@ -49,57 +103,160 @@ impl Collection {
         self.ids.is_empty()
     }
 
+    fn find(&self, id: &str) -> Option<usize> {
+        let hash = self.hasher.hash_one(id);
+        self.slot
+            .find(hash, |&i| &*self.ids[i as usize] == id)
+            .map(|&i| i as usize)
+    }
+
     pub fn contains(&self, id: &str) -> bool {
-        self.slot.contains_key(id)
+        self.find(id).is_some()
     }
 
-    /// Memory one point of this collection costs, bytes.
-    pub fn point_bytes(dim: usize, id: &str, metadata: &str) -> usize {
-        dim * 4 + id.len() + metadata.len() + POINT_OVERHEAD
+    fn vector(&self, i: usize) -> &[f32] {
+        let at = (i % self.per_block) * self.dim;
+        &self.blocks[i / self.per_block][at..at + self.dim]
     }
 
-    /// Memory the collection's points cost, bytes.
+    fn vector_mut(&mut self, i: usize) -> &mut [f32] {
+        let at = (i % self.per_block) * self.dim;
+        &mut self.blocks[i / self.per_block][at..at + self.dim]
+    }
+
+    /// Bytes of full blocks and a last one of `cap` floats, for `len` points.
+    fn block_bytes(&self, len: usize, last_cap: usize) -> usize {
+        let blocks = len.div_ceil(self.per_block);
+        let full = blocks.saturating_sub(1) * self.per_block * self.dim;
+        (full + if blocks == 0 { 0 } else { last_cap }) * 4
+    }
+
+    /// Memory the collection holds, bytes: what its buffers, table and
+    /// strings have allocated.
     pub fn bytes(&self) -> usize {
-        self.ids
-            .iter()
-            .zip(&self.metadata)
-            .map(|(id, m)| Self::point_bytes(self.dim, id, m))
-            .sum()
+        let last_cap = self.blocks.last().map_or(0, Vec::capacity);
+        std::mem::size_of::<Collection>()
+            + (self.ids.capacity() + self.metadata.capacity()) * 16
+            + self.blocks.capacity() * 24
+            + self.block_bytes(self.len(), last_cap)
+            + self.slot.allocation_size()
+            + self.strings
+    }
+
+    /// What [`bytes`](Self::bytes) would be after upserting `points`
+    /// (id, metadata): an upper bound, buffer growth included.
+    pub fn bytes_after<'a>(&self, points: impl IntoIterator<Item = (&'a str, &'a str)>) -> usize {
+        let mut added = 0;
+        let mut strings = self.strings as isize;
+        let mut fresh: Vec<&str> = Vec::new();
+        for (id, metadata) in points {
+            match self.find(id) {
+                Some(i) => {
+                    strings +=
+                        heap(metadata.len()) as isize - heap(self.metadata[i].len()) as isize;
+                }
+                None => {
+                    fresh.push(id);
+                    strings += (heap(id.len()) + heap(metadata.len())) as isize;
+                }
+            }
+        }
+        fresh.sort_unstable();
+        fresh.dedup();
+        added += fresh.len();
+        let len = self.len();
+        let after = len + added;
+        let vecs = (grown(len, self.ids.capacity(), added)
+            + grown(len, self.metadata.capacity(), added))
+            * 16;
+        let blocks_needed = after.div_ceil(self.per_block);
+        let new_blocks = blocks_needed.saturating_sub(self.blocks.len());
+        let block_list = grown(self.blocks.len(), self.blocks.capacity(), new_blocks) * 24;
+        let full = self.per_block * self.dim;
+        let cur_cap = if new_blocks == 0 {
+            self.blocks.last().map_or(0, Vec::capacity)
+        } else {
+            0
+        };
+        let rem = after - blocks_needed.saturating_sub(1) * self.per_block;
+        // The last block doubles from its capacity until the points fit.
+        let mut last_cap = cur_cap;
+        while last_cap < rem * self.dim {
+            last_cap = (last_cap * 2).max(self.dim).min(full);
+        }
+        let table = if after <= self.slot.capacity() {
+            self.slot.allocation_size()
+        } else {
+            table_bytes(after)
+        };
+        std::mem::size_of::<Collection>()
+            + vecs
+            + block_list
+            + self.block_bytes(after, last_cap)
+            + table
+            + strings.max(0) as usize
     }
 
     /// Inserts or replaces a point; `unit` must be normalised and `dim` long.
-    /// Returns the bytes the collection grew by (negative when it shrank).
-    pub fn upsert(&mut self, id: String, unit: &[f32], metadata: String) -> isize {
+    pub fn upsert(&mut self, id: String, unit: &[f32], metadata: String) {
         debug_assert_eq!(unit.len(), self.dim);
-        let added = Self::point_bytes(self.dim, &id, &metadata) as isize;
-        if let Some(&i) = self.slot.get(&id) {
-            let old = Self::point_bytes(self.dim, &id, &self.metadata[i]) as isize;
-            self.data[i * self.dim..(i + 1) * self.dim].copy_from_slice(unit);
-            self.metadata[i] = metadata;
-            return added - old;
+        if let Some(i) = self.find(&id) {
+            self.strings = self.strings + heap(metadata.len()) - heap(self.metadata[i].len());
+            self.vector_mut(i).copy_from_slice(unit);
+            self.metadata[i] = metadata.into_boxed_str();
+            return;
         }
-        self.slot.insert(id.clone(), self.ids.len());
-        self.ids.push(id);
-        self.metadata.push(metadata);
-        self.data.extend_from_slice(unit);
-        added
+        let i = self.ids.len();
+        if i / self.per_block == self.blocks.len() {
+            self.blocks.push(Vec::new());
+        }
+        let full = self.per_block * self.dim;
+        if let Some(last) = self.blocks.last_mut() {
+            if last.len() == last.capacity() {
+                let want = (last.capacity() * 2).max(self.dim).min(full);
+                last.reserve_exact(want - last.len());
+            }
+            last.extend_from_slice(unit);
+        }
+        self.strings += heap(id.len()) + heap(metadata.len());
+        let hash = self.hasher.hash_one(&*id);
+        let hasher = &self.hasher;
+        let ids = &self.ids;
+        self.slot
+            .insert_unique(hash, i as u32, |&j| hasher.hash_one(&*ids[j as usize]));
+        self.ids.push(id.into_boxed_str());
+        self.metadata.push(metadata.into_boxed_str());
     }
 
-    /// Removes a point (the last one moves into its place). Returns the
-    /// bytes freed, or `None` when there was no such point.
-    pub fn delete(&mut self, id: &str) -> Option<usize> {
-        let i = self.slot.remove(id)?;
-        let freed = Self::point_bytes(self.dim, id, &self.metadata[i]);
+    /// Removes a point (the last one moves into its place). Returns whether
+    /// there was such a point.
+    pub fn delete(&mut self, id: &str) -> bool {
+        let hash = self.hasher.hash_one(id);
+        let ids = &self.ids;
+        let Ok(entry) = self.slot.find_entry(hash, |&i| &*ids[i as usize] == id) else {
+            return false;
+        };
+        let (i, _) = entry.remove();
+        let i = i as usize;
         let last = self.ids.len() - 1;
+        if i != last {
+            let moved = self.hasher.hash_one(&*self.ids[last]);
+            if let Some(slot) = self.slot.find_mut(moved, |&j| j as usize == last) {
+                *slot = i as u32;
+            }
+            let tail = self.vector(last).to_vec();
+            self.vector_mut(i).copy_from_slice(&tail);
+        }
+        if let Some(block) = self.blocks.last_mut() {
+            block.truncate(block.len() - self.dim);
+            if block.is_empty() {
+                self.blocks.pop();
+            }
+        }
+        self.strings -= heap(self.ids[i].len()) + heap(self.metadata[i].len());
         self.ids.swap_remove(i);
         self.metadata.swap_remove(i);
-        if i != last {
-            let (head, tail) = self.data.split_at_mut(last * self.dim);
-            head[i * self.dim..(i + 1) * self.dim].copy_from_slice(&tail[..self.dim]);
-            self.slot.insert(self.ids[i].clone(), i);
-        }
-        self.data.truncate(last * self.dim);
-        Some(freed)
+        true
     }
 
     /// The `k` points most similar to the unit vector `query`, best first:
@@ -109,7 +266,11 @@ impl Collection {
             return Vec::new();
         }
         let mut best: BinaryHeap<Reverse<Scored>> = BinaryHeap::with_capacity(k + 1);
-        for (i, point) in self.data.chunks_exact(self.dim).enumerate() {
+        let points = self
+            .blocks
+            .iter()
+            .flat_map(|b| b.chunks_exact(self.dim.max(1)));
+        for (i, point) in points.enumerate() {
             let score = dot(point, query);
             if best.len() < k {
                 best.push(Reverse(Scored(score, i)));
@@ -121,17 +282,13 @@ impl Collection {
         let mut hits: Vec<Scored> = best.into_iter().map(|r| r.0).collect();
         hits.sort_by(|a, b| b.cmp(a));
         hits.into_iter()
-            .map(|Scored(score, i)| (self.ids[i].clone(), score, self.metadata[i].clone()))
+            .map(|Scored(score, i)| (self.ids[i].to_string(), score, self.metadata[i].to_string()))
             .collect()
     }
 
     /// Every point, for persistence checks and tests.
     pub fn points(&self) -> impl Iterator<Item = (&str, &[f32], &str)> {
-        self.ids
-            .iter()
-            .zip(self.data.chunks_exact(self.dim.max(1)))
-            .zip(&self.metadata)
-            .map(|((id, v), m)| (id.as_str(), v, m.as_str()))
+        (0..self.len()).map(|i| (&*self.ids[i], self.vector(i), &*self.metadata[i]))
     }
 }
 
@@ -224,8 +381,8 @@ mod tests {
         }
         c.upsert("p0".into(), &unit(&[0.0, 1.0]), "{\"moved\":true}".into());
         assert_eq!(c.len(), 4);
-        assert_eq!(c.delete("p1").map(|_| ()), Some(()));
-        assert_eq!(c.delete("p1"), None);
+        assert!(c.delete("p1"));
+        assert!(!c.delete("p1"));
         assert_eq!(c.len(), 3);
         // p3 moved into p1's slot: it must still be found under its own id.
         let hits = c.query(&unit(&[0.0, -1.0]), 1);
@@ -235,6 +392,74 @@ mod tests {
             (hits[0].0.as_str(), hits[0].2.as_str()),
             ("p0", "{\"moved\":true}")
         );
+    }
+
+    #[test]
+    fn points_across_blocks_stay_findable_through_deletes() {
+        // 4096 dimensions: four points a block.
+        let dim = 4096;
+        let mut c = Collection::new(dim);
+        let axis = |i: usize| {
+            let mut v = vec![0.0; dim];
+            v[i] = 1.0;
+            v
+        };
+        for i in 0..30 {
+            c.upsert(format!("p{i}"), &axis(i), format!("{{\"i\":{i}}}"));
+        }
+        for i in (0..30).step_by(3) {
+            assert!(c.delete(&format!("p{i}")));
+        }
+        assert_eq!(c.len(), 20);
+        for i in 0..30 {
+            let hits = c.query(&axis(i), 1);
+            if i % 3 == 0 {
+                assert!(hits[0].1 < 0.5, "p{i} was deleted: {hits:?}");
+            } else {
+                assert_eq!(
+                    (hits[0].0.as_str(), hits[0].1),
+                    (format!("p{i}").as_str(), 1.0)
+                );
+                assert_eq!(hits[0].2, format!("{{\"i\":{i}}}"));
+            }
+        }
+        assert_eq!(c.points().count(), 20);
+    }
+
+    #[test]
+    fn the_predicted_size_bounds_the_real_one_and_stays_close() {
+        for dim in [3, 384, 4096] {
+            let mut c = Collection::new(dim);
+            let v = unit(&vec![1.0; dim]);
+            let mut next = 0;
+            for batch in [1usize, 1, 2, 5, 60, 1000, 3, 4000] {
+                let points: Vec<(String, String)> = (next..next + batch)
+                    .map(|i| (format!("point-{i}"), format!("{{\"n\":{i}}}")))
+                    .collect();
+                // Half of each batch after the first replaces earlier points.
+                let predicted = c.bytes_after(points.iter().map(|(i, m)| (i.as_str(), m.as_str())));
+                for (id, m) in points {
+                    c.upsert(id, &v, m);
+                }
+                let real = c.bytes();
+                assert!(
+                    real <= predicted,
+                    "dim {dim}, {} points: {real} > {predicted}",
+                    c.len()
+                );
+                assert!(
+                    predicted <= real + real / 2 + 4096,
+                    "dim {dim}, {} points: predicted {predicted} for {real}",
+                    c.len()
+                );
+                next += batch.div_ceil(2);
+            }
+            // The vectors themselves are most of a big collection.
+            if dim == 384 {
+                let vectors = c.len() * dim * 4;
+                assert!(c.bytes() < vectors * 2, "{} for {vectors}", c.bytes());
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,12 @@
 //! `wasmhive:plugin/vectors`: named vector collections.
 //!
-//! Granted by the manifest's `[capabilities] vectors = true`. The
-//! collections live in the daemon's [`VectorStore`] (`store.rs`: memory
+//! Granted by the manifest's `[capabilities] vectors`: `true` gives a
+//! plugin collections of its own — the name it uses, `docs`, is
+//! `<file>:docs` in the store ([`Scope`]), so no other plugin can read,
+//! poison or squat it — bounded by `[limits] vector_points`; a list of
+//! names or `prefix-*` patterns (`["brand-*"]`, `["*"]`) lets it use those
+//! shared collections besides. The collections live in the daemon's
+//! [`VectorStore`] (`store.rs`: memory
 //! plus `<data>/vectors.db`; `index.rs`: exact cosine search). Each call
 //! runs on a blocking thread (file writes, scans of big collections) and
 //! reports storage failures to the `vectors` breaker; a plugin's own
@@ -14,14 +19,59 @@ use super::Caller;
 use crate::bindings::vectors::{self, Hit, Point};
 use crate::breaker::BreakerSet;
 use std::sync::Arc;
-pub use store::{NewPoint, VectorConfig, VectorError, VectorStore};
+pub use store::{NewPoint, Quota, Usage, VectorConfig, VectorError, VectorStore};
 
 /// The breaker vector calls report to.
 pub const BREAKER: &str = "vectors";
 
+/// What a plugin's collection names mean.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Its file stem: the namespace of its own collections.
+    pub plugin: Arc<str>,
+    /// Shared collections it is granted: names, or prefixes ending in `*`.
+    pub shared: Arc<[String]>,
+    /// Points it may keep in its own collections.
+    pub max_points: u64,
+    /// Bytes of memory its own collections may take.
+    pub max_bytes: u64,
+}
+
+impl Scope {
+    /// The store's name for the plugin's `name`: itself when it is a
+    /// granted shared collection, `<plugin>:<name>` otherwise. A plugin
+    /// cannot write the `:` that separates namespaces.
+    pub fn resolve(&self, name: &str) -> Result<String, String> {
+        if name.contains(':') {
+            return Err(format!(
+                "collection name `{}`: use 1 to {} of A-Z a-z 0-9 _ - .",
+                crate::task::one_line(name),
+                store::MAX_NAME
+            ));
+        }
+        let shared = self.shared.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => p == name,
+        });
+        Ok(if shared {
+            name.to_string()
+        } else {
+            format!("{}:{name}", self.plugin)
+        })
+    }
+
+    /// Whether `collection` (a store name) is one of the plugin's own.
+    fn owns(&self, collection: &str) -> bool {
+        collection
+            .strip_prefix(&*self.plugin)
+            .is_some_and(|rest| rest.starts_with(':'))
+    }
+}
+
 /// Per-attempt state of the `vectors` interface.
 pub struct Vectors {
     caller: Caller,
+    scope: Scope,
     /// `None` when the plugin was not granted vectors.
     store: Option<Arc<VectorStore>>,
     breakers: Option<Arc<BreakerSet>>,
@@ -36,9 +86,16 @@ impl Vectors {
     ) -> Self {
         Vectors {
             caller,
+            scope: Scope::default(),
             store,
             breakers,
         }
+    }
+
+    /// Gives the plugin's collection names their meaning.
+    pub fn scoped(mut self, scope: Scope) -> Self {
+        self.scope = scope;
+        self
     }
 
     /// Runs `op` on a blocking thread if the plugin holds the grant and
@@ -78,7 +135,8 @@ impl Vectors {
 
 impl vectors::Host for Vectors {
     async fn upsert(&mut self, collection: String, points: Vec<Point>) -> Result<u32, String> {
-        let points = points
+        let collection = self.scope.resolve(&collection)?;
+        let points: Vec<NewPoint> = points
             .into_iter()
             .map(|p| NewPoint {
                 id: p.id,
@@ -86,7 +144,14 @@ impl vectors::Host for Vectors {
                 metadata: p.metadata,
             })
             .collect();
-        self.call(move |s| s.upsert(&collection, points)).await
+        let quota = self.scope.owns(&collection).then(|| Quota {
+            namespace: self.scope.plugin.to_string(),
+            max_points: self.scope.max_points,
+            max_bytes: self.scope.max_bytes,
+            setting: format!("[limits] in {}", self.caller.manifest_file),
+        });
+        self.call(move |s| s.upsert_within(&collection, points, quota.as_ref()))
+            .await
     }
 
     async fn query(
@@ -95,6 +160,7 @@ impl vectors::Host for Vectors {
         vector: Vec<f32>,
         k: u32,
     ) -> Result<Vec<Hit>, String> {
+        let collection = self.scope.resolve(&collection)?;
         let hits = self.call(move |s| s.query(&collection, &vector, k)).await?;
         Ok(hits
             .into_iter()
@@ -107,10 +173,12 @@ impl vectors::Host for Vectors {
     }
 
     async fn delete(&mut self, collection: String, ids: Vec<String>) -> Result<u32, String> {
+        let collection = self.scope.resolve(&collection)?;
         self.call(move |s| s.delete(&collection, &ids)).await
     }
 
     async fn count(&mut self, collection: String) -> Result<u64, String> {
+        let collection = self.scope.resolve(&collection)?;
         self.call(move |s| s.count(&collection)).await
     }
 }
@@ -129,6 +197,32 @@ mod tests {
         }
     }
 
+    #[test]
+    fn own_collections_are_namespaced_and_shared_ones_granted_by_name() {
+        let scope = Scope {
+            plugin: "squat".into(),
+            shared: Arc::from(vec!["brand-*".to_string(), "faq".to_string()]),
+            max_points: 10,
+            max_bytes: 1 << 20,
+        };
+        assert_eq!(scope.resolve("docs").ok().as_deref(), Some("squat:docs"));
+        assert_eq!(scope.resolve("brand-x").ok().as_deref(), Some("brand-x"));
+        assert_eq!(scope.resolve("faq").ok().as_deref(), Some("faq"));
+        assert!(
+            scope.resolve("echo:docs").is_err(),
+            "no way into another namespace"
+        );
+        assert!(scope.owns("squat:docs") && !scope.owns("squatter:docs") && !scope.owns("brand-x"));
+        let own = Scope {
+            plugin: "squat".into(),
+            ..Scope::default()
+        };
+        assert_eq!(
+            own.resolve("brand-x").ok().as_deref(),
+            Some("squat:brand-x")
+        );
+    }
+
     #[tokio::test]
     async fn a_plugin_without_the_grant_is_told_which_grant_to_add() {
         let mut v = Vectors::new(caller(), None, None);
@@ -142,7 +236,13 @@ mod tests {
     #[tokio::test]
     async fn a_granted_plugin_upserts_and_queries() {
         let store = Arc::new(VectorStore::in_memory(VectorConfig::default()));
-        let mut v = Vectors::new(caller(), Some(store), None);
+        let scope = Scope {
+            plugin: "rag".into(),
+            shared: Arc::from(Vec::new()),
+            max_points: 3,
+            max_bytes: 1 << 20,
+        };
+        let mut v = Vectors::new(caller(), Some(store.clone()), None).scoped(scope);
         let point = |id: &str, vector: Vec<f32>| Point {
             id: id.into(),
             vector,
@@ -166,5 +266,16 @@ mod tests {
             .err()
             .unwrap_or_default();
         assert!(err.contains("dimensions"), "{err}");
+        assert_eq!(store.count("rag:docs"), Ok(2), "stored in its namespace");
+        let over = v
+            .upsert(
+                "more".into(),
+                vec![point("c", vec![1.0]), point("d", vec![1.0])],
+            )
+            .await;
+        assert!(
+            over.is_err_and(|e| e.contains("vector_points")),
+            "3 points at most"
+        );
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! A change is committed to the file first and applied in memory after, so
 //! a failed write (disk full, read-only) changes nothing and the caller is
-//! told. Memory is bounded by `[vectors] max_mb`: an upsert that would pass
-//! it is refused with the figures. Loading at start reads every point back.
+//! told. Memory is bounded by `[vectors] max_mb` over what the collections
+//! really allocate (`index.rs`), and a plugin's own collections by its
+//! [`Quota`]: an upsert that would pass either is refused with the figures,
+//! before anything is written. Loading at start reads every point back.
 
 use super::index::{Collection, normalize};
 use rusqlite::{Connection, params};
@@ -66,6 +68,24 @@ pub struct NewPoint {
     pub metadata: String,
 }
 
+/// What one plugin may keep in the collections of its namespace
+/// (`<namespace>:<name>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quota {
+    pub namespace: String,
+    pub max_points: u64,
+    pub max_bytes: u64,
+    /// Where the operator changes it, for the refusal's message.
+    pub setting: String,
+}
+
+/// Points and bytes held, by a namespace or the whole store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    pub points: u64,
+    pub bytes: u64,
+}
+
 /// A search result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
@@ -122,7 +142,7 @@ impl VectorStore {
         )
         .map_err(fail)?;
         let mut collections = HashMap::new();
-        let mut used = 0;
+        let used;
         {
             let mut stmt = conn
                 .prepare("SELECT name, dim FROM collections")
@@ -149,9 +169,10 @@ impl VectorStore {
                 };
                 let vector = from_blob(&blob);
                 if vector.len() == c.dim() {
-                    used += c.upsert(id, &vector, metadata).max(0) as usize;
+                    c.upsert(id, &vector, metadata);
                 }
             }
+            used = collections.values().map(Collection::bytes).sum();
         }
         Ok(VectorStore {
             collections: RwLock::new(
@@ -181,9 +202,38 @@ impl VectorStore {
         self.collections.read().ok()?.get(name).cloned()
     }
 
+    /// What the collections of `namespace` (`<namespace>:<name>`) hold.
+    pub fn usage(&self, namespace: &str) -> Usage {
+        let Ok(all) = self.collections.read() else {
+            return Usage::default();
+        };
+        let mut usage = Usage::default();
+        for (name, c) in all.iter() {
+            let ours = name
+                .strip_prefix(namespace)
+                .is_some_and(|rest| rest.starts_with(':'));
+            if let (true, Ok(c)) = (ours, c.read()) {
+                usage.points += c.len() as u64;
+                usage.bytes += c.bytes() as u64;
+            }
+        }
+        usage
+    }
+
     /// Inserts or replaces points. Blocking (writes the file): call from a
     /// blocking context.
     pub fn upsert(&self, name: &str, points: Vec<NewPoint>) -> Result<u32, VectorError> {
+        self.upsert_within(name, points, None)
+    }
+
+    /// [`upsert`](Self::upsert), refused when the collections of the
+    /// quota's namespace would pass it (`name` is in that namespace).
+    pub fn upsert_within(
+        &self,
+        name: &str,
+        points: Vec<NewPoint>,
+        quota: Option<&Quota>,
+    ) -> Result<u32, VectorError> {
         check_name(name)?;
         if points.len() > MAX_BATCH {
             return Err(VectorError::Invalid(format!(
@@ -207,7 +257,6 @@ impl VectorStore {
             )));
         }
         let mut units = Vec::with_capacity(points.len());
-        let mut grows = 0usize;
         for p in &points {
             check_point(p, dim)?;
             let unit = normalize(&p.vector).ok_or_else(|| {
@@ -217,8 +266,33 @@ impl VectorStore {
                 ))
             })?;
             units.push(unit);
-            grows += Collection::point_bytes(dim, &p.id, &p.metadata);
         }
+        let pairs = || points.iter().map(|p| (p.id.as_str(), p.metadata.as_str()));
+        let (now, len_now, after, len_after) = match &existing {
+            Some(c) => {
+                let c = c.read().map_err(poisoned)?;
+                let mut fresh: Vec<&str> = points
+                    .iter()
+                    .map(|p| p.id.as_str())
+                    .filter(|id| !c.contains(id))
+                    .collect();
+                fresh.sort_unstable();
+                fresh.dedup();
+                (
+                    c.bytes(),
+                    c.len(),
+                    c.bytes_after(pairs()),
+                    c.len() + fresh.len(),
+                )
+            }
+            None => {
+                let mut ids: Vec<&str> = points.iter().map(|p| p.id.as_str()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                (0, 0, Collection::new(dim).bytes_after(pairs()), ids.len())
+            }
+        };
+        let grows = after.saturating_sub(now);
         let used = self.used_bytes();
         let max = usize::try_from(self.config.max_mb << 20).unwrap_or(usize::MAX);
         if used + grows > max {
@@ -229,6 +303,29 @@ impl VectorStore {
                 grows.div_ceil(1 << 20),
                 self.config.max_mb
             )));
+        }
+        if let Some(q) = quota {
+            let held = self.usage(&q.namespace);
+            let points_after = (held.points + len_after as u64).saturating_sub(len_now as u64);
+            let bytes_after = (held.bytes + after as u64).saturating_sub(now as u64);
+            if points_after > q.max_points {
+                return Err(VectorError::Full(format!(
+                    "`{}` keeps {} points in its own collections; this upsert would make {points_after}, \
+                     past its quota of {} ({}: vector_points)",
+                    q.namespace, held.points, q.max_points, q.setting
+                )));
+            }
+            if bytes_after > q.max_bytes {
+                return Err(VectorError::Full(format!(
+                    "`{}` keeps {} MiB in its own collections; this upsert would make {} MiB, \
+                     past its quota of {} MiB ({}: vector_mb)",
+                    q.namespace,
+                    held.bytes >> 20,
+                    bytes_after.div_ceil(1 << 20),
+                    q.max_bytes >> 20,
+                    q.setting
+                )));
+            }
         }
         if let Some(conn) = &self.conn {
             let mut conn = conn.lock().map_err(poisoned)?;
@@ -247,14 +344,13 @@ impl VectorStore {
             }
         };
         let mut c = collection.write().map_err(poisoned)?;
-        let mut delta = 0isize;
+        let before = c.bytes();
         let n = points.len();
         for (p, unit) in points.into_iter().zip(units) {
-            delta += c.upsert(p.id, &unit, p.metadata);
+            c.upsert(p.id, &unit, p.metadata);
         }
-        if let Ok(mut u) = self.used.lock() {
-            *u = u.saturating_add_signed(delta);
-        }
+        let grew = c.bytes() as isize - before as isize;
+        *self.used.lock().map_err(poisoned)? = used.saturating_add_signed(grew);
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
@@ -304,17 +400,16 @@ impl VectorStore {
             delete_points(&mut conn, name, ids).map_err(|e| VectorError::Storage(e.to_string()))?;
         }
         let mut c = collection.write().map_err(poisoned)?;
-        let mut freed = 0;
+        let before = c.bytes();
         let mut n = 0u32;
         for id in ids {
-            if let Some(bytes) = c.delete(id) {
-                freed += bytes;
+            if c.delete(id) {
                 n += 1;
             }
         }
-        if let Ok(mut u) = self.used.lock() {
-            *u = u.saturating_sub(freed);
-        }
+        let freed = before.saturating_sub(c.bytes());
+        let mut used = self.used.lock().map_err(poisoned)?;
+        *used = used.saturating_sub(freed);
         Ok(n)
     }
 
@@ -369,12 +464,18 @@ fn poisoned<T>(_: T) -> VectorError {
     VectorError::Storage("an earlier vector operation panicked".into())
 }
 
+/// A store name: `[<plugin>:]<name>`, each part 1 to [`MAX_NAME`] bytes.
 fn check_name(name: &str) -> Result<(), VectorError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= MAX_NAME
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    };
+    let ok = match name.split_once(':') {
+        Some((plugin, rest)) => part(plugin) && part(rest),
+        None => part(name),
+    };
     if ok {
         Ok(())
     } else {
@@ -529,5 +630,65 @@ mod tests {
         assert!(matches!(full, Err(VectorError::Full(m)) if m.contains("max_mb")));
         assert_eq!(store.count("big"), Ok(0));
         assert_eq!(store.count("c"), Ok(1));
+    }
+
+    #[test]
+    fn a_namespace_quota_counts_its_own_collections_only() {
+        let store = VectorStore::in_memory(VectorConfig::default());
+        let quota = Quota {
+            namespace: "squat".into(),
+            max_points: 3,
+            max_bytes: 1 << 20,
+            setting: "[limits] in squat.toml".into(),
+        };
+        let points = |ids: &[&str]| {
+            ids.iter()
+                .map(|i| point(i, &[1.0, 2.0]))
+                .collect::<Vec<_>>()
+        };
+        // Shared collections and other namespaces do not count.
+        assert_eq!(
+            store.upsert("brand-x", points(&["a", "b", "c", "d"])),
+            Ok(4)
+        );
+        assert_eq!(store.upsert("squatter:x", points(&["a", "b", "c"])), Ok(3));
+        assert_eq!(
+            store.upsert_within("squat:one", points(&["a", "b"]), Some(&quota)),
+            Ok(2)
+        );
+        // Replacing points adds none; one more fits in another collection.
+        assert_eq!(
+            store.upsert_within("squat:one", points(&["a", "b"]), Some(&quota)),
+            Ok(2)
+        );
+        assert_eq!(
+            store.upsert_within("squat:two", points(&["a"]), Some(&quota)),
+            Ok(1)
+        );
+        let over = store.upsert_within("squat:two", points(&["b"]), Some(&quota));
+        assert!(
+            matches!(&over, Err(VectorError::Full(m)) if m.contains("vector_points") && m.contains("squat.toml")),
+            "{over:?}"
+        );
+        assert_eq!(store.usage("squat").points, 3);
+        assert_eq!(store.count("squat:two"), Ok(1));
+        // The bytes quota: a few KiB of points is refused with the setting.
+        let small = Quota {
+            max_points: 1_000_000,
+            max_bytes: 4096,
+            ..quota
+        };
+        let many: Vec<NewPoint> = (0..200)
+            .map(|i| point(&format!("p{i}"), &[1.0; 8]))
+            .collect();
+        let over = store.upsert_within("squat:three", many, Some(&small));
+        assert!(
+            matches!(&over, Err(VectorError::Full(m)) if m.contains("vector_mb")),
+            "{over:?}"
+        );
+        assert_eq!(store.count("squat:three"), Ok(0));
+        // What is held is what the collections really allocated.
+        let held = store.usage("squat").bytes;
+        assert!((3 * (2 * 4 + 32)..64 * 1024).contains(&held), "{held}");
     }
 }
