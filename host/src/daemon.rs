@@ -52,6 +52,11 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("{message}")]
     Claims { message: String },
+    #[error(
+        "another wasmhive daemon is using the data directory {path} (it holds {path}/wasmhive.lock); \
+         stop it, or give this one its own --data"
+    )]
+    DataInUse { path: PathBuf },
 }
 
 /// A started daemon: plugins loaded and watched, ready to serve.
@@ -61,6 +66,8 @@ pub struct Daemon {
     config: Config,
     started: Instant,
     _watcher: PluginWatcher,
+    /// Held while the daemon runs: one daemon per data directory.
+    _data_lock: std::fs::File,
 }
 
 impl Daemon {
@@ -79,6 +86,7 @@ impl Daemon {
         config.validate()?;
         config.plugins = ensure_dir(&config.plugins)?;
         config.data = ensure_dir(&config.data)?;
+        let data_lock = lock_data(&config.data)?;
         let cache_dir = if config.runtime.compile_cache {
             Some(ensure_dir(&config.data.join("cache"))?)
         } else {
@@ -202,6 +210,7 @@ impl Daemon {
             config,
             started: Instant::now(),
             _watcher: watcher,
+            _data_lock: data_lock,
         })
     }
 
@@ -260,6 +269,29 @@ impl Daemon {
 }
 
 /// Creates `dir` if needed and returns it absolute.
+/// Takes `<data>/wasmhive.lock` (an advisory lock the OS drops when the
+/// process ends, however it ends), so a second daemon on the same data
+/// directory is refused instead of serving a diverging copy of its tasks.
+fn lock_data(data: &Path) -> Result<std::fs::File, DaemonError> {
+    let path = data.join("wasmhive.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| DaemonError::Directory {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DaemonError::DataInUse {
+            path: data.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(DaemonError::Directory { path, source }),
+    }
+}
+
 fn ensure_dir(dir: &Path) -> Result<PathBuf, DaemonError> {
     let err = |source| DaemonError::Directory {
         path: dir.to_path_buf(),

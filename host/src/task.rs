@@ -221,6 +221,41 @@ pub fn truncate_on_char(s: &mut String, max: usize) {
     }
 }
 
+/// How deeply a JSON document a task carries (payload, child payload,
+/// result) may nest. The stored record wraps it a few levels deeper, and
+/// reading it back must stay far inside serde_json's limit of 128: what was
+/// acknowledged always reads back.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// How deeply `value` nests (a scalar is 0, `[]` and `{}` are 1), counted
+/// without recursion.
+pub fn json_depth(value: &serde_json::Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &serde_json::Value>> = match v {
+            serde_json::Value::Array(a) => Box::new(a.iter()),
+            serde_json::Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    deepest
+}
+
+/// Refuses a document nested deeper than [`MAX_JSON_DEPTH`]; `what` names
+/// it in the message ("the payload").
+pub fn check_json_depth(value: &serde_json::Value, what: &str) -> Result<(), String> {
+    let depth = json_depth(value);
+    if depth > MAX_JSON_DEPTH {
+        return Err(format!(
+            "{what} nests {depth} levels deep; at most {MAX_JSON_DEPTH}"
+        ));
+    }
+    Ok(())
+}
+
 /// Text a plugin hands the host, made safe for one log line: control
 /// characters (newlines, carriage returns, escape sequences) are escaped,
 /// so a plugin cannot forge a line or recolour a terminal.
@@ -248,6 +283,22 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn json_depth_counts_nesting_without_recursion() {
+        assert_eq!(json_depth(&serde_json::json!(1)), 0);
+        assert_eq!(json_depth(&serde_json::json!([])), 1);
+        assert_eq!(
+            json_depth(&serde_json::json!({"a": [1, {"b": []}], "c": 2})),
+            4
+        );
+        let deep = (0..1000).fold(serde_json::json!(0), |v, _| serde_json::json!([v]));
+        assert_eq!(json_depth(&deep), 1000);
+        assert!(check_json_depth(&deep, "the payload").is_err_and(|m| m.contains("at most 64")));
+        let limit = (0..MAX_JSON_DEPTH).fold(serde_json::json!(0), |v, _| serde_json::json!([v]));
+        assert_eq!(check_json_depth(&limit, "the payload"), Ok(()));
+    }
+
     use super::*;
 
     #[test]

@@ -257,6 +257,67 @@ async fn a_corrupt_database_stops_the_start_with_what_to_do() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_second_daemon_on_the_same_data_directory_is_refused() -> Result<()> {
+    let dirs = Dirs::new()?;
+    dirs.install("echo", "echo")?;
+    let first = Daemon::start(&dirs).await?;
+    let Err(error) = Daemon::start(&dirs).await else {
+        anyhow::bail!("a second daemon started on the same data directory");
+    };
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("another wasmhive daemon is using the data directory")
+            && message.contains("--data"),
+        "{message}"
+    );
+    // The first keeps serving; once it is gone the directory is free.
+    let done = first.run("echo", json!("still here")).await?;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    first.kill().await?;
+    let again = Daemon::start(&dirs).await?;
+    let (status, _) = again.get("/api/hp/health").await?;
+    assert_eq!(status, 200);
+    Ok(())
+}
+
+/// A JSON document nested `depth` levels deep: `{"a":{"a":...{"a":1}}}`.
+fn nested(depth: usize) -> Value {
+    (0..depth).fold(json!(1), |inner, _| json!({ "a": inner }))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_is_acknowledged_reads_back_after_a_restart_however_deep() -> Result<()> {
+    let dirs = Dirs::new()?;
+    // Wraps its payload one level deeper in its result.
+    dirs.install("echo-v2", "echo")?;
+    let daemon = Daemon::start(&dirs).await?;
+    let (status, body) = daemon.try_submit("echo", nested(65)).await?;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_payload", "{body}");
+    assert!(body.to_string().contains("at most 64"), "{body}");
+    // At the limit the payload is taken, and a result one deeper is not.
+    let deep = daemon.run("echo", nested(64)).await?;
+    assert_eq!(deep["status"], "failed", "{deep}");
+    assert_eq!(error_kind(&deep), "fatal", "{deep}");
+    assert!(
+        deep.to_string().contains("the result nests 65 levels"),
+        "{deep}"
+    );
+    let fits = daemon.run("echo", nested(63)).await?;
+    assert_eq!(fits["status"], "succeeded", "{fits}");
+    daemon.terminate(Duration::from_secs(30)).await?;
+
+    let daemon = Daemon::start(&dirs).await?;
+    for task in [&deep, &fits] {
+        let id = task["task_id"].as_str().unwrap_or_default();
+        let (status, back) = daemon.get(&format!("/api/v1/tasks/{id}")).await?;
+        assert_eq!(status, 200, "{back}");
+        assert_eq!(back["status"], task["status"], "{back}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn retention_prunes_finished_tasks_and_nothing_else() -> Result<()> {
     let dirs = Dirs::with_config("[store]\nretention_s = 1\nprune_interval_s = 1\n")?;
     dirs.install("echo", "echo")?;

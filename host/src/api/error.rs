@@ -98,6 +98,7 @@ impl From<SubmitError> for ApiError {
             SubmitError::UnknownKind { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_kind"),
             SubmitError::Timeout { .. } => (StatusCode::BAD_REQUEST, "invalid_timeout"),
             SubmitError::Retries => (StatusCode::BAD_REQUEST, "invalid_max_retries"),
+            SubmitError::Payload(_) => (StatusCode::BAD_REQUEST, "invalid_payload"),
             SubmitError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             SubmitError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         };

@@ -111,6 +111,7 @@ impl Submit {
         }
         let payload: serde_json::Value = serde_json::from_str(&payload)
             .map_err(|e| format!("the child's payload is not a JSON document: {e}"))?;
+        crate::task::check_json_depth(&payload, "the child's payload")?;
         self.submitted += 1;
         let child = ChildRequest {
             kind,

@@ -808,12 +808,15 @@ fn parse_result(json: &str, max_bytes: usize) -> Result<serde_json::Value, TaskF
             ),
         ));
     }
-    serde_json::from_str(json).map_err(|e| {
+    let value = serde_json::from_str(json).map_err(|e| {
         TaskFailure::new(
             FailureKind::Fatal,
             format!("plugin returned a result that is not JSON: {e}"),
         )
-    })
+    })?;
+    crate::task::check_json_depth(&value, "the result")
+        .map_err(|m| TaskFailure::new(FailureKind::Fatal, m))?;
+    Ok(value)
 }
 
 #[cfg(test)]

@@ -34,7 +34,10 @@ use crate::runtime::Attempt;
 use crate::runtime::plugin::PluginVersion;
 use crate::runtime::registry::Registry;
 use crate::runtime::sandbox::CancelToken;
-use crate::store::{AttemptPlugin, AttemptRecord, Inserted, Store, TaskFilter, TaskRecord};
+use crate::store::{
+    AttemptPlugin, AttemptRecord, Inserted, Store, TaskFilter, TaskRecord, Transition,
+    TransitionError,
+};
 use crate::task::{FailureKind, Priority, TaskFailure, TaskStatus};
 use pool::CategoryPool;
 use queue::Job;
@@ -72,6 +75,9 @@ pub enum SubmitError {
     Timeout { max: u64 },
     #[error("max_retries must be at most {MAX_RETRIES}")]
     Retries,
+    /// The payload nests deeper than [`crate::task::MAX_JSON_DEPTH`].
+    #[error("{0}")]
+    Payload(String),
     #[error("the daemon is shutting down and accepts no new tasks")]
     ShuttingDown,
     /// The task store cannot take the task (disk full, read-only, ...).
@@ -222,6 +228,7 @@ impl Scheduler {
         if *inner.stop.borrow() {
             return Err(SubmitError::ShuttingDown);
         }
+        crate::task::check_json_depth(&new.payload, "the payload").map_err(SubmitError::Payload)?;
         let plugin = inner
             .registry
             .resolve(&new.kind)
@@ -350,25 +357,26 @@ impl Scheduler {
                         name: String::new(),
                         version: String::new(),
                     });
-                    inner.store.update(id, |t| {
-                        t.attempt_log.push(AttemptRecord {
-                            attempt: t.attempts,
-                            plugin,
-                            started_at: now_wall,
-                            duration_ms: 0,
-                            error: Some(TaskFailure::new(
-                                FailureKind::Interrupted,
-                                "the daemon stopped while this attempt ran; it runs again",
-                            )),
-                            charged: true,
-                        });
-                        t.status = TaskStatus::Queued;
-                        t.parked_on = None;
-                    });
-                    self.enqueue(id, task.priority, &pool);
+                    let log = AttemptRecord {
+                        attempt: task.attempts,
+                        plugin,
+                        started_at: now_wall,
+                        duration_ms: 0,
+                        error: Some(TaskFailure::new(
+                            FailureKind::Interrupted,
+                            "the daemon stopped while this attempt ran; it runs again",
+                        )),
+                        charged: true,
+                    };
+                    if self.step(id, Transition::Interrupted { log }).is_some() {
+                        self.enqueue(id, task.priority, &pool);
+                    }
                 }
                 _ => {
-                    inner.store.update(id, |t| t.parked_on = None);
+                    // Parked before the stop: its breaker starts closed.
+                    if task.parked_on.is_some() {
+                        self.step(id, Transition::Unpark { breaker: None });
+                    }
                     self.enqueue(id, task.priority, &pool);
                 }
             }
@@ -391,25 +399,19 @@ impl Scheduler {
     pub fn cancel(&self, id: Uuid) -> Result<(), CancelError> {
         let inner = &self.inner;
         let now = inner.clock.wall();
-        let (mut cancelled_now, mut running) = (false, false);
-        let task = inner
-            .store
-            .update(id, |t| match t.status {
-                TaskStatus::Queued | TaskStatus::RetryWait => {
-                    cancelled_now = true;
-                    t.status = TaskStatus::Cancelled;
-                    t.finished_at = Some(now);
-                    t.next_attempt_at = None;
-                    t.parked_on = None;
-                    t.error = Some(TaskFailure::new(
-                        FailureKind::Cancelled,
-                        "cancelled before it ran again",
-                    ));
-                }
-                TaskStatus::Running => running = true,
-                _ => {}
-            })
-            .ok_or(CancelError::NotFound(id))?;
+        let cancel = Transition::Cancel {
+            at: now,
+            message: "cancelled before it ran again".into(),
+        };
+        let (cancelled_now, running) = match inner.store.transition(id, cancel) {
+            Ok(_) => (true, false),
+            Err(TransitionError::NotFound(_)) => return Err(CancelError::NotFound(id)),
+            Err(TransitionError::Illegal {
+                from: "running", ..
+            }) => (false, true),
+            Err(_) => (false, false),
+        };
+        let task = inner.store.get(id).ok_or(CancelError::NotFound(id))?;
         if running {
             if let Some(token) = inner.running.lock().ok().and_then(|r| r.get(&id).cloned()) {
                 token.cancel();
@@ -574,18 +576,13 @@ impl Scheduler {
             name: plugin.info.name.clone(),
             version: plugin.info.version.clone(),
         };
-        let started = inner.store.start_attempt(id, |t| {
-            if t.status == TaskStatus::Queued {
-                t.status = TaskStatus::Running;
-                t.attempts = attempt_no;
-                t.started_at.get_or_insert(started_wall);
-                t.category = Some(plugin.info.category.clone());
-                t.plugin = Some(version.clone());
-                t.parked_on = None;
-                t.next_attempt_at = None;
-            }
-        });
-        if started.is_none_or(|t| t.status != TaskStatus::Running) {
+        let start = Transition::Start {
+            attempt: attempt_no,
+            plugin: version.clone(),
+            category: plugin.info.category.clone(),
+            at: started_wall,
+        };
+        if self.step(id, start).is_none() {
             self.forget_running(id);
             for (breaker, admission) in &admitted {
                 if *admission == Admission::Trial {
@@ -708,9 +705,12 @@ impl Scheduler {
 
     fn park(&self, task: &TaskRecord, breaker: &str, pool: &str) {
         let inner = &self.inner;
-        inner.store.update(task.task_id, |t| {
-            t.parked_on = Some(breaker.to_string());
-        });
+        let park = Transition::Park {
+            breaker: breaker.to_string(),
+        };
+        if self.step(task.task_id, park).is_none() {
+            return;
+        }
         if let Ok(mut parked) = inner.parked.lock() {
             parked
                 .entry(breaker.to_string())
@@ -754,14 +754,10 @@ impl Scheduler {
             .and_then(|mut p| p.remove(breaker))
             .unwrap_or_default();
         for (id, pool) in parked {
-            let task = inner.store.update(id, |t| {
-                if t.parked_on.as_deref() == Some(breaker) {
-                    t.parked_on = None;
-                }
-            });
-            if let Some(task) = task
-                && task.status == TaskStatus::Queued
-            {
+            let unpark = Transition::Unpark {
+                breaker: Some(breaker.to_string()),
+            };
+            if let Some(task) = self.step(id, unpark) {
                 self.enqueue(id, task.priority, &pool);
             }
         }
@@ -796,18 +792,26 @@ impl Scheduler {
             return;
         }
         let wait = (budget - age).min(Duration::from_secs(5));
-        self.retry_later(task.task_id, pool, wait);
+        let due = Transition::Defer {
+            due: inner.clock.wall() + wait,
+        };
+        if self.step(task.task_id, due).is_some() {
+            self.arm_timer(task.task_id, pool, inner.clock.now() + wait);
+        }
     }
 
-    fn retry_later(&self, id: Uuid, pool: &str, wait: Duration) {
-        let inner = &self.inner;
-        let due = inner.clock.now() + wait;
-        let due_wall = inner.clock.wall() + wait;
-        inner.store.update(id, |t| {
-            t.status = TaskStatus::RetryWait;
-            t.next_attempt_at = Some(due_wall);
-        });
-        self.arm_timer(id, pool, due);
+    /// Applies a lifecycle transition. A refused one means the task moved
+    /// on meanwhile (cancelled, finished, already re-queued): logged, and
+    /// the caller drops what it was about to do with the task.
+    fn step(&self, id: Uuid, transition: Transition) -> Option<TaskRecord> {
+        let name = transition.name();
+        match self.inner.store.transition(id, transition) {
+            Ok(task) => Some(task),
+            Err(e) => {
+                tracing::debug!(task.id = %id, transition = name, "transition refused: {e}");
+                None
+            }
+        }
     }
 
     /// Queues task `id` again in `pool` at `due`.
@@ -871,32 +875,35 @@ impl Scheduler {
         );
 
         if interrupted_by_shutdown {
-            inner.store.update(id, |t| {
-                t.attempt_log.push(record);
-                t.attempts = t.attempts.saturating_sub(1);
-                t.status = TaskStatus::Queued;
-            });
+            self.step(
+                id,
+                Transition::Requeue {
+                    log: record,
+                    failure: None,
+                },
+            );
             return;
         }
         if rerun_after_rollback {
-            let mut record = record;
-            record.charged = false;
-            inner.store.update(id, |t| {
-                t.attempt_log.push(record);
-                t.attempts = t.attempts.saturating_sub(1);
-                t.status = TaskStatus::Queued;
-                t.error = error;
-            });
-            self.enqueue(id, task.priority, pool);
+            let requeue = Transition::Requeue {
+                log: record,
+                failure: error,
+            };
+            if self.step(id, requeue).is_some() {
+                self.enqueue(id, task.priority, pool);
+            }
             return;
         }
-        if retry {
+        if retry && let Some(failure) = error {
             let delay = inner.config.retry.delay(id, attempt_no);
-            inner.store.update(id, |t| {
-                t.attempt_log.push(record);
-                t.error = error;
-            });
-            self.retry_later(id, pool, delay);
+            let retry = Transition::Retry {
+                log: record,
+                failure,
+                due: inner.clock.wall() + delay,
+            };
+            if self.step(id, retry).is_some() {
+                self.arm_timer(id, pool, inner.clock.now() + delay);
+            }
             return;
         }
         self.finish(id, outcome, Some(record));
@@ -908,31 +915,18 @@ impl Scheduler {
         outcome: Result<serde_json::Value, TaskFailure>,
         attempt: Option<AttemptRecord>,
     ) {
-        let now = self.inner.clock.wall();
-        self.inner.store.update(id, |t| {
-            t.finished_at = Some(now);
-            t.next_attempt_at = None;
-            t.parked_on = None;
-            if let Some(a) = attempt {
-                t.attempt_log.push(a);
+        let at = self.inner.clock.wall();
+        let end = match (outcome, attempt) {
+            (Ok(result), Some(log)) => Transition::Succeed { log, result, at },
+            (Ok(_), None) => {
+                tracing::error!(task.id = %id, "a success without an attempt is not recorded");
+                return;
             }
-            match outcome {
-                Ok(result) => {
-                    t.status = TaskStatus::Succeeded;
-                    t.result = Some(result);
-                    t.error = None;
-                }
-                Err(failure) => {
-                    t.status = if failure.kind == FailureKind::Cancelled {
-                        TaskStatus::Cancelled
-                    } else {
-                        TaskStatus::Failed
-                    };
-                    t.error = Some(failure);
-                }
-            }
-        });
-        self.wake_waiters(id);
+            (Err(failure), log) => Transition::Fail { log, failure, at },
+        };
+        if self.step(id, end).is_some() {
+            self.wake_waiters(id);
+        }
     }
 
     /// Fires retry timers: a due task goes back to its pool's queue.
@@ -957,15 +951,7 @@ impl Scheduler {
                 timers.peek().map(|Reverse((at, _, _))| *at)
             };
             for (id, pool) in due {
-                let task = inner.store.update(id, |t| {
-                    if t.status == TaskStatus::RetryWait {
-                        t.status = TaskStatus::Queued;
-                        t.next_attempt_at = None;
-                    }
-                });
-                if let Some(task) = task
-                    && task.status == TaskStatus::Queued
-                {
+                if let Some(task) = self.step(id, Transition::Due) {
                     self.enqueue(id, task.priority, &pool);
                 }
             }
@@ -1080,16 +1066,7 @@ impl Scheduler {
             let Some(category) = task.category.clone() else {
                 continue;
             };
-            let updated = inner.store.update(task.task_id, |t| {
-                if let Some(last) = t.attempt_log.last_mut() {
-                    last.charged = false;
-                }
-                t.attempts = t.attempts.saturating_sub(1);
-                t.status = TaskStatus::Queued;
-                t.finished_at = None;
-                t.next_attempt_at = None;
-            });
-            if updated.is_some() {
+            if self.step(task.task_id, Transition::Rerun).is_some() {
                 self.enqueue(task.task_id, task.priority, &category);
             }
         }

@@ -89,6 +89,24 @@ impl MemoryStore {
         Some(then(record))
     }
 
+    /// Applies `change` unless it refuses, then reads the changed record
+    /// with `then` under the same lock. A refused change is not announced
+    /// (it changed nothing). `None` when there is no such task.
+    pub fn try_update_then<R, E>(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut TaskRecord) -> Result<(), E>,
+        then: impl FnOnce(&TaskRecord) -> R,
+    ) -> Option<Result<R, E>> {
+        let mut inner = self.inner.write().ok()?;
+        let record = inner.tasks.get_mut(&id)?;
+        if let Err(e) = change(record) {
+            return Some(Err(e));
+        }
+        self.announce(record);
+        Some(Ok(then(record)))
+    }
+
     /// Forgets a task (a refused insert, or retention).
     pub fn remove(&self, id: Uuid) {
         if let Ok(mut inner) = self.inner.write()

@@ -9,10 +9,12 @@
 //! `FOR UPDATE SKIP LOCKED`) behind the same methods. The store knows
 //! nothing of plugins or WebAssembly.
 
+pub mod lifecycle;
 pub mod memory;
 pub mod record;
 pub mod sqlite;
 
+pub use lifecycle::{Transition, TransitionError};
 pub use record::{AttemptPlugin, AttemptRecord, Progress, TaskChange, TaskRecord};
 
 use crate::task::TaskStatus;
@@ -86,7 +88,9 @@ impl Store {
         self.view().get(id)
     }
 
-    /// Applies `change` to the task and returns it as it now is.
+    /// Applies `change` to the task and returns it as it now is: for what
+    /// is not its lifecycle (progress, children, the tree's count); a
+    /// state change goes through [`Store::transition`].
     pub fn update(&self, id: Uuid, change: impl FnOnce(&mut TaskRecord)) -> Option<TaskRecord> {
         match self {
             Store::Memory(m) => m.update(id, change),
@@ -94,18 +98,19 @@ impl Store {
         }
     }
 
-    /// A change that moves a queued task to `running` (status, attempts,
-    /// start time, plugin). The SQLite backend stores it as a status update
-    /// instead of rewriting the record: one of the three writes of every
-    /// task, made cheap.
-    pub fn start_attempt(
+    /// Moves the task through its lifecycle ([`Transition`]); a transition
+    /// the task's state does not allow, or an outcome of an attempt that is
+    /// not its current one, is refused and changes nothing.
+    pub fn transition(
         &self,
         id: Uuid,
-        change: impl FnOnce(&mut TaskRecord),
-    ) -> Option<TaskRecord> {
+        transition: Transition,
+    ) -> Result<TaskRecord, TransitionError> {
         match self {
-            Store::Memory(m) => m.update(id, change),
-            Store::Sqlite(s) => s.start_attempt(id, change),
+            Store::Memory(m) => m
+                .try_update_then(id, |t| transition.apply(t), TaskRecord::clone)
+                .ok_or(TransitionError::NotFound(id))?,
+            Store::Sqlite(s) => s.transition(id, transition),
         }
     }
 

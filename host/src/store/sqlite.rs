@@ -22,7 +22,7 @@
 //! itself degraded until a commit succeeds again.
 
 use super::memory::MemoryStore;
-use super::{Inserted, StoreError, TaskRecord};
+use super::{Inserted, StoreError, TaskRecord, Transition, TransitionError};
 use crate::task::TaskStatus;
 use rusqlite::{Connection, OpenFlags, params};
 use std::collections::HashMap;
@@ -241,7 +241,17 @@ impl SqliteStore {
                         }
                         memory.insert(record);
                     }
-                    Err(e) => tracing::error!("skipping an unreadable task row: {e}"),
+                    Err(e) => {
+                        // Something acknowledged must read back: stop
+                        // rather than lose the task silently.
+                        return Err(StoreError::Open {
+                            path: path.to_path_buf(),
+                            message: format!(
+                                "a task row cannot be read ({e}); the file is damaged or was written by \
+                                 a newer wasmhive: restore a backup, or run that version"
+                            ),
+                        });
+                    }
                 }
             }
         }
@@ -322,6 +332,36 @@ impl SqliteStore {
         let (record, seq) = self
             .memory
             .update_then(id, change, |r| (r.clone(), self.next_seq()))?;
+        self.put(record, seq)
+    }
+
+    /// Applies a lifecycle transition (refused ones change nothing and
+    /// write nothing). A start is stored as a status update, not a rewrite
+    /// of the record: one of the three writes of every task, made cheap.
+    pub fn transition(
+        &self,
+        id: Uuid,
+        transition: Transition,
+    ) -> Result<TaskRecord, TransitionError> {
+        let start = matches!(transition, Transition::Start { .. });
+        let (record, seq) = self
+            .memory
+            .try_update_then(
+                id,
+                |t| transition.apply(t),
+                |r| (r.clone(), self.next_seq()),
+            )
+            .ok_or(TransitionError::NotFound(id))??;
+        if start {
+            let _ = self.send(Op::Started(id, seq));
+            return Ok(record);
+        }
+        Ok(self.put(record.clone(), seq).unwrap_or(record))
+    }
+
+    /// Sends the record as it now is to the writer.
+    fn put(&self, record: TaskRecord, seq: i64) -> Option<TaskRecord> {
+        let id = record.task_id;
         match Row::of(&record, seq) {
             // A send fails only when the writer is gone (shutdown); the
             // change is then in memory only, as after a crash.
@@ -370,21 +410,6 @@ impl SqliteStore {
 
     fn next_seq(&self) -> i64 {
         self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Moves a queued task to running ([`Store::start_attempt`]).
-    pub fn start_attempt(
-        &self,
-        id: Uuid,
-        change: impl FnOnce(&mut TaskRecord),
-    ) -> Option<TaskRecord> {
-        let (record, seq) = self
-            .memory
-            .update_then(id, change, |r| (r.clone(), self.next_seq()))?;
-        if record.status == TaskStatus::Running {
-            let _ = self.send(Op::Started(id, seq));
-        }
-        Some(record)
     }
 
     /// Deletes tasks (retention) and waits for the commit.
@@ -582,6 +607,13 @@ mod tests {
     use super::*;
     use crate::task::Priority;
 
+    fn options() -> SqliteOptions {
+        SqliteOptions {
+            synchronous: Synchronous::Normal,
+            max_size_mb: 0,
+        }
+    }
+
     fn record(key: Option<&str>) -> TaskRecord {
         TaskRecord {
             category: Some("batch".into()),
@@ -613,10 +645,7 @@ mod tests {
                 params![task.task_id.to_string(), serde_json::to_string(&task)?],
             )?;
         }
-        let options = SqliteOptions {
-            synchronous: Synchronous::Normal,
-            max_size_mb: 0,
-        };
+        let options = options();
         let store = SqliteStore::open(&path, &options)?;
         assert_eq!(
             store.memory().get(task.task_id).map(|t| t.priority),
@@ -634,10 +663,7 @@ mod tests {
     -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("tasks.db");
-        let options = SqliteOptions {
-            synchronous: Synchronous::Normal,
-            max_size_mb: 0,
-        };
+        let options = options();
         let store = SqliteStore::open(&path, &options)?;
         let a = record(Some("k"));
         let id = a.task_id;
@@ -668,6 +694,27 @@ mod tests {
             again.memory().get(id).map(|t| t.status),
             Some(TaskStatus::Queued)
         );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_row_that_cannot_be_read_stops_the_start() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("tasks.db");
+        let options = options();
+        let store = SqliteStore::open(&path, &options)?;
+        let task = record(None);
+        store.insert(task.clone()).await?;
+        store.sync().await?;
+        drop(store);
+        Connection::open(&path)?.execute(
+            "UPDATE tasks SET record = '{\"not\": \"a task\"}' WHERE id = ?1",
+            params![task.task_id.to_string()],
+        )?;
+        let Err(StoreError::Open { message, .. }) = SqliteStore::open(&path, &options) else {
+            return Err("a store with an unreadable task opened".into());
+        };
+        assert!(message.contains("cannot be read"), "{message}");
         Ok(())
     }
 }
