@@ -150,7 +150,8 @@ async fn retries_follow_the_backoff_schedule_exactly() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_open_plugin_breaker_parks_tasks_uncharged_then_half_opens_and_closes() -> Result<()> {
-    let t = start(&[("flaky", None)], |c| {
+    // Failing attempts time out (the plugin's own doing, and retried).
+    let t = start(&[("flaky", Some("[limits]\ntimeout_s = 1\n"))], |c| {
         c.plugin_breaker = PluginBreakerConfig {
             failures: 2,
             open_s: 30,
@@ -162,10 +163,14 @@ async fn an_open_plugin_breaker_parks_tasks_uncharged_then_half_opens_and_closes
     let breaker = t.daemon.scheduler().breakers().plugin("flaky", "1.0.0");
 
     // Two failures in a row open it.
-    let a = t.submit("flaky", json!({ "fail": 1 })).await?;
+    let a = t
+        .submit("flaky", json!({ "fail": 1, "spin": true }))
+        .await?;
     t.until(a, "fail once", |task| task.status == TaskStatus::RetryWait)
         .await?;
-    let b = t.submit("flaky", json!({ "fail": 1 })).await?;
+    let b = t
+        .submit("flaky", json!({ "fail": 1, "spin": true }))
+        .await?;
     t.until(b, "fail once", |task| task.status == TaskStatus::RetryWait)
         .await?;
     assert_eq!(breaker.state(), State::Open);
@@ -202,6 +207,41 @@ async fn an_open_plugin_breaker_parks_tasks_uncharged_then_half_opens_and_closes
     assert_eq!(status.state, State::Closed);
     assert_eq!(status.times_opened, 1);
     assert!(status.rejected >= 3, "{status:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_destination_or_a_caller_did_does_not_open_the_plugins_breaker() -> Result<()> {
+    let t = start(&[("flaky", None), ("fatal", None)], |c| {
+        c.plugin_breaker = PluginBreakerConfig {
+            failures: 2,
+            ..PluginBreakerConfig::default()
+        };
+    })
+    .await?;
+    // Retryable errors (a dead URL) and fatal ones (bad input), three of
+    // each: neither plugin's breaker opens, and their next tasks run.
+    for _ in 0..3 {
+        let retried = t.submit("flaky", json!({ "fail": 5 })).await?;
+        t.until(retried, "fail retryably", |task| {
+            task.status == TaskStatus::RetryWait
+        })
+        .await?;
+        let refused = t.submit("fatal", json!({})).await?;
+        t.until(refused, "fail", |task| task.status == TaskStatus::Failed)
+            .await?;
+    }
+    let breakers = t.daemon.scheduler().breakers();
+    for plugin in ["flaky", "fatal"] {
+        assert_eq!(
+            breakers.plugin(plugin, "1.0.0").state(),
+            State::Closed,
+            "{plugin}"
+        );
+    }
+    let ok = t.submit("flaky", json!({ "fail": 0 })).await?;
+    t.until(ok, "succeed", |task| task.status == TaskStatus::Succeeded)
+        .await?;
     Ok(())
 }
 

@@ -181,6 +181,64 @@ async fn a_host_off_the_allowlist_fails_with_the_reason() -> Result<()> {
 }
 
 #[tokio::test]
+async fn bad_input_and_dead_destinations_open_no_plugin_breaker() -> Result<()> {
+    let site = Site::start().await?;
+    let dirs = Dirs::new()?;
+    dirs.install_handler("embed", embed_manifest())?;
+    dirs.install_handler("rag", &rag_manifest("", ""))?;
+    dirs.install_handler("scrape", &scrape_manifest(&site))?;
+    let daemon = Daemon::start(&dirs).await?;
+    // Six queries naming a collection that cannot exist: each is the
+    // caller's mistake, fatal, not retried.
+    for _ in 0..6 {
+        let task = daemon
+            .run(
+                "rag",
+                json!({ "query": "warranty?", "collection": "bad name!" }),
+            )
+            .await?;
+        assert_eq!(task["status"], "failed", "{task}");
+        assert_eq!(error_kind(&task), "fatal", "{task}");
+        assert_eq!(task["attempts"], 1, "{task}");
+    }
+    // Pages that are not there: the destination's failures, not scrape's.
+    let dead = format!("http://127.0.0.1:{}/gone", site.addr.port());
+    for _ in 0..6 {
+        let task = daemon
+            .run_with(json!({ "kind": "scrape", "payload": { "url": &dead }, "max_retries": 0 }))
+            .await?;
+        assert_eq!(task["status"], "failed", "{task}");
+    }
+    let (_, breakers) = daemon.get("/api/hp/circuit-breakers").await?;
+    let open: Vec<&Value> = breakers["circuit_breakers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["state"] != "closed")
+        .collect();
+    assert!(open.is_empty(), "{open:?}");
+    // The good work still runs at once.
+    let stored = daemon
+        .run("embed", json!({ "collection": "docs", "documents": [
+            { "id": "a", "text": "The warranty covers the frame for ten years.", "metadata": { "url": "http://docs/a" } }
+        ] }))
+        .await?;
+    assert_eq!(stored["status"], "succeeded", "{stored}");
+    let answer = daemon
+        .run(
+            "rag",
+            json!({ "query": "How long is the warranty?", "collection": "docs" }),
+        )
+        .await?;
+    assert_eq!(answer["status"], "succeeded", "{answer}");
+    let page = daemon
+        .run("scrape", json!({ "url": site.url("/") }))
+        .await?;
+    assert_eq!(page["status"], "succeeded", "{page}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_response_over_the_cap_is_refused_and_the_daemon_keeps_serving() -> Result<()> {
     let site = Site::start().await?;
     let dirs = Dirs::with_config("[http]\nmax_response_mb = 1\n")?;

@@ -5,14 +5,20 @@
 //! otherwise) by `max_children` per task, `max_depth` and
 //! `max_descendants` per tree of tasks (so a plugin that submits its own
 //! kind cannot grow a tree without end), `children_per_s` across all its
-//! tasks ([`ChildRate`]), and the daemon's `max_payload_mb` per payload. The n-th submission of an attempt carries the
-//! idempotency key `child:<parent>:<n>`, so a retried parent that submits
-//! the same children again gets the existing ones back instead of
-//! duplicates. Parent and child are linked in both task records
-//! (`parent_id`, `children`).
+//! tasks ([`ChildRate`]), and the daemon's `max_payload_mb` per payload.
+//! A child is keyed by what it is, not by when it was submitted: the
+//! idempotency key `child:<parent>:<kind>:<digest of the payload>:<n>` (`n`
+//! counts identical submissions within the attempt), so a retried parent
+//! that submits the same children again, in any order, gets each one's
+//! existing task back instead of a duplicate or another child's. Parent and
+//! child are linked in both task records (`parent_id`, `children`).
 
 use super::Caller;
-use super::tasks::{ChildLimits, ChildRequest, TaskHost};
+use super::tasks::{ChildError, ChildLimits, ChildRequest, TaskHost};
+
+/// How a refusal the guest may retry begins (the WIT's `submit` documents
+/// it; the SDK makes such a refusal retryable, any other fatal).
+pub const UNAVAILABLE: &str = "unavailable: ";
 use crate::bindings::{Priority as WitPriority, host};
 use crate::task::Priority;
 use std::sync::Arc;
@@ -67,8 +73,27 @@ pub struct Submit {
     kinds: Arc<[String]>,
     limits: ChildLimits,
     rate: Arc<ChildRate>,
-    /// Submissions so far in this attempt (numbers the idempotency keys).
-    submitted: u32,
+    /// Identical submissions so far in this attempt, by the digest of
+    /// kind and payload (numbers the idempotency keys).
+    seen: std::collections::HashMap<[u8; 32], u32>,
+}
+
+/// The idempotency key of a child: its parent, kind and payload, and how
+/// many identical ones the attempt submitted before (`occurrence`, from 1).
+pub fn child_key(parent: Uuid, kind: &str, payload: &serde_json::Value, occurrence: u32) -> String {
+    let digest = digest(kind, payload);
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("child:{parent}:{kind}:{hex}:{occurrence}")
+}
+
+fn digest(kind: &str, payload: &serde_json::Value) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    // serde_json's maps are sorted, so equal documents print the same.
+    let mut hasher = Sha256::new();
+    hasher.update(kind.as_bytes());
+    hasher.update([0]);
+    hasher.update(payload.to_string().as_bytes());
+    hasher.finalize().into()
 }
 
 impl Submit {
@@ -77,7 +102,7 @@ impl Submit {
             kinds,
             limits,
             rate,
-            submitted: 0,
+            seen: std::collections::HashMap::new(),
         }
     }
 
@@ -105,24 +130,26 @@ impl Submit {
         }
         if !self.rate.take() {
             return Err(format!(
-                "plugin `{}` submits more than {} child tasks per second ([limits] children_per_s in {}); try again later",
+                "{UNAVAILABLE}plugin `{}` submits more than {} child tasks per second ([limits] children_per_s in {}); try again later",
                 caller.plugin, self.rate.per_s, caller.manifest_file
             ));
         }
         let payload: serde_json::Value = serde_json::from_str(&payload)
             .map_err(|e| format!("the child's payload is not a JSON document: {e}"))?;
         crate::task::check_json_depth(&payload, "the child's payload")?;
-        self.submitted += 1;
+        let occurrence = self.seen.entry(digest(&kind, &payload)).or_insert(0);
+        *occurrence += 1;
         let child = ChildRequest {
+            idempotency_key: child_key(parent, &kind, &payload, *occurrence),
             kind,
             payload,
             priority: task_priority(priority),
-            idempotency_key: format!("child:{parent}:{}", self.submitted),
         };
-        tasks
-            .submit_child(parent, child, self.limits)
-            .await
-            .map(|id| id.to_string())
+        match tasks.submit_child(parent, child, self.limits).await {
+            Ok(id) => Ok(id.to_string()),
+            Err(ChildError::Refused(m)) => Err(m),
+            Err(ChildError::Unavailable(m)) => Err(format!("{UNAVAILABLE}{m}")),
+        }
     }
 
     pub fn children(caller: &Caller, tasks: &dyn TaskHost) -> Vec<host::Child> {
@@ -178,7 +205,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_granted_kinds_go_out_numbered_for_idempotency() {
+    async fn only_granted_kinds_go_out_keyed_for_idempotency() {
         let parent = Uuid::now_v7();
         let c = caller(&parent.to_string());
         let host = RecordingHost::default();
@@ -233,13 +260,43 @@ mod tests {
             .iter()
             .map(|(_, c)| c.idempotency_key.clone())
             .collect();
+        let payload = serde_json::json!({ "t": 1 });
         assert_eq!(
             keys,
-            [format!("child:{parent}:1"), format!("child:{parent}:2")]
+            [
+                child_key(parent, "embed", &payload, 1),
+                child_key(parent, "embed", &payload, 2)
+            ]
         );
         assert!(
             sent.iter()
                 .all(|(p, c)| *p == parent && c.priority == Priority::Low)
         );
+    }
+
+    #[test]
+    fn a_child_is_keyed_by_what_it_is_not_when_it_was_submitted() {
+        let parent = Uuid::now_v7();
+        let page = |n: u32| serde_json::json!({ "url": format!("http://site/{n}"), "depth": 1 });
+        // Another order of the same pages gives each page its own key.
+        let first: Vec<String> = (0..3)
+            .map(|n| child_key(parent, "embed", &page(n), 1))
+            .collect();
+        let again: Vec<String> = [2, 0, 1]
+            .iter()
+            .map(|&n| child_key(parent, "embed", &page(n), 1))
+            .collect();
+        assert_eq!(
+            again,
+            [first[2].clone(), first[0].clone(), first[1].clone()]
+        );
+        // Key order in the document does not matter; kind, payload and the
+        // occurrence do.
+        let reordered: serde_json::Value =
+            serde_json::from_str(r#"{"depth": 1, "url": "http://site/0"}"#).unwrap_or_default();
+        assert_eq!(child_key(parent, "embed", &reordered, 1), first[0]);
+        assert_ne!(child_key(parent, "scrape", &page(0), 1), first[0]);
+        assert_ne!(child_key(parent, "embed", &page(0), 2), first[0]);
+        assert_ne!(child_key(Uuid::now_v7(), "embed", &page(0), 1), first[0]);
     }
 }

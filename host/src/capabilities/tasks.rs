@@ -46,6 +46,25 @@ pub struct ChildStatus {
     pub error: Option<String>,
 }
 
+/// Why a child task was not submitted, with its class kept across the
+/// host boundary: a refusal is final for this payload, an outage is not.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChildError {
+    /// Not allowed (grant, quota, depth, unknown kind, bad payload).
+    #[error("{0}")]
+    Refused(String),
+    /// The daemon cannot take it now (store unavailable, shutting down):
+    /// the parent may retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<String> for ChildError {
+    fn from(message: String) -> Self {
+        ChildError::Refused(message)
+    }
+}
+
 /// The scheduler's side of the capabilities.
 pub trait TaskHost: Send + Sync {
     /// Records progress on a running task; `percent` is already clamped.
@@ -59,7 +78,7 @@ pub trait TaskHost: Send + Sync {
         parent: Uuid,
         child: ChildRequest,
         limits: ChildLimits,
-    ) -> BoxFuture<'_, Result<Uuid, String>>;
+    ) -> BoxFuture<'_, Result<Uuid, ChildError>>;
 
     /// The children of `parent`, oldest first.
     fn children(&self, parent: Uuid) -> Vec<ChildStatus>;
@@ -93,8 +112,8 @@ impl TaskHost for NoTaskHost {
         _: Uuid,
         _: ChildRequest,
         _: ChildLimits,
-    ) -> BoxFuture<'_, Result<Uuid, String>> {
-        Box::pin(async { Err(NO_SCHEDULER.to_string()) })
+    ) -> BoxFuture<'_, Result<Uuid, ChildError>> {
+        Box::pin(async { Err(ChildError::Unavailable(NO_SCHEDULER.to_string())) })
     }
 
     fn children(&self, _: Uuid) -> Vec<ChildStatus> {
@@ -136,17 +155,17 @@ impl TaskHost for RecordingHost {
         parent: Uuid,
         child: ChildRequest,
         limits: ChildLimits,
-    ) -> BoxFuture<'_, Result<Uuid, String>> {
+    ) -> BoxFuture<'_, Result<Uuid, ChildError>> {
         let quota = limits.max_children;
         let result = match self.submitted.lock() {
-            Ok(all) if all.len() >= quota as usize => {
-                Err(format!("quota of {quota} children used up"))
-            }
+            Ok(all) if all.len() >= quota as usize => Err(ChildError::Refused(format!(
+                "quota of {quota} children used up"
+            ))),
             Ok(mut all) => {
                 all.push((parent, child));
                 Ok(Uuid::now_v7())
             }
-            Err(_) => Err("poisoned".to_string()),
+            Err(_) => Err(ChildError::Unavailable("poisoned".to_string())),
         };
         Box::pin(async move { result })
     }

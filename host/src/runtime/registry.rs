@@ -290,6 +290,18 @@ impl Registry {
             && self.clock.now().saturating_duration_since(since) < self.probation.duration
     }
 
+    /// Whether `version` of plugin `name` is serving and on probation.
+    pub fn is_on_probation(&self, name: &str, version: &str) -> bool {
+        self.state.read().is_ok_and(|s| {
+            s.slots.values().any(|slot| {
+                slot.current
+                    .as_ref()
+                    .is_some_and(|v| v.info.name == name && v.info.version == version)
+                    && self.on_probation(slot)
+            })
+        })
+    }
+
     /// Whether `version` of plugin `name` was taken out by a rollback.
     pub fn is_rolled_back(&self, name: &str, version: &str) -> bool {
         self.state.read().is_ok_and(|s| {

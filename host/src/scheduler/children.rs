@@ -3,7 +3,10 @@
 //! admin capability.
 
 use super::{NewTask, Scheduler};
-use crate::capabilities::tasks::{BoxFuture, ChildLimits, ChildRequest, ChildStatus, TaskHost};
+use crate::capabilities::tasks::{
+    BoxFuture, ChildError, ChildLimits, ChildRequest, ChildStatus, TaskHost,
+};
+use crate::scheduler::SubmitError;
 use crate::store::Progress;
 use std::time::Duration;
 use uuid::Uuid;
@@ -20,11 +23,11 @@ impl TaskHost for Scheduler {
         parent: Uuid,
         child: ChildRequest,
         limits: ChildLimits,
-    ) -> BoxFuture<'_, Result<Uuid, String>> {
+    ) -> BoxFuture<'_, Result<Uuid, ChildError>> {
         Box::pin(async move {
             let store = self.store();
             let Some(record) = store.get(parent) else {
-                return Err(format!("the parent task {parent} no longer exists"));
+                return Err(format!("the parent task {parent} no longer exists").into());
             };
             // A repeated submission (a retried parent) is not a new child.
             let repeat = record.children.iter().find(|id| {
@@ -39,13 +42,13 @@ impl TaskHost for Scheduler {
             if record.children.len() >= quota as usize {
                 return Err(format!(
                     "this task has submitted its quota of {quota} child tasks ([limits] max_children)"
-                ));
+                ).into());
             }
             if record.depth >= limits.max_depth {
                 return Err(format!(
                     "this task is {} levels below the task submitted over REST; its children would be deeper than [limits] max_depth = {}",
                     record.depth, limits.max_depth
-                ));
+                ).into());
             }
             // Reserve a place in the tree under the root's lock, so
             // concurrent children of one tree cannot overshoot.
@@ -61,7 +64,7 @@ impl TaskHost for Scheduler {
             if !reserved {
                 return Err(format!(
                     "this tree of tasks already holds {max} tasks below its root ([limits] max_descendants)"
-                ));
+                ).into());
             }
             let submitted = self
                 .submit(NewTask {
@@ -78,7 +81,12 @@ impl TaskHost for Scheduler {
                 Ok(s) => s,
                 Err(e) => {
                     store.update(root, |t| t.descendants = t.descendants.saturating_sub(1));
-                    return Err(e.to_string());
+                    return Err(match e {
+                        SubmitError::Store(_) | SubmitError::ShuttingDown => {
+                            ChildError::Unavailable(e.to_string())
+                        }
+                        _ => ChildError::Refused(e.to_string()),
+                    });
                 }
             };
             let id = submitted.task.task_id;

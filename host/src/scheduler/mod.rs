@@ -643,9 +643,12 @@ impl Scheduler {
         // Feed the breakers: the plugin's own counts what says something
         // about the plugin; named ones hear from the capabilities and only
         // get their unused trial slots back here.
+        let on_probation = inner
+            .registry
+            .is_on_probation(&plugin.info.name, &plugin.info.version);
         let plugin_verdict = match &outcome {
             Ok(_) => Some(true),
-            Err(f) if counts_against_plugin(f.kind) => Some(false),
+            Err(f) if counts_against_plugin(f.kind, on_probation) => Some(false),
             Err(_) => None,
         };
         for (i, (breaker, admission)) in admitted.iter().enumerate() {
@@ -863,7 +866,7 @@ impl Scheduler {
         // Failed on a version that has since been rolled back (this failure
         // may be the one that tripped it): run again on the restored one,
         // uncharged.
-        let rerun_after_rollback = matches!(&outcome, Err(f) if counts_against_plugin(f.kind))
+        let rerun_after_rollback = matches!(&outcome, Err(f) if counts_against_plugin(f.kind, true))
             && inner.config.rollback
             && inner.registry.is_rolled_back(&plugin.name, &plugin.version);
         inner.metrics.attempt_finished(
@@ -1059,7 +1062,7 @@ impl Scheduler {
                 && task
                     .error
                     .as_ref()
-                    .is_some_and(|e| counts_against_plugin(e.kind));
+                    .is_some_and(|e| counts_against_plugin(e.kind, true));
             if !eligible {
                 continue;
             }
@@ -1107,16 +1110,18 @@ fn plugin_breaker_version(breaker: &str) -> Option<(&str, &str)> {
     breaker.strip_prefix("plugin:")?.rsplit_once('@')
 }
 
-/// Whether a failure says something about the plugin's health (and so
-/// counts for its automatic breaker): not the caller's bad input (`fatal`),
-/// not a cancel, not the host's own refusals.
-fn counts_against_plugin(kind: FailureKind) -> bool {
-    matches!(
-        kind,
-        FailureKind::Trap
-            | FailureKind::Timeout
-            | FailureKind::OutOfMemory
-            | FailureKind::Fuel
-            | FailureKind::Retryable
-    )
+/// Whether a failure says something about what the plugin itself did
+/// (and so counts for its automatic breaker): it trapped, ran out of
+/// memory, fuel or time. A retryable error is usually a destination's
+/// failure (which the destination's breaker counts), and a fatal one the
+/// caller's bad input, except on a version on probation after a swap,
+/// where a fatal error is the new version's doing.
+fn counts_against_plugin(kind: FailureKind, on_probation: bool) -> bool {
+    match kind {
+        FailureKind::Trap | FailureKind::Timeout | FailureKind::OutOfMemory | FailureKind::Fuel => {
+            true
+        }
+        FailureKind::Fatal => on_probation,
+        _ => false,
+    }
 }

@@ -1,7 +1,9 @@
 //! The host a test case runs against: the scheduler's side of the
 //! capabilities, recorded instead of acted on.
 
-use crate::capabilities::tasks::{BoxFuture, ChildLimits, ChildRequest, ChildStatus, TaskHost};
+use crate::capabilities::tasks::{
+    BoxFuture, ChildError, ChildLimits, ChildRequest, ChildStatus, TaskHost,
+};
 use std::sync::Mutex;
 use std::time::Duration;
 use uuid::Uuid;
@@ -41,7 +43,7 @@ impl TaskHost for MockHost {
         _parent: Uuid,
         child: ChildRequest,
         limits: ChildLimits,
-    ) -> BoxFuture<'_, Result<Uuid, String>> {
+    ) -> BoxFuture<'_, Result<Uuid, ChildError>> {
         let quota = limits.max_children;
         let result = (|| {
             let mut ids = self.ids.lock().map_err(|_| "poisoned".to_string())?;
@@ -60,7 +62,7 @@ impl TaskHost for MockHost {
             }
             Ok(id)
         })();
-        Box::pin(async move { result })
+        Box::pin(async move { result.map_err(ChildError::Refused) })
     }
 
     fn children(&self, _parent: Uuid) -> Vec<ChildStatus> {

@@ -118,13 +118,8 @@ impl Handler for Embed {
                             metadata: p.metadata.to_string(),
                         })
                         .collect();
-                    vectors::upsert(&collection, &points).map_err(|e| {
-                        if e.contains("breaker") || e.contains("could not write") {
-                            Error::Retryable(format!("vector store: {e}"))
-                        } else {
-                            Error::Fatal(format!("vector store: {e}"))
-                        }
-                    })?;
+                    vectors::upsert(&collection, &points)
+                        .map_err(wasmhive_sdk::store::vector_error)?;
                     let done = ((i + 1) * BATCH).min(total);
                     ctx.progress(
                         (done * 100 / total) as u8,

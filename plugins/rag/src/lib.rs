@@ -188,7 +188,7 @@ impl Handler for Rag {
         let (_, vectors) = wasmhive_embedder::configured::embed_all(&[query.to_string()])?;
         let vector = vectors.into_iter().next().unwrap_or_default();
         let hits = vectors::query(&collection, &vector, (k * 4).max(20) as u32)
-            .map_err(|e| Error::Retryable(format!("vector store: {e}")))?;
+            .map_err(wasmhive_sdk::store::vector_error)?;
         let terms = wasmhive_embedder::terms(query);
         let found: Vec<Found> = hits.iter().map(|h| Found::from_hit(h, &terms)).collect();
         let top = best_per_page(&found, k);

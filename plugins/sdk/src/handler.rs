@@ -211,7 +211,13 @@ impl Context {
         priority: Priority,
     ) -> Result<String, Error> {
         let payload = serde_json::to_value(payload)?;
-        crate::submit(kind, &payload, priority).map_err(Error::Fatal)
+        crate::submit(kind, &payload, priority).map_err(|m| {
+            if m.starts_with("unavailable: ") {
+                Error::Retryable(m)
+            } else {
+                Error::Fatal(m)
+            }
+        })
     }
 
     /// This task's children and their status.

@@ -48,9 +48,12 @@ pub fn collection(name: &str) -> Collection {
     }
 }
 
-/// The host's refusals: storage trouble and open breakers are transient,
-/// the rest (no grant, wrong dimension, bad name) is the plugin's to fix.
-fn error(message: String) -> Error {
+/// Classifies a refusal of the raw `vectors` interface: storage trouble,
+/// a full store and open breakers are transient; the rest (no grant, wrong
+/// dimension, a bad collection name, the plugin's own quota) is bad input
+/// or the plugin's to fix, and fatal, so it neither retries in vain nor
+/// counts against the plugin's breaker.
+pub fn vector_error(message: String) -> Error {
     let transient = ["could not write", "circuit breaker is open", "is full"];
     if transient.iter().any(|t| message.contains(t)) {
         Error::Retryable(format!("vector store: {message}"))
@@ -74,12 +77,12 @@ impl Collection {
                 metadata: p.metadata.to_string(),
             })
             .collect();
-        vectors::upsert(&self.name, &points).map_err(error)
+        vectors::upsert(&self.name, &points).map_err(vector_error)
     }
 
     /// The `k` points most similar to `vector`, best first.
     pub fn query(&self, vector: &[f32], k: u32) -> Result<Vec<Hit>, Error> {
-        let hits = vectors::query(&self.name, vector, k).map_err(error)?;
+        let hits = vectors::query(&self.name, vector, k).map_err(vector_error)?;
         Ok(hits
             .into_iter()
             .map(|h| Hit {
@@ -92,11 +95,11 @@ impl Collection {
 
     /// Deletes points by id; returns how many existed.
     pub fn delete(&self, ids: &[String]) -> Result<u32, Error> {
-        vectors::delete(&self.name, ids).map_err(error)
+        vectors::delete(&self.name, ids).map_err(vector_error)
     }
 
     /// How many points the collection holds.
     pub fn count(&self) -> Result<u64, Error> {
-        vectors::count(&self.name).map_err(error)
+        vectors::count(&self.name).map_err(vector_error)
     }
 }
