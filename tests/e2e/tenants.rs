@@ -92,7 +92,7 @@ async fn a_file_cannot_take_the_kinds_of_another() -> Result<()> {
         "{late}"
     );
     health.finish(HEALTH_LIMIT).await?;
-    drop(daemon);
+    daemon.kill().await?;
     daemon = Daemon::start(&dirs).await?;
     echo_traffic(&daemon, 10).await?;
     let thief = daemon.plugin("aaa-thief.wasm").await?.unwrap_or_default();

@@ -86,7 +86,9 @@ pub struct RuntimeConfig {
     /// Wall time one compile may take, seconds; a file over it is refused
     /// and the others are not held up by it.
     pub compile_timeout_s: u64,
-    /// Plugin files compiled at once.
+    /// Plugin files compiled (and described) at once. Default: one less
+    /// than the machine's cores (at least one), so loading never takes
+    /// every core from the API and the running tasks.
     pub parallel_loads: usize,
 }
 
@@ -102,7 +104,9 @@ impl Default for RuntimeConfig {
             describe_timeout_ms: 2000,
             max_plugin_mb: 64,
             compile_timeout_s: 60,
-            parallel_loads: 2,
+            parallel_loads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .max(1),
         }
     }
 }
