@@ -190,19 +190,9 @@ impl Daemon {
         );
         scheduler.recover();
         if config.store.retention_s > 0 {
-            let retention = Duration::from_secs(config.store.retention_s);
-            let every = Duration::from_secs(config.store.prune_interval_s.max(1));
-            let clock = scheduler.clock().clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    let before = clock.wall() - retention;
-                    match store.prune(before).await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(pruned = n, "retention: finished tasks deleted"),
-                        Err(e) => tracing::warn!("retention failed: {e}"),
-                    }
-                }
+            scheduler.start_retention(crate::scheduler::maintenance::Retention {
+                keep: Duration::from_secs(config.store.retention_s),
+                every: Duration::from_secs(config.store.prune_interval_s.max(1)),
             });
         }
         Ok(Daemon {

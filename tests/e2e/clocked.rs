@@ -277,3 +277,33 @@ async fn a_named_breaker_parks_the_plugins_granted_its_capability() -> Result<()
     assert_eq!(vectors.map(|b| b.state()), Some(State::Closed));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_runs_on_the_daemons_clock() -> Result<()> {
+    let t = start(&[("echo", None)], |c| {
+        c.store.retention_s = 60;
+        c.store.prune_interval_s = 10;
+    })
+    .await?;
+    let done = t.submit("echo", json!("old")).await?;
+    t.until(done, "succeed", |task| task.status == TaskStatus::Succeeded)
+        .await?;
+    // 30 s on: retention has looked, and the task is younger than 60 s.
+    t.clock.advance(Duration::from_secs(30));
+    t.stays(done, TaskStatus::Succeeded).await?;
+    // 70 s on: the next look deletes it; nothing real-time was waited for.
+    t.clock.advance(Duration::from_secs(40));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while t.daemon.scheduler().get(done).is_some() {
+        if Instant::now() > deadline {
+            bail!("retention did not prune the task on the daemon's clock");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let fresh = t.submit("echo", json!("new")).await?;
+    t.until(fresh, "succeed", |task| {
+        task.status == TaskStatus::Succeeded
+    })
+    .await?;
+    Ok(())
+}

@@ -339,7 +339,7 @@ impl Registry {
         slot.rolled_back = Some(RolledBack {
             version: bad.info.version.clone(),
             sha256: bad.sha256.clone(),
-            at: SystemTime::now(),
+            at: self.clock.wall(),
         });
         // `last_tried` still names the bad file: it is not loaded again
         // until the file changes.
@@ -574,7 +574,7 @@ impl Registry {
         }
         slot.current = Some(version.clone());
         slot.last_error = None;
-        slot.last_reload = Some(SystemTime::now());
+        slot.last_reload = Some(self.clock.wall());
         slot.last_tried = Some(tried);
         reassign(&mut state);
         ReloadOutcome::Loaded(version)
@@ -590,9 +590,9 @@ impl Registry {
             let slot = state.slots.entry(stem.to_string()).or_default();
             slot.last_error = Some(Failure {
                 error: error.clone(),
-                at: SystemTime::now(),
+                at: self.clock.wall(),
             });
-            slot.last_reload = Some(SystemTime::now());
+            slot.last_reload = Some(self.clock.wall());
             slot.last_tried = tried;
         }
         ReloadOutcome::Failed(error)

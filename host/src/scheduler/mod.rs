@@ -22,6 +22,7 @@
 //! [`Clock`].
 
 mod children;
+pub mod maintenance;
 pub mod pool;
 pub mod queue;
 pub mod retry;
