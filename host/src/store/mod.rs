@@ -9,6 +9,8 @@
 //! `FOR UPDATE SKIP LOCKED`) behind the same methods. The store knows
 //! nothing of plugins or WebAssembly.
 
+#[cfg(test)]
+mod conformance;
 pub mod lifecycle;
 pub mod memory;
 pub mod record;

@@ -1,0 +1,327 @@
+//! One conformance suite for every [`Store`] backend: each test states a
+//! contract of the store's operations and runs against the memory and the
+//! SQLite backend alike (a new backend adds one line to the macro at the
+//! bottom). Contracts about what survives a restart (reopen, recovery after
+//! an unclean stop) run on the durable backends.
+
+use super::sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use super::{Inserted, Store, TaskFilter, TaskRecord, Transition, TransitionError};
+use crate::task::{FailureKind, Priority, TaskFailure, TaskStatus};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// How a backend is opened on a directory (the same directory again is a
+/// restart).
+pub struct Backend {
+    pub open: fn(&Path) -> Result<Store, Box<dyn std::error::Error>>,
+}
+
+pub const MEMORY: Backend = Backend {
+    open: |_| Ok(Store::memory()),
+};
+
+pub const SQLITE: Backend = Backend {
+    open: |dir| {
+        let options = SqliteOptions {
+            synchronous: Synchronous::Normal,
+            max_size_mb: 0,
+        };
+        Ok(Store::Sqlite(SqliteStore::open(
+            &dir.join("tasks.db"),
+            &options,
+        )?))
+    },
+};
+
+fn task(kind: &str, key: Option<&str>) -> TaskRecord {
+    TaskRecord {
+        category: Some("batch".into()),
+        max_retries: 3,
+        timeout_s: 30,
+        idempotency_key: key.map(str::to_string),
+        ..TaskRecord::new(
+            kind,
+            serde_json::json!({ "n": 1 }),
+            Priority::Normal,
+            SystemTime::now(),
+        )
+    }
+}
+
+fn start(attempt: u32) -> Transition {
+    Transition::Start {
+        attempt,
+        plugin: super::AttemptPlugin {
+            name: "echo".into(),
+            version: "1.0.0".into(),
+        },
+        category: "batch".into(),
+        at: SystemTime::now(),
+    }
+}
+
+fn log(attempt: u32) -> super::AttemptRecord {
+    super::AttemptRecord {
+        attempt,
+        plugin: super::AttemptPlugin {
+            name: "echo".into(),
+            version: "1.0.0".into(),
+        },
+        started_at: SystemTime::now(),
+        duration_ms: 1,
+        error: None,
+        charged: true,
+    }
+}
+
+fn succeed(attempt: u32) -> Transition {
+    Transition::Succeed {
+        log: log(attempt),
+        result: serde_json::json!({ "attempt": attempt }),
+        at: SystemTime::now(),
+    }
+}
+
+async fn insert(
+    store: &Store,
+    record: TaskRecord,
+) -> Result<TaskRecord, Box<dyn std::error::Error>> {
+    match store.insert(record).await? {
+        Inserted::New(t) => Ok(t),
+        Inserted::Existing(t) => Err(format!("{} already existed", t.task_id).into()),
+    }
+}
+
+pub async fn an_inserted_task_reads_back_as_it_was_given(b: &Backend) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = (b.open)(dir.path())?;
+    let given = task("echo", None);
+    let stored = insert(&store, given.clone()).await?;
+    assert_eq!(stored.task_id, given.task_id);
+    let back = store.get(given.task_id).ok_or("lost")?;
+    assert_eq!(serde_json::to_value(&back)?, serde_json::to_value(&given)?);
+    Ok(())
+}
+
+pub async fn an_idempotency_key_gives_back_the_first_task(b: &Backend) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = (b.open)(dir.path())?;
+    let first = insert(&store, task("echo", Some("order-7"))).await?;
+    let Inserted::Existing(again) = store.insert(task("echo", Some("order-7"))).await? else {
+        return Err("a second task with the same key was inserted".into());
+    };
+    assert_eq!(again.task_id, first.task_id);
+    assert_eq!(store.list(&filter(None)).len(), 1);
+    Ok(())
+}
+
+pub async fn idempotency_keys_hold_across_a_restart(b: &Backend) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let first = {
+        let store = (b.open)(dir.path())?;
+        let first = insert(&store, task("echo", Some("k"))).await?;
+        store.sync().await?;
+        first
+    };
+    let store = (b.open)(dir.path())?;
+    let Inserted::Existing(again) = store.insert(task("echo", Some("k"))).await? else {
+        return Err("the key was forgotten across the restart".into());
+    };
+    assert_eq!(again.task_id, first.task_id);
+    Ok(())
+}
+
+pub async fn transitions_follow_the_lifecycle_and_refusals_write_nothing(
+    b: &Backend,
+) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = (b.open)(dir.path())?;
+    let t = insert(&store, task("echo", None)).await?;
+    let id = t.task_id;
+    // Not running: an outcome is refused and nothing changes.
+    assert!(matches!(
+        store.transition(id, succeed(1)),
+        Err(TransitionError::Illegal { from: "queued", .. })
+    ));
+    assert_eq!(store.get(id).map(|t| t.status), Some(TaskStatus::Queued));
+    store.transition(id, start(1))?;
+    // A stale attempt's outcome is refused; the current one's is applied.
+    assert!(matches!(
+        store.transition(id, succeed(2)),
+        Err(TransitionError::Stale {
+            attempt: 2,
+            current: 1
+        })
+    ));
+    let done = store.transition(id, succeed(1))?;
+    assert_eq!(done.status, TaskStatus::Succeeded);
+    // A duplicate outcome is refused.
+    assert!(store.transition(id, succeed(1)).is_err());
+    assert!(matches!(
+        store.transition(uuid::Uuid::now_v7(), start(1)),
+        Err(TransitionError::NotFound(_))
+    ));
+    Ok(())
+}
+
+pub async fn concurrent_starts_of_one_attempt_have_one_winner(b: &Backend) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = (b.open)(dir.path())?;
+    let id = insert(&store, task("echo", None)).await?.task_id;
+    let mut racers = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        racers.push(tokio::task::spawn_blocking(move || {
+            store.transition(id, start(1)).is_ok()
+        }));
+    }
+    let mut winners = 0;
+    for r in racers {
+        winners += usize::from(r.await?);
+    }
+    assert_eq!(winners, 1);
+    assert_eq!(store.get(id).map(|t| t.attempts), Some(1));
+    Ok(())
+}
+
+pub async fn the_last_change_of_every_task_survives_a_restart(b: &Backend) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (done, waiting) = {
+        let store = (b.open)(dir.path())?;
+        let done = insert(&store, task("echo", None)).await?.task_id;
+        store.transition(done, start(1))?;
+        store.transition(done, succeed(1))?;
+        let waiting = insert(&store, task("echo", None)).await?.task_id;
+        store.transition(waiting, start(1))?;
+        store.transition(
+            waiting,
+            Transition::Retry {
+                log: log(1),
+                failure: TaskFailure::new(FailureKind::Retryable, "later"),
+                due: SystemTime::now() + Duration::from_secs(60),
+            },
+        )?;
+        store.sync().await?;
+        (done, waiting)
+    };
+    let store = (b.open)(dir.path())?;
+    let done = store.get(done).ok_or("finished task lost")?;
+    assert_eq!((done.status, done.attempts), (TaskStatus::Succeeded, 1));
+    assert_eq!(done.result, Some(serde_json::json!({ "attempt": 1 })));
+    let waiting = store.get(waiting).ok_or("waiting task lost")?;
+    assert_eq!(waiting.status, TaskStatus::RetryWait);
+    assert!(waiting.next_attempt_at.is_some());
+    Ok(())
+}
+
+pub async fn a_running_attempt_is_found_after_an_unclean_stop(b: &Backend) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let id = {
+        let store = (b.open)(dir.path())?;
+        let id = insert(&store, task("echo", None)).await?.task_id;
+        store.transition(id, start(1))?;
+        // No sync: the process dies with the start handed to the writer.
+        store.durable(store.mark()).await;
+        id
+    };
+    let store = (b.open)(dir.path())?;
+    let unfinished = store.unfinished();
+    let found = unfinished
+        .iter()
+        .find(|t| t.task_id == id)
+        .ok_or("the running task was not found unfinished")?;
+    assert_eq!((found.status, found.attempts), (TaskStatus::Running, 1));
+    Ok(())
+}
+
+pub async fn prune_deletes_only_what_finished_before_the_cutoff(b: &Backend) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = (b.open)(dir.path())?;
+    let old = insert(&store, task("echo", None)).await?.task_id;
+    store.transition(old, start(1))?;
+    store.transition(old, succeed(1))?;
+    let cutoff = SystemTime::now() + Duration::from_millis(1);
+    let queued = insert(&store, task("echo", None)).await?.task_id;
+    assert_eq!(store.prune(cutoff).await?, 1);
+    assert!(store.get(old).is_none());
+    assert!(store.get(queued).is_some());
+    assert_eq!(store.prune(cutoff).await?, 0);
+    Ok(())
+}
+
+fn filter(status: Option<TaskStatus>) -> TaskFilter {
+    TaskFilter {
+        status,
+        kind: None,
+        limit: usize::MAX,
+    }
+}
+
+pub async fn listings_filter_by_status_and_kind_newest_first(b: &Backend) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = (b.open)(dir.path())?;
+    let mut ids = Vec::new();
+    for kind in ["echo", "scrape", "echo"] {
+        ids.push(insert(&store, task(kind, None)).await?.task_id);
+    }
+    store.transition(ids[0], start(1))?;
+    let echoes: Vec<_> = store
+        .list(&TaskFilter {
+            kind: Some("echo".into()),
+            ..filter(None)
+        })
+        .iter()
+        .map(|t| t.task_id)
+        .collect();
+    assert_eq!(echoes, [ids[2], ids[0]]);
+    let running: Vec<_> = store
+        .list(&filter(Some(TaskStatus::Running)))
+        .iter()
+        .map(|t| t.task_id)
+        .collect();
+    assert_eq!(running, [ids[0]]);
+    let one = store.list(&TaskFilter {
+        limit: 1,
+        ..filter(None)
+    });
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].task_id, ids[2]);
+    Ok(())
+}
+
+/// Runs every contract against one backend, in a module named after it.
+macro_rules! conformance {
+    ($backend:ident => $value:expr; $($test:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $test() -> super::TestResult {
+                    super::$test(&$value).await
+                }
+            )*
+        }
+    };
+}
+
+/// The contracts: the first list for every backend, the second (what
+/// survives a restart) for the durable ones.
+macro_rules! every_backend {
+    ($($test:ident),* ; $($durable:ident),* $(,)?) => {
+        conformance!(memory => super::MEMORY; $($test),*);
+        conformance!(sqlite => super::SQLITE; $($test,)* $($durable),*);
+    };
+}
+
+every_backend!(
+    an_inserted_task_reads_back_as_it_was_given,
+    an_idempotency_key_gives_back_the_first_task,
+    transitions_follow_the_lifecycle_and_refusals_write_nothing,
+    concurrent_starts_of_one_attempt_have_one_winner,
+    prune_deletes_only_what_finished_before_the_cutoff,
+    listings_filter_by_status_and_kind_newest_first;
+    idempotency_keys_hold_across_a_restart,
+    the_last_change_of_every_task_survives_a_restart,
+    a_running_attempt_is_found_after_an_unclean_stop,
+);
