@@ -231,6 +231,30 @@ impl Breaker {
         }
     }
 
+    /// How many more calls it would let through now: `None` for any
+    /// number (closed), its free trial slots when half-open (all of them
+    /// when open with its time up), 0 while open.
+    pub fn room(&self) -> Option<usize> {
+        let trials = self.config.half_open_trials.max(1) as usize;
+        let Ok(inner) = self.inner.lock() else {
+            return Some(0);
+        };
+        match inner.state {
+            State::Closed => None,
+            State::HalfOpen => Some(trials.saturating_sub(inner.trials_out as usize)),
+            State::Open => Some(
+                if inner
+                    .opened_at
+                    .is_some_and(|t| self.clock.now() >= t + self.open_for())
+                {
+                    trials
+                } else {
+                    0
+                },
+            ),
+        }
+    }
+
     /// Moves an open breaker whose time is up to half-open (called by the
     /// timer that wakes parked work).
     pub fn poll(&self) -> Option<Transition> {

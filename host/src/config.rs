@@ -101,8 +101,8 @@ impl Default for StoreConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginBreakerConfig {
-    /// Consecutive failed attempts (trap, timeout, out_of_memory, fuel,
-    /// retryable) that open it.
+    /// Consecutive failed attempts that open it: traps, timeouts, out of
+    /// memory or fuel (and fatal errors while the version is on probation).
     pub failures: u32,
     pub open_s: u64,
     pub half_open_trials: u32,

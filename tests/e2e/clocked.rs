@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use wasmhive::breaker::State;
 use wasmhive::clock::ManualClock;
 use wasmhive::config::PluginBreakerConfig;
-use wasmhive::scheduler::NewTask;
 use wasmhive::scheduler::retry::RetryPolicy;
+use wasmhive::scheduler::{NewTask, SubmitError, Submitted};
 use wasmhive::store::TaskRecord;
 use wasmhive::task::{Priority, TaskStatus};
 use wasmhive::{Config, Daemon};
@@ -54,8 +54,15 @@ async fn start(
 
 impl Clocked {
     async fn submit(&self, kind: &str, payload: serde_json::Value) -> Result<uuid::Uuid> {
-        let submitted = self
-            .daemon
+        Ok(self.try_submit(kind, payload).await?.task.task_id)
+    }
+
+    async fn try_submit(
+        &self,
+        kind: &str,
+        payload: serde_json::Value,
+    ) -> Result<Submitted, SubmitError> {
+        self.daemon
             .scheduler()
             .submit(NewTask {
                 kind: kind.into(),
@@ -66,8 +73,7 @@ impl Clocked {
                 idempotency_key: None,
                 parent_id: None,
             })
-            .await?;
-        Ok(submitted.task.task_id)
+            .await
     }
 
     fn task(&self, id: uuid::Uuid) -> Result<TaskRecord> {
@@ -148,16 +154,21 @@ async fn retries_follow_the_backoff_schedule_exactly() -> Result<()> {
     Ok(())
 }
 
+/// A plugin breaker that opens after 2 failures for 30 s, one trial.
+fn quick_breaker() -> PluginBreakerConfig {
+    PluginBreakerConfig {
+        failures: 2,
+        open_s: 30,
+        half_open_trials: 1,
+        ..PluginBreakerConfig::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_open_plugin_breaker_parks_tasks_uncharged_then_half_opens_and_closes() -> Result<()> {
     // Failing attempts time out (the plugin's own doing, and retried).
     let t = start(&[("flaky", Some("[limits]\ntimeout_s = 1\n"))], |c| {
-        c.plugin_breaker = PluginBreakerConfig {
-            failures: 2,
-            open_s: 30,
-            half_open_trials: 1,
-            ..PluginBreakerConfig::default()
-        };
+        c.plugin_breaker = quick_breaker();
     })
     .await?;
     let breaker = t.daemon.scheduler().breakers().plugin("flaky", "1.0.0");
@@ -305,5 +316,70 @@ async fn retention_runs_on_the_daemons_clock() -> Result<()> {
         task.status == TaskStatus::Succeeded
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_breaker_that_does_not_recover_releases_a_trial_at_a_time_and_bounds_its_backlog()
+-> Result<()> {
+    let t = start(
+        &[
+            ("panic", Some("[limits]\nmax_parked = 5\n")),
+            ("echo", None),
+        ],
+        |c| {
+            c.plugin_breaker = quick_breaker();
+        },
+    )
+    .await?;
+    let breaker = t.daemon.scheduler().breakers().plugin("panic", "1.0.0");
+    for _ in 0..2 {
+        let id = t.submit("panic", json!({})).await?;
+        t.until(id, "trap", |task| task.status == TaskStatus::Failed)
+            .await?;
+    }
+    assert_eq!(breaker.state(), State::Open);
+    let mut parked = Vec::new();
+    for _ in 0..5 {
+        let id = t.submit("panic", json!({})).await?;
+        t.until(id, "be parked", |task| task.parked_on.is_some())
+            .await?;
+        parked.push(id);
+    }
+    // The backlog is full: the next one is refused with when to come back.
+    let refused = t.try_submit("panic", json!({})).await;
+    match refused {
+        Err(SubmitError::Backlog {
+            parked: 5,
+            retry_after_s,
+            ..
+        }) => assert!((1..=30).contains(&retry_after_s), "{retry_after_s}"),
+        other => bail!("expected a backlog refusal, got {other:?}"),
+    }
+    // Other plugins are not held back.
+    let echo = t.submit("echo", json!("fine")).await?;
+    t.until(echo, "succeed", |task| task.status == TaskStatus::Succeeded)
+        .await?;
+
+    // Half-open: one trial goes (the oldest), traps, and the breaker opens
+    // again; the other four stay parked, never run.
+    t.clock.advance(Duration::from_secs(30));
+    t.until(parked[0], "run as the trial", |task| {
+        task.status == TaskStatus::Failed
+    })
+    .await?;
+    t.stays(parked[1], TaskStatus::Queued).await?;
+    assert_eq!(breaker.state(), State::Open);
+    for id in &parked[1..] {
+        let task = t.task(*id)?;
+        assert_eq!(
+            (task.attempts, task.parked_on.is_some()),
+            (0, true),
+            "{task:?}"
+        );
+    }
+    let by_breaker = t.daemon.scheduler().parked_by_breaker();
+    assert_eq!(by_breaker.get("plugin:panic@1.0.0"), Some(&4));
+    assert_eq!(t.daemon.scheduler().parked_of("panic"), 4);
     Ok(())
 }

@@ -101,9 +101,12 @@ impl From<SubmitError> for ApiError {
             SubmitError::Payload(_) => (StatusCode::BAD_REQUEST, "invalid_payload"),
             SubmitError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             SubmitError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            SubmitError::Backlog { .. } => (StatusCode::SERVICE_UNAVAILABLE, "breaker_backlog"),
         };
         let mut error = ApiError::new(status, code, e.to_string());
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let SubmitError::Backlog { retry_after_s, .. } = &e {
+            error.retry_after = Some(*retry_after_s);
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
             error.retry_after = Some(5);
         }
         error

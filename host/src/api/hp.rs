@@ -88,7 +88,7 @@ pub async fn stats(State(state): State<AppState>) -> Json<Value> {
         "totals": totals,
         "pools": pools,
         "plugins": plugins,
-        "circuit_breakers": scheduler.breakers().statuses(),
+        "circuit_breakers": breakers_with_parked(scheduler),
         "http": scheduler.registry().runtime().services().http.stats.snapshot(),
     }))
 }
@@ -139,7 +139,7 @@ pub async fn queues(State(state): State<AppState>) -> Json<Value> {
 #[utoipa::path(get, path = "/api/hp/circuit-breakers", tag = "status",
     responses((status = 200, description = "Every breaker's state", body = Object)))]
 pub async fn circuit_breakers(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "circuit_breakers": state.scheduler.breakers().statuses() }))
+    Json(json!({ "circuit_breakers": breakers_with_parked(&state.scheduler) }))
 }
 
 pub(super) fn queued_by_priority(depths: &[usize; 5]) -> Value {
@@ -334,4 +334,22 @@ pub async fn task(
     id: axum::extract::Path<String>,
 ) -> Result<Json<TaskRecord>, ApiError> {
     super::tasks::get(state, id).await
+}
+
+/// Every breaker's status with `parked`: the tasks waiting on it now.
+fn breakers_with_parked(scheduler: &crate::scheduler::Scheduler) -> Vec<Value> {
+    let parked = scheduler.parked_by_breaker();
+    scheduler
+        .breakers()
+        .statuses()
+        .into_iter()
+        .map(|b| {
+            let n = parked.get(&b.name).copied().unwrap_or(0);
+            let mut v = serde_json::to_value(b).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("parked".into(), n.into());
+            }
+            v
+        })
+        .collect()
 }

@@ -16,6 +16,8 @@ pub struct PluginUsage {
     pub running: usize,
     /// Tasks held back because the plugin is at its concurrency limit.
     pub held: usize,
+    /// Tasks parked on open breakers (bounded by `max_parked`).
+    pub parked: usize,
     /// Points and bytes in its own vector collections.
     pub vector_points: u64,
     pub vector_bytes: u64,
@@ -40,6 +42,7 @@ pub fn usage(state: &AppState, statuses: &[PluginStatus]) -> Vec<Option<PluginUs
             Some(PluginUsage {
                 running,
                 held,
+                parked: state.scheduler.parked_of(name),
                 vector_points: held_vectors.points,
                 vector_bytes: held_vectors.bytes,
             })
@@ -48,7 +51,7 @@ pub fn usage(state: &AppState, statuses: &[PluginStatus]) -> Vec<Option<PluginUs
 }
 
 /// The limits as (quota, value), in the units `/metrics` uses.
-fn limits(l: &LimitsStatus) -> [(&'static str, u64); 8] {
+fn limits(l: &LimitsStatus) -> [(&'static str, u64); 9] {
     [
         ("max_concurrency", u64::from(l.max_concurrency)),
         ("max_children", u64::from(l.max_children)),
@@ -58,6 +61,7 @@ fn limits(l: &LimitsStatus) -> [(&'static str, u64); 8] {
         ("vector_points", l.vector_points),
         ("vector_bytes", l.vector_mb << 20),
         ("max_payload_bytes", l.max_payload_mb << 20),
+        ("max_parked", u64::from(l.max_parked)),
     ]
 }
 
@@ -92,6 +96,7 @@ pub fn render_prometheus(state: &AppState) -> String {
         let name = label_value(name);
         for (quota, value) in [
             ("max_concurrency", u.running as u64),
+            ("max_parked", u.parked as u64),
             ("vector_points", u.vector_points),
             ("vector_bytes", u.vector_bytes),
         ] {

@@ -16,6 +16,7 @@
 //! max_children = 100             # child tasks one task may submit
 //! vector_points = 1000000        # points in its own collections
 //! vector_mb = 256                # memory of its own collections, MiB
+//! max_parked = 10000             # tasks waiting on open breakers; then 503
 //! max_concurrency = 0            # attempts at once in its pool, 0 = auto
 //! max_depth = 4                  # depth of a tree of child tasks
 //! max_descendants = 1000         # tasks in one tree of child tasks
@@ -67,6 +68,7 @@ pub struct ManifestLimits {
     pub children_per_s: Option<u32>,
     pub vector_points: Option<u64>,
     pub vector_mb: Option<u64>,
+    pub max_parked: Option<u32>,
 }
 
 /// What the operator grants the plugin.

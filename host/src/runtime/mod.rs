@@ -429,6 +429,7 @@ impl Runtime {
                 .vector_mb
                 .unwrap_or(self.defaults.vector_mb)
                 .saturating_mul(1 << 20),
+            max_parked: m.max_parked.unwrap_or(self.defaults.max_parked),
         })
     }
 

@@ -54,6 +54,8 @@ pub struct PluginLimits {
     pub vector_points: u64,
     /// Bytes of memory its own vector collections may take.
     pub vector_bytes: u64,
+    /// Tasks that may wait parked on open breakers.
+    pub max_parked: u32,
 }
 
 /// A plugin version ready to run tasks.

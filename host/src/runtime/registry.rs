@@ -191,6 +191,9 @@ pub struct LimitsStatus {
     /// Largest child payload and result it may send, MiB.
     pub max_payload_mb: u64,
     pub max_result_mb: u64,
+    /// Tasks that may wait parked on open breakers before submissions
+    /// are refused.
+    pub max_parked: u32,
 }
 
 /// A reload that failed, with when.
@@ -671,6 +674,7 @@ impl Registry {
                 vector_mb: v.limits.vector_bytes >> 20,
                 max_payload_mb: (v.limits.max_payload_bytes >> 20) as u64,
                 max_result_mb: (v.limits.max_result_bytes >> 20) as u64,
+                max_parked: v.limits.max_parked,
             }),
             capabilities: current.map(|v| v.manifest.capabilities.clone()),
             previous_version: slot.previous.as_ref().map(|v| v.info.version.clone()),

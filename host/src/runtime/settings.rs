@@ -37,6 +37,9 @@ pub struct Limits {
     /// Memory one plugin's own vector collections may take, MiB (all
     /// collections together are bounded by `[vectors] max_mb`).
     pub vector_mb: u64,
+    /// Tasks of one plugin that may wait parked on open circuit breakers;
+    /// past it, submissions of its kinds answer 503 with `Retry-After`.
+    pub max_parked: u32,
 }
 
 impl Default for Limits {
@@ -54,6 +57,7 @@ impl Default for Limits {
             children_per_s: 200,
             vector_points: 1_000_000,
             vector_mb: 256,
+            max_parked: 10_000,
         }
     }
 }

@@ -23,6 +23,7 @@
 
 mod children;
 pub mod maintenance;
+pub mod parking;
 pub mod pool;
 pub mod queue;
 pub mod retry;
@@ -76,6 +77,18 @@ pub enum SubmitError {
     Timeout { max: u64 },
     #[error("max_retries must be at most {MAX_RETRIES}")]
     Retries,
+    /// The plugin has `[limits] max_parked` tasks parked on an open
+    /// breaker: new ones would only pile up behind it.
+    #[error(
+        "plugin `{plugin}` already has {parked} tasks waiting on the open circuit breaker `{breaker}` \
+         ([limits] max_parked); try again in {retry_after_s} s"
+    )]
+    Backlog {
+        plugin: String,
+        breaker: String,
+        parked: usize,
+        retry_after_s: u64,
+    },
     /// The payload nests deeper than [`crate::task::MAX_JSON_DEPTH`].
     #[error("{0}")]
     Payload(String),
@@ -140,8 +153,8 @@ struct Inner {
     timers_changed: Notify,
     /// Running attempts and held jobs per plugin (concurrency in a pool).
     plugin_slots: Arc<tenancy::PluginSlots>,
-    /// Tasks parked on an open breaker: breaker -> (task, pool).
-    parked: Mutex<HashMap<String, Vec<(Uuid, String)>>>,
+    /// Tasks parked on open breakers.
+    parked: parking::Parking,
     /// Turns true when the daemon stops taking work.
     stop: watch::Sender<bool>,
     /// Set while shutting down: an interrupted attempt is re-queued, not cancelled.
@@ -178,7 +191,7 @@ impl Scheduler {
                 waiters: Mutex::default(),
                 timers: Mutex::default(),
                 timers_changed: Notify::new(),
-                parked: Mutex::default(),
+                parked: parking::Parking::default(),
                 plugin_slots: Arc::default(),
                 stop: watch::channel(false).0,
                 draining: std::sync::atomic::AtomicBool::new(false),
@@ -199,6 +212,16 @@ impl Scheduler {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.inner.registry
+    }
+
+    /// Tasks of `plugin` parked on open breakers now.
+    pub fn parked_of(&self, plugin: &str) -> usize {
+        self.inner.parked.of_plugin(plugin)
+    }
+
+    /// Parked tasks per breaker.
+    pub fn parked_by_breaker(&self) -> HashMap<String, usize> {
+        self.inner.parked.by_breaker()
     }
 
     /// Attempts running and jobs held back per plugin (file stem).
@@ -237,6 +260,25 @@ impl Scheduler {
                 kind: new.kind.clone(),
                 known: self.known_kinds(),
             })?;
+        let parked = inner.parked.of_plugin(&plugin.info.name);
+        if parked >= plugin.limits.max_parked as usize {
+            let breakers = inner.parked.breakers_of(&plugin.info.name);
+            let soonest = breakers
+                .iter()
+                .filter_map(|b| inner.breakers.find(b))
+                .filter_map(|b| b.half_open_at())
+                .min();
+            return Err(SubmitError::Backlog {
+                plugin: plugin.info.name.clone(),
+                breaker: breakers.first().cloned().unwrap_or_default(),
+                parked,
+                retry_after_s: soonest
+                    .map_or(1, |at| {
+                        at.saturating_duration_since(inner.clock.now()).as_secs()
+                    })
+                    .max(1),
+            });
+        }
         // The plugin's manifest sets the ceiling; a task may ask for less.
         let ceiling = plugin.limits.timeout.as_secs();
         let timeout_s = new.timeout_s.unwrap_or(inner.config.default_timeout_s);
@@ -658,6 +700,10 @@ impl Scheduler {
                 _ if *admission == Admission::Trial => breaker.abandon_trial(),
                 _ => {}
             }
+            // A trial ended: its slot goes to the next parked task.
+            if *admission == Admission::Trial {
+                self.release(breaker.name());
+            }
         }
         self.settle(
             &task,
@@ -699,7 +745,7 @@ impl Scheduler {
                         b.abandon_trial();
                     }
                 }
-                self.park(task, breaker.name(), &pool.name);
+                self.park(task, &plugin.info.name, breaker.name(), &pool.name);
                 return None;
             }
             admitted.push((breaker, admission));
@@ -707,7 +753,7 @@ impl Scheduler {
         Some(admitted)
     }
 
-    fn park(&self, task: &TaskRecord, breaker: &str, pool: &str) {
+    fn park(&self, task: &TaskRecord, plugin: &str, breaker: &str, pool: &str) {
         let inner = &self.inner;
         let park = Transition::Park {
             breaker: breaker.to_string(),
@@ -715,12 +761,14 @@ impl Scheduler {
         if self.step(task.task_id, park).is_none() {
             return;
         }
-        if let Ok(mut parked) = inner.parked.lock() {
-            parked
-                .entry(breaker.to_string())
-                .or_default()
-                .push((task.task_id, pool.to_string()));
-        }
+        inner.parked.park(
+            breaker,
+            parking::Parked {
+                id: task.task_id,
+                pool: pool.to_string(),
+                plugin: plugin.to_string(),
+            },
+        );
         inner.metrics.parked(pool);
         tracing::debug!(task.id = %task.task_id, breaker, "parked on an open breaker");
         // The breaker may have moved on between its refusal and the parking
@@ -743,26 +791,35 @@ impl Scheduler {
                     .resolve(&task.kind)
                     .is_some_and(|v| v.info.name != name || v.info.version != version);
             if replaced {
-                self.release(breaker);
+                self.release_all(breaker);
             }
         }
     }
 
-    /// Puts the tasks parked on `breaker` back in their queues.
+    /// Puts as many tasks parked on `breaker` back in their queues as it
+    /// would let through now: all of them when it is closed, one per free
+    /// trial slot when it is half-open, none while it is open.
     fn release(&self, breaker: &str) {
-        let inner = &self.inner;
-        let parked = inner
-            .parked
-            .lock()
-            .ok()
-            .and_then(|mut p| p.remove(breaker))
-            .unwrap_or_default();
-        for (id, pool) in parked {
+        let room = match self.inner.breakers.find(breaker) {
+            Some(b) => b.room(),
+            None => None,
+        };
+        self.unpark(breaker, room);
+    }
+
+    /// Puts every task parked on `breaker` back (its version was replaced
+    /// or rolled back: the tasks go to the version now serving).
+    fn release_all(&self, breaker: &str) {
+        self.unpark(breaker, None);
+    }
+
+    fn unpark(&self, breaker: &str, limit: Option<usize>) {
+        for parked in self.inner.parked.take(breaker, limit) {
             let unpark = Transition::Unpark {
                 breaker: Some(breaker.to_string()),
             };
-            if let Some(task) = self.step(id, unpark) {
-                self.enqueue(id, task.priority, &pool);
+            if let Some(task) = self.step(parked.id, unpark) {
+                self.enqueue(parked.id, task.priority, &parked.pool);
             }
         }
     }
@@ -981,13 +1038,7 @@ impl Scheduler {
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Missed some: release everything; the breakers re-park
                     // whatever still may not run.
-                    let names: Vec<String> = self
-                        .inner
-                        .parked
-                        .lock()
-                        .map(|p| p.keys().cloned().collect())
-                        .unwrap_or_default();
-                    for name in names {
+                    for name in self.inner.parked.breakers() {
                         self.release(&name);
                     }
                     continue;
@@ -1042,7 +1093,7 @@ impl Scheduler {
             "automatic rollback: the new version's breaker opened during probation"
         );
         self.retry_after_rollback(name, version);
-        self.release(breaker);
+        self.release_all(breaker);
     }
 
     /// Tasks whose last attempt failed on a rolled-back version run again on
@@ -1079,12 +1130,7 @@ impl Scheduler {
     /// The pools as the metrics and `/api/hp/*` show them.
     pub fn pool_gauges(&self) -> Vec<PoolGauges> {
         let inner = &self.inner;
-        let mut parked: HashMap<String, usize> = HashMap::new();
-        if let Ok(p) = inner.parked.lock() {
-            for (_, pool) in p.values().flatten() {
-                *parked.entry(pool.clone()).or_default() += 1;
-            }
-        }
+        let parked = inner.parked.by_pool();
         let mut waiting: HashMap<String, usize> = HashMap::new();
         if let Ok(t) = inner.timers.lock() {
             for Reverse((_, _, pool)) in t.iter() {
