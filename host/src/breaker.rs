@@ -165,9 +165,18 @@ impl Breaker {
         &self.config
     }
 
+    /// The counts. A panic while they were held (a bug) leaves them as
+    /// the last update made them: the breaker keeps working from those
+    /// rather than falling back to an answer of its own.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// When an open breaker will let trials through.
     pub fn half_open_at(&self) -> Option<Instant> {
-        let inner = self.inner.lock().ok()?;
+        let inner = self.lock();
         match inner.state {
             State::Open => inner.opened_at.map(|t| t + self.open_for()),
             _ => None,
@@ -181,9 +190,7 @@ impl Breaker {
     /// Asks to start a call. Moves an open breaker whose time is up to
     /// half-open. Returns the transition it made, if any.
     pub fn admit(&self) -> (Admission, Option<Transition>) {
-        let Ok(mut inner) = self.inner.lock() else {
-            return (Admission::Allowed, None);
-        };
+        let mut inner = self.lock();
         let mut transition = None;
         if inner.state == State::Open
             && inner
@@ -209,9 +216,8 @@ impl Breaker {
     /// Gives back a trial slot taken by [`admit`](Self::admit) for a call
     /// that never reached the dependency.
     pub fn abandon_trial(&self) {
-        if let Ok(mut inner) = self.inner.lock()
-            && inner.state == State::HalfOpen
-        {
+        let mut inner = self.lock();
+        if inner.state == State::HalfOpen {
             inner.trials_out = inner.trials_out.saturating_sub(1);
         }
     }
@@ -219,9 +225,7 @@ impl Breaker {
     /// Whether [`admit`](Self::admit) would let a call through now (without
     /// taking a trial slot).
     pub fn would_admit(&self) -> bool {
-        let Ok(inner) = self.inner.lock() else {
-            return true;
-        };
+        let inner = self.lock();
         match inner.state {
             State::Closed => true,
             State::HalfOpen => inner.trials_out < self.config.half_open_trials.max(1),
@@ -236,9 +240,7 @@ impl Breaker {
     /// when open with its time up), 0 while open.
     pub fn room(&self) -> Option<usize> {
         let trials = self.config.half_open_trials.max(1) as usize;
-        let Ok(inner) = self.inner.lock() else {
-            return Some(0);
-        };
+        let inner = self.lock();
         match inner.state {
             State::Closed => None,
             State::HalfOpen => Some(trials.saturating_sub(inner.trials_out as usize)),
@@ -258,7 +260,7 @@ impl Breaker {
     /// Moves an open breaker whose time is up to half-open (called by the
     /// timer that wakes parked work).
     pub fn poll(&self) -> Option<Transition> {
-        let mut inner = self.inner.lock().ok()?;
+        let mut inner = self.lock();
         (inner.state == State::Open
             && inner
                 .opened_at
@@ -268,7 +270,7 @@ impl Breaker {
 
     /// Reports a call's outcome. Returns the transition it caused, if any.
     pub fn record(&self, success: bool) -> Option<Transition> {
-        let mut inner = self.inner.lock().ok()?;
+        let mut inner = self.lock();
         if success {
             inner.successes += 1;
             inner.consecutive_failures = 0;
@@ -318,18 +320,14 @@ impl Breaker {
     }
 
     pub fn state(&self) -> State {
-        self.inner.lock().map(|i| i.state).unwrap_or(State::Closed)
+        self.lock().state
     }
 
     pub fn status(&self) -> BreakerStatus {
         let half_open_in_s = self
             .half_open_at()
             .map(|t| t.saturating_duration_since(self.clock.now()).as_secs_f64());
-        // A poisoned lock still holds the last consistent counts.
-        let inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inner = self.lock();
         BreakerStatus {
             name: self.name.clone(),
             state: inner.state,
@@ -490,6 +488,24 @@ mod tests {
         let t = b.record(false);
         assert_eq!(t.map(|t| t.to), Some(State::Open));
         assert_eq!(b.admit().0, Admission::Rejected);
+    }
+
+    #[test]
+    fn a_panic_while_the_counts_were_held_does_not_let_calls_through() {
+        let clock = ManualClock::new();
+        let b = Arc::new(breaker(&clock, 1, 60, 1));
+        b.record(false);
+        let held = b.clone();
+        let poisoned = std::thread::spawn(move || {
+            let _counts = held.inner.lock();
+            panic!("a bug while the counts are held");
+        })
+        .join();
+        assert!(poisoned.is_err() && b.inner.is_poisoned());
+        // Still open: no fallback to letting everything through.
+        assert_eq!(b.admit().0, Admission::Rejected);
+        assert_eq!(b.state(), State::Open);
+        assert!(!b.would_admit());
     }
 
     #[test]
