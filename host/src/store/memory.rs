@@ -36,10 +36,24 @@ struct Inner {
 }
 
 impl MemoryStore {
+    /// The tasks, for reading. A panic while they were held (a bug) leaves
+    /// them as its last completed change made them: the store keeps
+    /// answering from that, never with a made-up answer (a task it did not
+    /// store reported as stored, an empty listing).
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn insert(&self, record: TaskRecord) -> Inserted {
-        let Ok(mut inner) = self.inner.write() else {
-            return Inserted::New(record);
-        };
+        let mut inner = self.write();
         if let Some(key) = &record.idempotency_key {
             if let Some(existing) = inner
                 .idempotency
@@ -67,7 +81,7 @@ impl MemoryStore {
     }
 
     pub fn get(&self, id: Uuid) -> Option<TaskRecord> {
-        self.inner.read().ok()?.tasks.get(&id).cloned()
+        self.read().tasks.get(&id).cloned()
     }
 
     pub fn update(&self, id: Uuid, change: impl FnOnce(&mut TaskRecord)) -> Option<TaskRecord> {
@@ -82,7 +96,7 @@ impl MemoryStore {
         change: impl FnOnce(&mut TaskRecord),
         then: impl FnOnce(&TaskRecord) -> R,
     ) -> Option<R> {
-        let mut inner = self.inner.write().ok()?;
+        let mut inner = self.write();
         let record = inner.tasks.get_mut(&id)?;
         change(record);
         self.announce(record);
@@ -98,7 +112,7 @@ impl MemoryStore {
         change: impl FnOnce(&mut TaskRecord) -> Result<(), E>,
         then: impl FnOnce(&TaskRecord) -> R,
     ) -> Option<Result<R, E>> {
-        let mut inner = self.inner.write().ok()?;
+        let mut inner = self.write();
         let record = inner.tasks.get_mut(&id)?;
         if let Err(e) = change(record) {
             return Some(Err(e));
@@ -109,8 +123,8 @@ impl MemoryStore {
 
     /// Forgets a task (a refused insert, or retention).
     pub fn remove(&self, id: Uuid) {
-        if let Ok(mut inner) = self.inner.write()
-            && let Some(record) = inner.tasks.remove(&id)
+        let mut inner = self.write();
+        if let Some(record) = inner.tasks.remove(&id)
             && let Some(key) = record.idempotency_key
         {
             inner.idempotency.remove(&key);
@@ -119,30 +133,21 @@ impl MemoryStore {
 
     /// Every task, oldest first.
     pub fn all(&self) -> Vec<TaskRecord> {
-        self.inner
-            .read()
-            .map(|i| i.tasks.values().cloned().collect())
-            .unwrap_or_default()
+        self.read().tasks.values().cloned().collect()
     }
 
     /// Ids of tasks that finished before `before`.
     pub fn finished_before(&self, before: std::time::SystemTime) -> Vec<Uuid> {
-        self.inner
-            .read()
-            .map(|i| {
-                i.tasks
-                    .values()
-                    .filter(|t| t.finished_at.is_some_and(|f| f < before))
-                    .map(|t| t.task_id)
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.read()
+            .tasks
+            .values()
+            .filter(|t| t.finished_at.is_some_and(|f| f < before))
+            .map(|t| t.task_id)
+            .collect()
     }
 
     pub fn list(&self, filter: &TaskFilter) -> Vec<TaskRecord> {
-        let Ok(inner) = self.inner.read() else {
-            return Vec::new();
-        };
+        let inner = self.read();
         inner
             .tasks
             .values()
@@ -211,5 +216,26 @@ mod tests {
             ..TaskFilter::default()
         });
         assert_eq!(done.len(), 1);
+    }
+
+    #[test]
+    fn after_a_panic_under_its_lock_the_store_still_stores_what_it_says() {
+        let store = std::sync::Arc::new(MemoryStore::default());
+        let kept = record("echo", Some("k"));
+        store.insert(kept.clone());
+        let held = store.clone();
+        let poisoned = std::thread::spawn(move || {
+            held.update(kept.task_id, |_| panic!("a bug inside a change"));
+        })
+        .join();
+        assert!(poisoned.is_err());
+        let new = record("echo", None);
+        assert!(matches!(store.insert(new.clone()), Inserted::New(_)));
+        assert!(store.get(new.task_id).is_some(), "acknowledged, so stored");
+        assert!(matches!(
+            store.insert(record("echo", Some("k"))),
+            Inserted::Existing(_)
+        ));
+        assert_eq!(store.all().len(), 2);
     }
 }
