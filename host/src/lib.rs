@@ -22,6 +22,7 @@ pub mod runtime;
 pub mod scaffold;
 pub mod scheduler;
 pub mod store;
+pub mod sync;
 pub mod task;
 pub mod telemetry;
 pub mod testkit;

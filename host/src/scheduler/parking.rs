@@ -10,6 +10,7 @@
 //! (503 with `Retry-After`) instead of piling up behind a breaker that does
 //! not recover.
 
+use crate::sync::lock;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use uuid::Uuid;
@@ -38,21 +39,18 @@ pub struct Parking {
 
 impl Parking {
     pub fn park(&self, breaker: &str, parked: Parked) {
-        if let Ok(mut s) = self.state.lock() {
-            *s.by_plugin.entry(parked.plugin.clone()).or_default() += 1;
-            s.by_breaker
-                .entry(breaker.to_string())
-                .or_default()
-                .push_back(parked);
-        }
+        let mut s = lock(&self.state);
+        *s.by_plugin.entry(parked.plugin.clone()).or_default() += 1;
+        s.by_breaker
+            .entry(breaker.to_string())
+            .or_default()
+            .push_back(parked);
     }
 
     /// Takes the oldest `limit` tasks parked on `breaker` (all of them for
     /// `None`), to go back to their pools.
     pub fn take(&self, breaker: &str, limit: Option<usize>) -> Vec<Parked> {
-        let Ok(mut s) = self.state.lock() else {
-            return Vec::new();
-        };
+        let mut s = lock(&self.state);
         let Some(queue) = s.by_breaker.get_mut(breaker) else {
             return Vec::new();
         };
@@ -74,54 +72,42 @@ impl Parking {
 
     /// Breakers with parked tasks.
     pub fn breakers(&self) -> Vec<String> {
-        self.state
-            .lock()
-            .map(|s| s.by_breaker.keys().cloned().collect())
-            .unwrap_or_default()
+        lock(&self.state).by_breaker.keys().cloned().collect()
     }
 
     /// Breakers with parked tasks of `plugin`.
     pub fn breakers_of(&self, plugin: &str) -> Vec<String> {
-        self.state
-            .lock()
-            .map(|s| {
-                s.by_breaker
-                    .iter()
-                    .filter(|(_, q)| q.iter().any(|p| p.plugin == plugin))
-                    .map(|(b, _)| b.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        lock(&self.state)
+            .by_breaker
+            .iter()
+            .filter(|(_, q)| q.iter().any(|p| p.plugin == plugin))
+            .map(|(b, _)| b.clone())
+            .collect()
     }
 
     /// Tasks of `plugin` parked now.
     pub fn of_plugin(&self, plugin: &str) -> usize {
-        self.state
-            .lock()
-            .map(|s| s.by_plugin.get(plugin).copied().unwrap_or(0))
+        lock(&self.state)
+            .by_plugin
+            .get(plugin)
+            .copied()
             .unwrap_or(0)
     }
 
     /// Parked tasks per breaker.
     pub fn by_breaker(&self) -> HashMap<String, usize> {
-        self.state
-            .lock()
-            .map(|s| {
-                s.by_breaker
-                    .iter()
-                    .map(|(b, q)| (b.clone(), q.len()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        lock(&self.state)
+            .by_breaker
+            .iter()
+            .map(|(b, q)| (b.clone(), q.len()))
+            .collect()
     }
 
     /// Parked tasks per pool.
     pub fn by_pool(&self) -> HashMap<String, usize> {
         let mut out = HashMap::new();
-        if let Ok(s) = self.state.lock() {
-            for p in s.by_breaker.values().flatten() {
-                *out.entry(p.pool.clone()).or_default() += 1;
-            }
+        for p in lock(&self.state).by_breaker.values().flatten() {
+            *out.entry(p.pool.clone()).or_default() += 1;
         }
         out
     }

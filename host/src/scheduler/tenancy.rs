@@ -11,6 +11,7 @@
 
 use super::pool::CategoryPool;
 use super::queue::Job;
+use crate::sync::lock;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -50,10 +51,7 @@ impl PluginSlots {
         job: Job,
         pool: &Arc<CategoryPool>,
     ) -> bool {
-        let Ok(mut plugins) = self.plugins.lock() else {
-            // A poisoned map: run the job rather than lose it.
-            return true;
-        };
+        let mut plugins = lock(&self.plugins);
         let load = plugins.entry(plugin.to_string()).or_default();
         if load.running < limit {
             load.running += 1;
@@ -67,15 +65,20 @@ impl PluginSlots {
     /// An attempt of `plugin` ended: its slot is free, and its oldest held
     /// job goes back to its pool.
     pub fn release(&self, plugin: &str) {
-        let next = self.plugins.lock().ok().and_then(|mut plugins| {
-            let load = plugins.get_mut(plugin)?;
-            load.running = load.running.saturating_sub(1);
-            let next = load.held.pop_front();
-            if load.running == 0 && load.held.is_empty() {
+        let next = {
+            let mut plugins = lock(&self.plugins);
+            let next = plugins.get_mut(plugin).and_then(|load| {
+                load.running = load.running.saturating_sub(1);
+                load.held.pop_front()
+            });
+            if plugins
+                .get(plugin)
+                .is_some_and(|l| l.running == 0 && l.held.is_empty())
+            {
                 plugins.remove(plugin);
             }
             next
-        });
+        };
         if let Some((job, pool)) = next {
             pool.push(job);
         }
@@ -84,22 +87,18 @@ impl PluginSlots {
     /// Attempts running and jobs held back per plugin (for the status API
     /// and `/metrics`).
     pub fn load(&self) -> HashMap<String, (usize, usize)> {
-        self.plugins
-            .lock()
-            .map(|p| {
-                p.iter()
-                    .map(|(k, l)| (k.clone(), (l.running, l.held.len())))
-                    .collect()
-            })
-            .unwrap_or_default()
+        lock(&self.plugins)
+            .iter()
+            .map(|(k, l)| (k.clone(), (l.running, l.held.len())))
+            .collect()
     }
 
     /// Jobs held back per plugin (for the status API).
     pub fn held(&self) -> HashMap<String, usize> {
-        self.plugins
-            .lock()
-            .map(|p| p.iter().map(|(k, l)| (k.clone(), l.held.len())).collect())
-            .unwrap_or_default()
+        lock(&self.plugins)
+            .iter()
+            .map(|(k, l)| (k.clone(), l.held.len()))
+            .collect()
     }
 }
 
