@@ -144,8 +144,12 @@ impl Collection {
     }
 
     /// What [`bytes`](Self::bytes) would be after upserting `points`
-    /// (id, metadata): an upper bound, buffer growth included.
-    pub fn bytes_after<'a>(&self, points: impl IntoIterator<Item = (&'a str, &'a str)>) -> usize {
+    /// (id, metadata), an upper bound with buffer growth included, and how
+    /// many of the points are new (distinct ids not held yet).
+    pub fn bytes_after<'a>(
+        &self,
+        points: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> (usize, usize) {
         let mut added = 0;
         let mut strings = self.strings as isize;
         let mut fresh: Vec<&str> = Vec::new();
@@ -189,12 +193,13 @@ impl Collection {
         } else {
             table_bytes(after)
         };
-        std::mem::size_of::<Collection>()
+        let bytes = std::mem::size_of::<Collection>()
             + vecs
             + block_list
             + self.block_bytes(after, last_cap)
             + table
-            + strings.max(0) as usize
+            + strings.max(0) as usize;
+        (bytes, added)
     }
 
     /// Inserts or replaces a point; `unit` must be normalised and `dim` long.
@@ -437,10 +442,13 @@ mod tests {
                     .map(|i| (format!("point-{i}"), format!("{{\"n\":{i}}}")))
                     .collect();
                 // Half of each batch after the first replaces earlier points.
-                let predicted = c.bytes_after(points.iter().map(|(i, m)| (i.as_str(), m.as_str())));
+                let (predicted, fresh) =
+                    c.bytes_after(points.iter().map(|(i, m)| (i.as_str(), m.as_str())));
+                let before = c.len();
                 for (id, m) in points {
                     c.upsert(id, &v, m);
                 }
+                assert_eq!(c.len(), before + fresh, "new points counted");
                 let real = c.bytes();
                 assert!(
                     real <= predicted,

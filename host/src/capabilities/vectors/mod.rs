@@ -62,9 +62,7 @@ impl Scope {
 
     /// Whether `collection` (a store name) is one of the plugin's own.
     fn owns(&self, collection: &str) -> bool {
-        collection
-            .strip_prefix(&*self.plugin)
-            .is_some_and(|rest| rest.starts_with(':'))
+        store::in_namespace(collection, &self.plugin)
     }
 }
 

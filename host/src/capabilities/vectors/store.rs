@@ -209,9 +209,7 @@ impl VectorStore {
         };
         let mut usage = Usage::default();
         for (name, c) in all.iter() {
-            let ours = name
-                .strip_prefix(namespace)
-                .is_some_and(|rest| rest.starts_with(':'));
+            let ours = in_namespace(name, namespace);
             if let (true, Ok(c)) = (ours, c.read()) {
                 usage.points += c.len() as u64;
                 usage.bytes += c.bytes() as u64;
@@ -268,30 +266,14 @@ impl VectorStore {
             units.push(unit);
         }
         let pairs = || points.iter().map(|p| (p.id.as_str(), p.metadata.as_str()));
-        let (now, len_now, after, len_after) = match &existing {
+        let (now, len_now, (after, fresh)) = match &existing {
             Some(c) => {
                 let c = c.read().map_err(poisoned)?;
-                let mut fresh: Vec<&str> = points
-                    .iter()
-                    .map(|p| p.id.as_str())
-                    .filter(|id| !c.contains(id))
-                    .collect();
-                fresh.sort_unstable();
-                fresh.dedup();
-                (
-                    c.bytes(),
-                    c.len(),
-                    c.bytes_after(pairs()),
-                    c.len() + fresh.len(),
-                )
+                (c.bytes(), c.len(), c.bytes_after(pairs()))
             }
-            None => {
-                let mut ids: Vec<&str> = points.iter().map(|p| p.id.as_str()).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                (0, 0, Collection::new(dim).bytes_after(pairs()), ids.len())
-            }
+            None => (0, 0, Collection::new(dim).bytes_after(pairs())),
         };
+        let len_after = len_now + fresh;
         let grows = after.saturating_sub(now);
         let used = self.used_bytes();
         let max = usize::try_from(self.config.max_mb << 20).unwrap_or(usize::MAX);
@@ -458,6 +440,12 @@ impl VectorStore {
         }
         Ok(())
     }
+}
+
+/// Whether store name `name` is `<namespace>:<something>`.
+pub fn in_namespace(name: &str, namespace: &str) -> bool {
+    name.strip_prefix(namespace)
+        .is_some_and(|rest| rest.starts_with(':'))
 }
 
 fn poisoned<T>(_: T) -> VectorError {
