@@ -81,15 +81,7 @@ pub fn task(
     payload: serde_json::Value,
     priority: wasmhive::task::Priority,
 ) -> wasmhive::scheduler::NewTask {
-    wasmhive::scheduler::NewTask {
-        kind: kind.into(),
-        payload,
-        priority,
-        timeout_s: None,
-        max_retries: None,
-        idempotency_key: None,
-        parent_id: None,
-    }
+    wasmhive::scheduler::NewTask::new(kind, payload, priority)
 }
 
 /// Echo tasks per second through `Runtime::run` alone, from `callers`

@@ -2,7 +2,7 @@
 //! task record, child tasks linked to their parent, and housekeeping for the
 //! admin capability.
 
-use super::{NewTask, Scheduler};
+use super::{AttemptRunner, NewTask, Scheduler};
 use crate::capabilities::tasks::{
     BoxFuture, ChildError, ChildLimits, ChildRequest, ChildStatus, TaskHost,
 };
@@ -11,7 +11,7 @@ use crate::store::Progress;
 use std::time::Duration;
 use uuid::Uuid;
 
-impl TaskHost for Scheduler {
+impl<R: AttemptRunner> TaskHost for Scheduler<R> {
     fn progress(&self, task: Uuid, percent: u8, message: String) {
         self.store().update(task, |t| {
             t.progress = Some(Progress { percent, message });
@@ -159,7 +159,7 @@ impl TaskHost for Scheduler {
             "store": { "backend": store.backend(), "error": degraded },
             "pools": pools,
             "breakers": breakers,
-            "plugins_loaded": self.registry().loaded_count(),
+            "plugins_loaded": self.inner.runner.loaded(),
         })
     }
 }

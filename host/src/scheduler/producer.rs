@@ -1,0 +1,256 @@
+//! A pool's workers: take a job, resolve who serves its kind now, keep to
+//! the plugin's share of the pool, ask the breakers, run the attempt.
+//!
+//! Each worker of a pool loops over [`CategoryPool::take`]; one job is one
+//! attempt ([`Scheduler::run_job`]). The task turns `running` only after
+//! its breakers admitted it, and the outcome goes to the completer.
+
+use super::completer::counts_against_plugin;
+use super::pool::CategoryPool;
+use super::queue::Job;
+use super::tenancy;
+use super::{AttemptRunner, Scheduler, Served};
+use crate::breaker::{Admission, Breaker};
+use crate::runtime::Attempt;
+use crate::runtime::sandbox::CancelToken;
+use crate::store::{AttemptPlugin, TaskRecord, Transition};
+use crate::sync::lock;
+use crate::task::{FailureKind, TaskFailure, TaskStatus};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+impl<R: AttemptRunner> Scheduler<R> {
+    pub(super) async fn worker_loop(self, pool: Arc<CategoryPool>, worker: usize) {
+        let mut stop = self.inner.stop.subscribe();
+        let clock = self.inner.clock.clone();
+        let store = self.inner.store.clone();
+        let mut uncommitted = None;
+        while let Some(job) = pool.take(worker, || clock.now(), &mut stop).await {
+            self.run_job(&pool, job).await;
+            // Outcomes not yet durable are bounded to one per worker: the
+            // worker moves on while its outcome commits, but not while the
+            // previous one is still uncommitted. A crash then re-runs at
+            // most two tasks per worker that had finished.
+            if let Some(mark) = uncommitted.replace(store.mark()) {
+                store.durable(mark).await;
+            }
+            pool.release(worker);
+        }
+    }
+
+    /// One job from a pool: resolve, admit, run, settle.
+    pub(super) async fn run_job(&self, pool: &Arc<CategoryPool>, job: Job) {
+        let inner = &self.inner;
+        let id = job.task_id;
+        let Some(task) = inner.store.get(id) else {
+            return;
+        };
+        if task.status != TaskStatus::Queued {
+            return; // cancelled while queued
+        }
+        let Some(plugin) = inner.runner.resolve(&task.kind) else {
+            self.no_handler(&task, &pool.name);
+            return;
+        };
+        if plugin.category() != pool.name {
+            // A new version moved the kind to another pool.
+            self.enqueue(id, task.priority, plugin.category());
+            return;
+        }
+        let limit = tenancy::limit(
+            plugin.limits().max_concurrency,
+            pool.size,
+            inner.runner.plugins_in_pool(&pool.name),
+        );
+        if !inner
+            .plugin_slots
+            .take_or_hold(plugin.name(), limit, job, pool)
+        {
+            return; // back in the pool when one of its attempts ends
+        }
+        let _slot = tenancy::SlotGuard {
+            slots: inner.plugin_slots.clone(),
+            plugin: plugin.name().to_string(),
+        };
+
+        let Some(admitted) = self.admit(&plugin, &task, pool) else {
+            return;
+        };
+
+        // Register the cancel token before the task turns `running`, so a
+        // cancel in between is never lost.
+        let cancel = CancelToken::default();
+        lock(&inner.running).insert(id, cancel.clone());
+        let attempt_no = task.attempts + 1;
+        let started_wall = inner.clock.wall();
+        let version = AttemptPlugin {
+            name: plugin.name().to_string(),
+            version: plugin.version().to_string(),
+        };
+        let start = Transition::Start {
+            attempt: attempt_no,
+            plugin: version.clone(),
+            category: plugin.category().to_string(),
+            at: started_wall,
+        };
+        if self.step(id, start).is_none() {
+            self.forget_running(id);
+            for (breaker, admission) in &admitted {
+                if *admission == Admission::Trial {
+                    breaker.abandon_trial();
+                }
+            }
+            return;
+        }
+        inner.metrics.started(
+            &pool.name,
+            inner.clock.now().saturating_duration_since(job.enqueued),
+        );
+
+        let span = tracing::info_span!(
+            "attempt",
+            task.id = %id,
+            task.kind = %task.kind,
+            plugin = %plugin.name(),
+            plugin.version = %plugin.version(),
+            attempt = attempt_no,
+            outcome = tracing::field::Empty,
+        );
+        let attempt = Attempt {
+            task_id: id.to_string(),
+            kind: task.kind.clone(),
+            payload: task.payload.to_string(),
+            priority: task.priority,
+            attempt: attempt_no,
+            budget: Duration::from_secs(task.timeout_s),
+            cancel,
+            tasks: Arc::new(self.clone()),
+            fuel: None,
+        };
+        let run_started = Instant::now();
+        let outcome =
+            tracing::Instrument::instrument(inner.runner.run(&plugin, attempt), span.clone()).await;
+        let run_time = run_started.elapsed();
+        match &outcome {
+            Ok(_) => span.record("outcome", "succeeded"),
+            Err(f) => span.record("outcome", f.kind.to_string()),
+        };
+        span.in_scope(|| match &outcome {
+            Ok(_) => tracing::debug!(
+                elapsed_ms = run_time.as_millis() as u64,
+                "attempt succeeded"
+            ),
+            Err(f) => tracing::info!(
+                elapsed_ms = run_time.as_millis() as u64,
+                error.kind = %f.kind,
+                "attempt failed: {}",
+                crate::task::one_line(&f.message)
+            ),
+        });
+
+        // Feed the breakers: the plugin's own counts what says something
+        // about the plugin; named ones hear from the capabilities and only
+        // get their unused trial slots back here.
+        let on_probation = inner
+            .runner
+            .is_on_probation(plugin.name(), plugin.version());
+        let plugin_verdict = match &outcome {
+            Ok(_) => Some(true),
+            Err(f) if counts_against_plugin(f.kind, on_probation) => Some(false),
+            Err(_) => None,
+        };
+        for (i, (breaker, admission)) in admitted.iter().enumerate() {
+            match (i, plugin_verdict) {
+                (0, Some(success)) => inner.breakers.announce(breaker.record(success)),
+                _ if *admission == Admission::Trial => breaker.abandon_trial(),
+                _ => {}
+            }
+            // A trial ended: its slot goes to the next parked task.
+            if *admission == Admission::Trial {
+                self.release(breaker.name());
+            }
+        }
+        self.settle(
+            &task,
+            attempt_no,
+            version,
+            started_wall,
+            run_time,
+            outcome,
+            &pool.name,
+        );
+        // Only now is the attempt over: shutdown waits for the running set
+        // to empty, and must find the outcome recorded when it does.
+        self.forget_running(id);
+    }
+
+    /// Asks every breaker the attempt depends on; parks the task on the
+    /// first one that says no. Returns the admissions (plugin breaker first).
+    fn admit(
+        &self,
+        plugin: &R::Version,
+        task: &TaskRecord,
+        pool: &CategoryPool,
+    ) -> Option<Vec<(Arc<Breaker>, Admission)>> {
+        let breakers = &self.inner.breakers;
+        let needed = std::iter::once(breakers.plugin(plugin.name(), plugin.version())).chain(
+            plugin
+                .depends_on()
+                .iter()
+                .filter_map(|name| breakers.find(name)),
+        );
+        let mut admitted: Vec<(Arc<Breaker>, Admission)> = Vec::new();
+        for breaker in needed {
+            let (admission, transition) = breaker.admit();
+            breakers.announce(transition);
+            if admission == Admission::Rejected {
+                for (b, a) in &admitted {
+                    if *a == Admission::Trial {
+                        b.abandon_trial();
+                    }
+                }
+                self.park(task, plugin.name(), breaker.name(), &pool.name);
+                return None;
+            }
+            admitted.push((breaker, admission));
+        }
+        Some(admitted)
+    }
+
+    pub(super) fn forget_running(&self, id: Uuid) {
+        lock(&self.inner.running).remove(&id);
+    }
+
+    /// No plugin handles the kind any more: wait (uncharged) for a
+    /// replacement until the task's timeout has passed since it was created.
+    pub(super) fn no_handler(&self, task: &TaskRecord, pool: &str) {
+        let inner = &self.inner;
+        let age = inner
+            .clock
+            .wall()
+            .duration_since(task.created_at)
+            .unwrap_or_default();
+        let budget = Duration::from_secs(task.timeout_s);
+        if age >= budget {
+            let failure = TaskFailure::new(
+                FailureKind::NoHandler,
+                format!(
+                    "no loaded plugin handles kind `{}`, and none came back within the task's {} s timeout",
+                    task.kind, task.timeout_s
+                ),
+            );
+            inner.metrics.ended_unrun(pool, FailureKind::NoHandler);
+            self.finish(task.task_id, Err(failure), None);
+            return;
+        }
+        let wait = (budget - age).min(Duration::from_secs(5));
+        let due = inner.clock.now() + wait;
+        let defer = Transition::Defer {
+            due: inner.clock.wall() + wait,
+        };
+        if self.step(task.task_id, defer).is_some() {
+            self.arm_timer(task.task_id, pool, due);
+        }
+    }
+}
