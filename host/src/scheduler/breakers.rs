@@ -78,9 +78,7 @@ impl<R: AttemptRunner> Scheduler<R> {
             let unpark = Transition::Unpark {
                 breaker: Some(breaker.to_string()),
             };
-            if let Some(task) = self.step(parked.id, unpark) {
-                self.enqueue(parked.id, task.priority, &parked.pool);
-            }
+            self.step(parked.id, unpark);
         }
     }
 
@@ -180,12 +178,7 @@ impl<R: AttemptRunner> Scheduler<R> {
             if !eligible {
                 continue;
             }
-            let Some(category) = task.category.clone() else {
-                continue;
-            };
-            if self.step(task.task_id, Transition::Rerun).is_some() {
-                self.enqueue(task.task_id, task.priority, &category);
-            }
+            self.step(task.task_id, Transition::Rerun);
         }
     }
 }

@@ -77,24 +77,19 @@ impl<R: AttemptRunner> Scheduler<R> {
                 log: record,
                 failure: error,
             };
-            if self.step(id, requeue).is_some() {
-                self.enqueue(id, task.priority, pool);
-            }
+            self.step(id, requeue);
             return;
         }
         if retry && let Some(failure) = error {
-            // Both due times are read before the change is visible, so a
-            // clock that moves meanwhile cannot push the timer later.
+            // The store files it by its due time; maintenance puts it
+            // back in the queue then.
             let delay = inner.config.retry.delay(id, attempt_no);
-            let due = inner.clock.now() + delay;
             let retry = Transition::Retry {
                 log: record,
                 failure,
                 due: inner.clock.wall() + delay,
             };
-            if self.step(id, retry).is_some() {
-                self.arm_timer(id, pool, due);
-            }
+            self.step(id, retry);
             return;
         }
         self.finish(id, outcome, Some(record));

@@ -7,11 +7,8 @@
 
 use super::{AttemptRunner, Scheduler};
 use crate::store::{AttemptPlugin, AttemptRecord, Transition};
-use crate::sync::lock;
 use crate::task::{FailureKind, TaskFailure, TaskStatus};
-use std::cmp::Reverse;
-use std::time::{Duration, Instant};
-use uuid::Uuid;
+use std::time::Duration;
 
 /// When retention runs and what it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,38 +47,26 @@ impl<R: AttemptRunner> Scheduler<R> {
         }
     }
 
-    /// Queues task `id` again in `pool` at `due`.
-    pub(super) fn arm_timer(&self, id: Uuid, pool: &str, due: Instant) {
-        lock(&self.inner.timers).push(Reverse((due, id, pool.to_string())));
-        self.inner.timers_changed.notify_one();
-    }
-
-    /// Fires retry timers: a due task goes back to its pool's queue.
-    pub(super) async fn timer_loop(self) {
+    /// Due retries: asks the store which `retry_wait` tasks are due and
+    /// puts them back in their queues; sleeps until the next one is due or
+    /// a new one is filed.
+    pub(super) async fn due_loop(self) {
         let inner = &self.inner;
         let mut stop = inner.stop.subscribe();
+        let filed = inner.store.due_changed();
         loop {
-            let changed = inner.timers_changed.notified();
+            let changed = filed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let now = inner.clock.now();
-            let mut due = Vec::new();
-            let next = {
-                let mut timers = lock(&inner.timers);
-                while timers.peek().is_some_and(|Reverse((at, _, _))| *at <= now) {
-                    if let Some(Reverse((_, id, pool))) = timers.pop() {
-                        due.push((id, pool));
-                    }
-                }
-                timers.peek().map(|Reverse((at, _, _))| *at)
-            };
-            for (id, pool) in due {
-                if let Some(task) = self.step(id, Transition::Due) {
-                    self.enqueue(id, task.priority, &pool);
-                }
+            let (due, next) = inner.store.due(inner.clock.wall());
+            for id in due {
+                self.step(id, Transition::Due);
             }
             let sleep = match next {
-                Some(at) => inner.clock.sleep_until(at),
+                Some(at) => {
+                    let wait = at.duration_since(inner.clock.wall()).unwrap_or_default();
+                    inner.clock.sleep_until(inner.clock.now() + wait)
+                }
                 None => Box::pin(std::future::pending()),
             };
             tokio::select! {
@@ -92,28 +77,32 @@ impl<R: AttemptRunner> Scheduler<R> {
         }
     }
 
-    /// Picks up what the store held when the daemon last stopped: queued
-    /// tasks are queued again (with their priority), retry timers re-armed
-    /// for their due time, and attempts that were running are recorded as
-    /// `interrupted` and run again (at-least-once). Returns how many.
+    /// Picks up what the store held when the daemon last stopped. Queued
+    /// and waiting tasks are in the store's queue already; attempts that
+    /// were running are recorded as `interrupted` and run again
+    /// (at-least-once); parked ones go back to the queue (their breakers
+    /// start closed); a task of a pool no longer configured fails. Returns
+    /// how many tasks were unfinished.
     pub fn recover(&self) -> usize {
         let inner = &self.inner;
         let tasks = inner.store.unfinished();
         let now_wall = inner.clock.wall();
         for task in &tasks {
             let id = task.task_id;
-            let Some(pool) = task.category.clone() else {
+            let Some(pool) = task.category.as_deref() else {
                 continue;
             };
+            if !inner.pools.contains_key(pool) {
+                let failure = TaskFailure::new(
+                    FailureKind::NoHandler,
+                    format!("no worker pool `{pool}` is configured"),
+                );
+                self.finish(id, Err(failure), None);
+                continue;
+            }
             match task.status {
-                TaskStatus::RetryWait => {
-                    // Re-arm the timer for the stored due time; the record
-                    // keeps its `next_attempt_at` as it was.
-                    let wait = task
-                        .next_attempt_at
-                        .and_then(|due| due.duration_since(now_wall).ok())
-                        .unwrap_or_default();
-                    self.arm_timer(id, &pool, inner.clock.now() + wait);
+                TaskStatus::RetryWait if task.next_attempt_at.is_none() => {
+                    self.step(id, Transition::Due);
                 }
                 TaskStatus::Running => {
                     let plugin = task.plugin.clone().unwrap_or(AttemptPlugin {
@@ -131,17 +120,12 @@ impl<R: AttemptRunner> Scheduler<R> {
                         )),
                         charged: true,
                     };
-                    if self.step(id, Transition::Interrupted { log }).is_some() {
-                        self.enqueue(id, task.priority, &pool);
-                    }
+                    self.step(id, Transition::Interrupted { log });
                 }
-                _ => {
-                    // Parked before the stop: its breaker starts closed.
-                    if task.parked_on.is_some() {
-                        self.step(id, Transition::Unpark { breaker: None });
-                    }
-                    self.enqueue(id, task.priority, &pool);
+                TaskStatus::Queued if task.parked_on.is_some() => {
+                    self.step(id, Transition::Unpark { breaker: None });
                 }
+                _ => {}
             }
         }
         if !tasks.is_empty() {

@@ -28,7 +28,6 @@ pub mod maintenance;
 pub mod parking;
 pub mod pool;
 mod producer;
-pub mod queue;
 pub mod retry;
 pub mod runner;
 pub mod tenancy;
@@ -42,13 +41,11 @@ use crate::runtime::registry::Registry;
 use crate::runtime::sandbox::CancelToken;
 use crate::store::{Inserted, Store, TaskFilter, TaskRecord, Transition, TransitionError};
 use crate::sync::lock;
-use crate::task::{FailureKind, Priority, TaskFailure};
+use crate::task::{FailureKind, Priority};
 use pool::CategoryPool;
-use queue::Job;
 use retry::RetryPolicy;
 pub use runner::{AttemptRunner, Served};
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
@@ -175,9 +172,6 @@ struct Inner<R: AttemptRunner> {
     running: Mutex<HashMap<Uuid, CancelToken>>,
     /// Clients waiting for a task to finish.
     waiters: Mutex<HashMap<Uuid, Arc<Notify>>>,
-    /// Retry timers: due time, task, pool.
-    timers: Mutex<BinaryHeap<Reverse<(Instant, Uuid, String)>>>,
-    timers_changed: Notify,
     /// Running attempts and held jobs per plugin (concurrency in a pool).
     plugin_slots: Arc<tenancy::PluginSlots>,
     /// Tasks parked on open breakers.
@@ -209,7 +203,10 @@ impl<R: AttemptRunner> Scheduler<R> {
         let pools = config
             .pools
             .iter()
-            .map(|(name, size)| (name.clone(), Arc::new(CategoryPool::new(name, *size))))
+            .map(|(name, size)| {
+                let pool = CategoryPool::new(name, *size, store.clone());
+                (name.clone(), Arc::new(pool))
+            })
             .collect();
         let transitions = breakers.transitions();
         let scheduler = Scheduler {
@@ -223,8 +220,6 @@ impl<R: AttemptRunner> Scheduler<R> {
                 config,
                 running: Mutex::default(),
                 waiters: Mutex::default(),
-                timers: Mutex::default(),
-                timers_changed: Notify::new(),
                 parked: parking::Parking::default(),
                 plugin_slots: Arc::default(),
                 stop: watch::channel(false).0,
@@ -238,7 +233,7 @@ impl<R: AttemptRunner> Scheduler<R> {
             }
         }
         let s = scheduler.clone();
-        tokio::spawn(async move { s.timer_loop().await });
+        tokio::spawn(async move { s.due_loop().await });
         let s = scheduler.clone();
         tokio::spawn(async move { s.breaker_loop(transitions).await });
         scheduler
@@ -338,7 +333,6 @@ impl<R: AttemptRunner> Scheduler<R> {
             }),
             Inserted::New(task) => {
                 inner.metrics.submitted(&category);
-                self.enqueue(task.task_id, task.priority, &category);
                 Ok(Submitted {
                     task,
                     created: true,
@@ -365,26 +359,6 @@ impl<R: AttemptRunner> Scheduler<R> {
             "none (drop a plugin into the plugins directory)".to_string()
         } else {
             kinds.join(", ")
-        }
-    }
-
-    fn enqueue(&self, task_id: Uuid, priority: Priority, category: &str) {
-        let job = Job {
-            task_id,
-            priority,
-            enqueued: self.inner.clock.now(),
-        };
-        match self.inner.pools.get(category) {
-            Some(pool) => pool.push(job),
-            None => {
-                // The registry refuses plugins of unknown categories, so this
-                // is a task whose plugin changed category to one that went away.
-                let failure = TaskFailure::new(
-                    FailureKind::NoHandler,
-                    format!("no worker pool `{category}` is configured"),
-                );
-                self.finish(task_id, Err(failure), None);
-            }
         }
     }
 
@@ -430,11 +404,9 @@ impl<R: AttemptRunner> Scheduler<R> {
                 status: task.status.as_str(),
             });
         }
-        // Queue entries, timers and parking spots of a cancelled task are
-        // skipped when they come up; the queue entry is removed right away
-        // so it stops counting as queued.
+        // The store took it out of its queue; a parking spot is skipped
+        // when it comes up.
         if let Some(pool) = task.category.as_deref().and_then(|c| inner.pools.get(c)) {
-            pool.remove(id);
             inner
                 .metrics
                 .ended_unrun(&pool.name, FailureKind::Cancelled);
@@ -515,10 +487,7 @@ impl<R: AttemptRunner> Scheduler<R> {
     pub fn pool_gauges(&self) -> Vec<PoolGauges> {
         let inner = &self.inner;
         let parked = inner.parked.by_pool();
-        let mut waiting: HashMap<String, usize> = HashMap::new();
-        for Reverse((_, _, pool)) in lock(&inner.timers).iter() {
-            *waiting.entry(pool.clone()).or_default() += 1;
-        }
+        let waiting = inner.store.waiting();
         inner
             .pools
             .values()

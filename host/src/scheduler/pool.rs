@@ -1,13 +1,16 @@
-//! A category pool: its run queue and its workers' slots.
+//! A category pool: its workers' slots over the store's queue.
 //!
 //! Each pool has `size` workers (tokio tasks driven by the scheduler) that
-//! [`take`](CategoryPool::take) jobs from the pool's [`PriorityQueue`]. The
-//! last `reserved` free workers are kept from background work (LOW, BULK) so
-//! an urgent task does not wait behind a pool saturated by BULK.
+//! [`take`](CategoryPool::take) jobs by claiming them from the store
+//! ([`Store::claim`]). The last `reserved` free workers are kept from
+//! background work (LOW, BULK) so an urgent task does not wait behind a
+//! pool saturated by BULK.
 
-use super::queue::{Job, PriorityQueue};
+use crate::store::Store;
+use crate::store::queue::Job;
+use crate::sync::lock;
 use serde::Serialize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
@@ -20,19 +23,15 @@ struct Busy {
 }
 
 #[derive(Debug)]
-struct PoolState {
-    queue: PriorityQueue,
-    workers: Vec<Option<Busy>>,
-}
-
-#[derive(Debug)]
 pub struct CategoryPool {
     pub name: String,
     pub size: usize,
     /// Free workers that LOW and BULK tasks may not take.
     pub reserved: usize,
-    state: Mutex<PoolState>,
-    wake: Notify,
+    store: Store,
+    workers: Mutex<Vec<Option<Busy>>>,
+    /// The store's signal that a task of this pool may be claimed.
+    wake: Arc<Notify>,
 }
 
 /// One worker as `/api/hp/workers` shows it.
@@ -45,32 +44,20 @@ pub struct WorkerStatus {
 }
 
 impl CategoryPool {
-    pub fn new(name: &str, size: usize) -> CategoryPool {
+    pub fn new(name: &str, size: usize, store: Store) -> CategoryPool {
         CategoryPool {
             name: name.to_string(),
             size,
             reserved: usize::from(size >= 2),
-            state: Mutex::new(PoolState {
-                queue: PriorityQueue::default(),
-                workers: vec![None; size],
-            }),
-            wake: Notify::new(),
+            wake: store.ready_waker(name),
+            store,
+            workers: Mutex::new(vec![None; size]),
         }
     }
 
+    /// Gives a claimed job back to the queue (its plugin had no free slot).
     pub fn push(&self, job: Job) {
-        if let Ok(mut s) = self.state.lock() {
-            s.queue.push(job);
-        }
-        self.wake.notify_one();
-    }
-
-    /// Removes a queued job; false if it is not in this queue.
-    pub fn remove(&self, task_id: Uuid) -> bool {
-        self.state
-            .lock()
-            .map(|mut s| s.queue.remove(task_id))
-            .unwrap_or(false)
+        self.store.unclaim(job.task_id);
     }
 
     /// Waits for the next job worker `worker` may run; `None` once `stop`
@@ -86,14 +73,14 @@ impl CategoryPool {
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let mut s = self.state.lock().ok()?;
+                let mut workers = lock(&self.workers);
                 if *stop.borrow() {
                     return None;
                 }
-                let running = s.workers.iter().filter(|w| w.is_some()).count();
+                let running = workers.iter().filter(|w| w.is_some()).count();
                 let background = running + self.reserved < self.size;
-                if let Some(job) = s.queue.pop(background) {
-                    if let Some(slot) = s.workers.get_mut(worker) {
+                if let Some(job) = self.store.claim(&self.name, 1, background).pop() {
+                    if let Some(slot) = workers.get_mut(worker) {
                         *slot = Some(Busy {
                             task_id: job.task_id,
                             since: now(),
@@ -115,9 +102,7 @@ impl CategoryPool {
 
     /// Worker `worker` is free again.
     pub fn release(&self, worker: usize) {
-        if let Ok(mut s) = self.state.lock()
-            && let Some(slot) = s.workers.get_mut(worker)
-        {
+        if let Some(slot) = lock(&self.workers).get_mut(worker) {
             *slot = None;
         }
         // A worker held back from background work may take it now.
@@ -126,25 +111,16 @@ impl CategoryPool {
     }
 
     pub fn running(&self) -> usize {
-        self.state
-            .lock()
-            .map(|s| s.workers.iter().filter(|w| w.is_some()).count())
-            .unwrap_or(0)
+        lock(&self.workers).iter().filter(|w| w.is_some()).count()
     }
 
     /// Queued jobs per priority, CRITICAL first.
     pub fn depths(&self) -> [usize; 5] {
-        self.state
-            .lock()
-            .map(|s| s.queue.depths())
-            .unwrap_or_default()
+        self.store.depths(&self.name)
     }
 
     pub fn workers(&self, now: Instant) -> Vec<WorkerStatus> {
-        let Ok(s) = self.state.lock() else {
-            return Vec::new();
-        };
-        s.workers
+        lock(&self.workers)
             .iter()
             .enumerate()
             .map(|(worker, busy)| WorkerStatus {

@@ -7,12 +7,12 @@
 
 use super::completer::counts_against_plugin;
 use super::pool::CategoryPool;
-use super::queue::Job;
 use super::tenancy;
 use super::{AttemptRunner, Scheduler, Served};
 use crate::breaker::{Admission, Breaker};
 use crate::runtime::Attempt;
 use crate::runtime::sandbox::CancelToken;
+use crate::store::queue::Job;
 use crate::store::{AttemptPlugin, TaskRecord, Transition};
 use crate::sync::lock;
 use crate::task::{FailureKind, TaskFailure, TaskStatus};
@@ -54,8 +54,7 @@ impl<R: AttemptRunner> Scheduler<R> {
             return;
         };
         if plugin.category() != pool.name {
-            // A new version moved the kind to another pool.
-            self.enqueue(id, task.priority, plugin.category());
+            self.move_to_pool(&task, plugin.category());
             return;
         }
         let limit = tenancy::limit(
@@ -103,10 +102,7 @@ impl<R: AttemptRunner> Scheduler<R> {
             }
             return;
         }
-        inner.metrics.started(
-            &pool.name,
-            inner.clock.now().saturating_duration_since(job.enqueued),
-        );
+        inner.metrics.started(&pool.name, job.enqueued.elapsed());
 
         let span = tracing::info_span!(
             "attempt",
@@ -245,12 +241,30 @@ impl<R: AttemptRunner> Scheduler<R> {
             return;
         }
         let wait = (budget - age).min(Duration::from_secs(5));
-        let due = inner.clock.now() + wait;
         let defer = Transition::Defer {
             due: inner.clock.wall() + wait,
         };
-        if self.step(task.task_id, defer).is_some() {
-            self.arm_timer(task.task_id, pool, due);
+        self.step(task.task_id, defer);
+    }
+
+    /// A new version moved the task's kind to another pool: the task goes
+    /// to that pool's queue, or fails if no such pool is configured.
+    fn move_to_pool(&self, task: &TaskRecord, category: &str) {
+        let inner = &self.inner;
+        if !inner.pools.contains_key(category) {
+            let failure = TaskFailure::new(
+                FailureKind::NoHandler,
+                format!(
+                    "kind `{}` moved to pool `{category}`, which is not configured",
+                    task.kind
+                ),
+            );
+            self.finish(task.task_id, Err(failure), None);
+            return;
         }
+        inner
+            .store
+            .update(task.task_id, |t| t.category = Some(category.to_string()));
+        inner.store.unclaim(task.task_id);
     }
 }

@@ -10,7 +10,7 @@
 //! the plugin is alone in it).
 
 use super::pool::CategoryPool;
-use super::queue::Job;
+use crate::store::queue::Job;
 use crate::sync::lock;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -115,18 +115,26 @@ impl Drop for SlotGuard {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::store::{Store, TaskRecord};
     use crate::task::Priority;
-    use std::time::Instant;
-    use uuid::Uuid;
+    use std::time::SystemTime;
 
-    fn job() -> Job {
-        Job {
-            task_id: Uuid::now_v7(),
-            priority: Priority::Normal,
-            enqueued: Instant::now(),
-        }
+    /// A task queued in `pool` of `store`, claimed as a worker would.
+    async fn claimed(store: &Store, pool: &str) -> Job {
+        let record = TaskRecord {
+            category: Some(pool.into()),
+            ..TaskRecord::new(
+                "k",
+                serde_json::json!({}),
+                Priority::Normal,
+                SystemTime::now(),
+            )
+        };
+        store.insert(record).await.expect("stored");
+        store.claim(pool, 1, true).pop().expect("claimable")
     }
 
     #[test]
@@ -138,13 +146,17 @@ mod tests {
         assert_eq!(limit(1, 8, 1), 1);
     }
 
-    #[test]
-    fn a_held_job_goes_back_to_its_pool_when_a_slot_frees() {
+    #[tokio::test]
+    async fn a_held_job_goes_back_to_its_pool_when_a_slot_frees() {
+        let store = Store::memory();
         let slots = PluginSlots::default();
-        let pool = Arc::new(CategoryPool::new("batch", 2));
-        assert!(slots.take_or_hold("hog", 1, job(), &pool));
-        assert!(!slots.take_or_hold("hog", 1, job(), &pool));
-        assert!(slots.take_or_hold("echo", 1, job(), &pool), "others run");
+        let pool = Arc::new(CategoryPool::new("batch", 2, store.clone()));
+        assert!(slots.take_or_hold("hog", 1, claimed(&store, "batch").await, &pool));
+        assert!(!slots.take_or_hold("hog", 1, claimed(&store, "batch").await, &pool));
+        assert!(
+            slots.take_or_hold("echo", 1, claimed(&store, "batch").await, &pool),
+            "others run"
+        );
         assert_eq!(slots.held().get("hog"), Some(&1));
         assert_eq!(pool.depths().iter().sum::<usize>(), 0);
         slots.release("hog");

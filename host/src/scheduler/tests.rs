@@ -18,7 +18,7 @@ use crate::clock::ManualClock;
 use crate::runtime::Attempt;
 use crate::runtime::plugin::PluginLimits;
 use crate::store::TaskChange;
-use crate::task::TaskStatus;
+use crate::task::{TaskFailure, TaskStatus};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use tokio::sync::{Semaphore, broadcast};

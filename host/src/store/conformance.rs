@@ -291,6 +291,147 @@ pub async fn listings_filter_by_status_and_kind_newest_first(b: &Backend) -> Tes
     Ok(())
 }
 
+fn prioritised(priority: Priority) -> TaskRecord {
+    TaskRecord {
+        priority,
+        ..task("echo", None)
+    }
+}
+
+fn ids(jobs: &[super::queue::Job]) -> Vec<uuid::Uuid> {
+    jobs.iter().map(|j| j.task_id).collect()
+}
+
+pub async fn claims_come_most_urgent_first_and_hold_back_background_work(
+    b: &Backend,
+) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = (b.open)(dir.path())?;
+    let bulk = insert(&store, prioritised(Priority::Bulk)).await?.task_id;
+    let normal = insert(&store, prioritised(Priority::Normal)).await?.task_id;
+    let critical = insert(&store, prioritised(Priority::Critical))
+        .await?
+        .task_id;
+    assert_eq!(store.depths("batch"), [1, 0, 1, 0, 1]);
+    assert!(
+        store.claim("scrape", 10, true).is_empty(),
+        "another pool's queue"
+    );
+    assert_eq!(ids(&store.claim("batch", 10, false)), [critical, normal]);
+    assert!(store.claim("batch", 10, false).is_empty(), "BULK held back");
+    assert_eq!(ids(&store.claim("batch", 10, true)), [bulk]);
+    assert_eq!(store.depths("batch"), [0; 5]);
+    Ok(())
+}
+
+pub async fn concurrent_claimers_never_get_the_same_task(b: &Backend) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = (b.open)(dir.path())?;
+    let mut all = std::collections::HashSet::new();
+    for _ in 0..300 {
+        all.insert(insert(&store, task("echo", None)).await?.task_id);
+    }
+    let mut claimers = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        claimers.push(tokio::task::spawn_blocking(move || {
+            let mut mine = Vec::new();
+            loop {
+                let jobs = store.claim("batch", 3, true);
+                if jobs.is_empty() {
+                    return mine;
+                }
+                mine.extend(ids(&jobs));
+            }
+        }));
+    }
+    let mut claimed = Vec::new();
+    for c in claimers {
+        claimed.extend(c.await?);
+    }
+    let unique: std::collections::HashSet<_> = claimed.iter().copied().collect();
+    assert_eq!(claimed.len(), 300, "each task claimed once");
+    assert_eq!(unique, all);
+    Ok(())
+}
+
+pub async fn the_queue_follows_each_tasks_state(b: &Backend) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = (b.open)(dir.path())?;
+    let id = insert(&store, task("echo", None)).await?.task_id;
+    let claim = |store: &Store| ids(&store.claim("batch", 10, true));
+    assert_eq!(claim(&store), [id]);
+    store.unclaim(id);
+    assert_eq!(claim(&store), [id], "given back");
+    store.transition(id, start(1))?;
+    store.unclaim(id);
+    assert!(claim(&store).is_empty(), "running is not queued");
+    let due = SystemTime::now() + Duration::from_secs(60);
+    store.transition(
+        id,
+        Transition::Retry {
+            log: log(1),
+            failure: TaskFailure::new(FailureKind::Retryable, "later"),
+            due,
+        },
+    )?;
+    assert!(claim(&store).is_empty(), "waiting is not queued");
+    assert_eq!(store.waiting().get("batch"), Some(&1));
+    assert_eq!(store.due(due - Duration::from_secs(1)), (vec![], Some(due)));
+    assert_eq!(store.due(due).0, [id]);
+    store.transition(id, Transition::Due)?;
+    assert!(store.due(due).0.is_empty());
+    assert!(store.waiting().is_empty());
+    assert_eq!(claim(&store), [id], "due again");
+    let park = Transition::Park {
+        breaker: "plugin:echo@1.0.0".into(),
+    };
+    store.transition(id, park)?;
+    store.unclaim(id);
+    assert!(claim(&store).is_empty(), "parked is not claimable");
+    store.transition(id, Transition::Unpark { breaker: None })?;
+    let cancel = Transition::Cancel {
+        at: SystemTime::now(),
+        message: "no longer wanted".into(),
+    };
+    store.transition(id, cancel)?;
+    assert!(claim(&store).is_empty(), "cancelled");
+    assert_eq!(store.depths("batch"), [0; 5]);
+    Ok(())
+}
+
+pub async fn the_queue_is_rebuilt_from_the_tasks_after_a_restart(b: &Backend) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let due = SystemTime::now() + Duration::from_secs(60);
+    let (queued, claimed, waiting) = {
+        let store = (b.open)(dir.path())?;
+        let queued = insert(&store, task("echo", None)).await?.task_id;
+        let claimed = insert(&store, task("echo", None)).await?.task_id;
+        let waiting = insert(&store, task("echo", None)).await?.task_id;
+        assert_eq!(store.claim("batch", 1, true).len(), 1);
+        store.claim("batch", 2, true);
+        store.transition(waiting, start(1))?;
+        let retry = Transition::Retry {
+            log: log(1),
+            failure: TaskFailure::new(FailureKind::Retryable, "later"),
+            due,
+        };
+        store.transition(waiting, retry)?;
+        store.sync().await?;
+        (queued, claimed, waiting)
+    };
+    let store = (b.open)(dir.path())?;
+    let mut back = ids(&store.claim("batch", 10, true));
+    back.sort();
+    assert_eq!(
+        back,
+        [queued, claimed],
+        "a claim does not outlive the daemon"
+    );
+    assert_eq!(store.due(due).0, [waiting]);
+    Ok(())
+}
+
 /// Runs every contract against one backend, in a module named after it.
 macro_rules! conformance {
     ($backend:ident => $value:expr; $($test:ident),* $(,)?) => {
@@ -320,8 +461,12 @@ every_backend!(
     transitions_follow_the_lifecycle_and_refusals_write_nothing,
     concurrent_starts_of_one_attempt_have_one_winner,
     prune_deletes_only_what_finished_before_the_cutoff,
-    listings_filter_by_status_and_kind_newest_first;
+    listings_filter_by_status_and_kind_newest_first,
+    claims_come_most_urgent_first_and_hold_back_background_work,
+    concurrent_claimers_never_get_the_same_task,
+    the_queue_follows_each_tasks_state;
     idempotency_keys_hold_across_a_restart,
     the_last_change_of_every_task_survives_a_restart,
     a_running_attempt_is_found_after_an_unclean_stop,
+    the_queue_is_rebuilt_from_the_tasks_after_a_restart,
 );

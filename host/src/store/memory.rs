@@ -2,11 +2,14 @@
 //! UUIDv7 (time-ordered), so the `BTreeMap` keeps tasks in creation order
 //! and listings are newest-first without sorting.
 
+use super::queue::Job;
+use super::ready::{Facts, Index};
 use super::record::TaskChange;
 use super::{Inserted, TaskFilter, TaskRecord};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use tokio::sync::broadcast;
+use std::time::SystemTime;
+use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
 /// Task changes a slow live view may fall behind by before it skips some.
@@ -33,6 +36,8 @@ impl Default for MemoryStore {
 struct Inner {
     tasks: BTreeMap<Uuid, TaskRecord>,
     idempotency: HashMap<String, Uuid>,
+    /// The queue: what may be claimed, what is due when.
+    index: Index,
 }
 
 impl MemoryStore {
@@ -53,6 +58,25 @@ impl MemoryStore {
     }
 
     pub fn insert(&self, record: TaskRecord) -> Inserted {
+        self.insert_as(record, false)
+    }
+
+    /// Records a task that may not be claimed before [`Self::publish`]
+    /// (a backend's insert that is not yet durable).
+    pub fn insert_pending(&self, record: TaskRecord) -> Inserted {
+        self.insert_as(record, true)
+    }
+
+    /// A pending insert is durable: its task may be claimed now.
+    pub fn publish(&self, id: Uuid) {
+        let mut guard = self.write();
+        let Inner { tasks, index, .. } = &mut *guard;
+        if let Some(record) = tasks.get(&id) {
+            index.publish(id, &Facts::of(record));
+        }
+    }
+
+    fn insert_as(&self, record: TaskRecord, pending: bool) -> Inserted {
         let mut inner = self.write();
         if let Some(key) = &record.idempotency_key {
             if let Some(existing) = inner
@@ -64,6 +88,12 @@ impl MemoryStore {
             }
             inner.idempotency.insert(key.clone(), record.task_id);
         }
+        if pending {
+            inner.index.hold_pending(record.task_id);
+        }
+        inner
+            .index
+            .changed(record.task_id, None, Some(&Facts::of(&record)));
         inner.tasks.insert(record.task_id, record.clone());
         self.announce(&record);
         Inserted::New(record)
@@ -96,9 +126,12 @@ impl MemoryStore {
         change: impl FnOnce(&mut TaskRecord),
         then: impl FnOnce(&TaskRecord) -> R,
     ) -> Option<R> {
-        let mut inner = self.write();
-        let record = inner.tasks.get_mut(&id)?;
+        let mut guard = self.write();
+        let Inner { tasks, index, .. } = &mut *guard;
+        let record = tasks.get_mut(&id)?;
+        let before = Facts::of(record);
         change(record);
+        index.changed(id, Some(&before), Some(&Facts::of(record)));
         self.announce(record);
         Some(then(record))
     }
@@ -112,11 +145,14 @@ impl MemoryStore {
         change: impl FnOnce(&mut TaskRecord) -> Result<(), E>,
         then: impl FnOnce(&TaskRecord) -> R,
     ) -> Option<Result<R, E>> {
-        let mut inner = self.write();
-        let record = inner.tasks.get_mut(&id)?;
+        let mut guard = self.write();
+        let Inner { tasks, index, .. } = &mut *guard;
+        let record = tasks.get_mut(&id)?;
+        let before = Facts::of(record);
         if let Err(e) = change(record) {
             return Some(Err(e));
         }
+        index.changed(id, Some(&before), Some(&Facts::of(record)));
         self.announce(record);
         Some(Ok(then(record)))
     }
@@ -124,11 +160,54 @@ impl MemoryStore {
     /// Forgets a task (a refused insert, or retention).
     pub fn remove(&self, id: Uuid) {
         let mut inner = self.write();
-        if let Some(record) = inner.tasks.remove(&id)
-            && let Some(key) = record.idempotency_key
-        {
+        let Some(record) = inner.tasks.remove(&id) else {
+            return;
+        };
+        inner.index.changed(id, Some(&Facts::of(&record)), None);
+        if let Some(key) = record.idempotency_key {
             inner.idempotency.remove(&key);
         }
+    }
+
+    /// Takes up to `n` tasks of `pool` that may run now, most urgent first
+    /// (see [`super::queue`]); with `background = false`, LOW and BULK stay.
+    /// A claimed task is not claimed again unless given back
+    /// ([`Self::unclaim`]); it leaves the claim when it starts, parks, or
+    /// ends.
+    pub fn claim(&self, pool: &str, n: usize, background: bool) -> Vec<Job> {
+        self.write().index.claim(pool, n, background)
+    }
+
+    /// Gives a claimed task back to its queue.
+    pub fn unclaim(&self, id: Uuid) {
+        let mut guard = self.write();
+        let Inner { tasks, index, .. } = &mut *guard;
+        index.unclaim(id, tasks.get(&id).map(Facts::of).as_ref());
+    }
+
+    /// Notified when a task of `pool` may be claimed.
+    pub fn ready_waker(&self, pool: &str) -> Arc<Notify> {
+        self.write().index.waker(pool)
+    }
+
+    /// Notified when a retry is filed.
+    pub fn due_changed(&self) -> Arc<Notify> {
+        self.read().index.due_changed()
+    }
+
+    /// Claimable tasks of `pool` per priority, CRITICAL first.
+    pub fn depths(&self, pool: &str) -> [usize; 5] {
+        self.read().index.depths(pool)
+    }
+
+    /// Tasks in `retry_wait`, per pool.
+    pub fn waiting(&self) -> HashMap<String, usize> {
+        self.read().index.waiting()
+    }
+
+    /// Retries due at `now`, and when the next one after them is due.
+    pub fn due(&self, now: SystemTime) -> (Vec<Uuid>, Option<SystemTime>) {
+        self.read().index.due(now)
     }
 
     /// Every task, oldest first.

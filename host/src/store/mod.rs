@@ -4,15 +4,24 @@
 //! file here: [`sqlite`] (the default: durable, in the data directory) and
 //! [`memory`] (tests and benchmarks; lost on restart). Inserts are async
 //! and return once the task is durable; reads come from memory; other
-//! changes are written behind. A Postgres backend for several daemons
-//! sharing one queue would be a third variant (claiming work with
-//! `FOR UPDATE SKIP LOCKED`) behind the same methods. The store knows
-//! nothing of plugins or WebAssembly.
+//! changes are written behind.
+//!
+//! The store owns the queue as well as the records: what may be claimed
+//! and which retries are due are derived from the tasks' states (`ready`),
+//! so a task is queued exactly when its record says so. The scheduler
+//! claims work ([`Store::claim`]), moves tasks through their lifecycle
+//! ([`Store::transition`], checked in [`lifecycle`]) and asks for due
+//! retries ([`Store::due`]); it keeps no queue or timer of its own. A
+//! Postgres backend for several daemons sharing one queue is a third
+//! variant behind the same methods (claims with `FOR UPDATE SKIP LOCKED`).
+//! The store knows nothing of plugins or WebAssembly.
 
 #[cfg(test)]
 mod conformance;
 pub mod lifecycle;
 pub mod memory;
+pub mod queue;
+mod ready;
 pub mod record;
 pub mod sqlite;
 
@@ -118,6 +127,47 @@ impl Store {
 
     pub fn list(&self, filter: &TaskFilter) -> Vec<TaskRecord> {
         self.view().list(filter)
+    }
+
+    /// Claims up to `n` tasks of pool `pool` that may run now, in the
+    /// queue's order ([`queue`]: CRITICAL first, weighted fair between
+    /// levels); with `background = false` LOW and BULK stay queued. A
+    /// claimed task is not handed out again until it is given back
+    /// ([`Store::unclaim`]) or changes state (starts, parks, ends).
+    pub fn claim(&self, pool: &str, n: usize, background: bool) -> Vec<queue::Job> {
+        self.view().claim(pool, n, background)
+    }
+
+    /// Gives a claimed task back to its queue (its plugin has no free slot,
+    /// or its kind moved to another pool).
+    pub fn unclaim(&self, id: Uuid) {
+        self.view().unclaim(id)
+    }
+
+    /// Notified when a task of `pool` may be claimed.
+    pub fn ready_waker(&self, pool: &str) -> std::sync::Arc<tokio::sync::Notify> {
+        self.view().ready_waker(pool)
+    }
+
+    /// Notified when a task is filed for a retry.
+    pub fn due_changed(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.view().due_changed()
+    }
+
+    /// Claimable tasks of `pool` per priority, CRITICAL first.
+    pub fn depths(&self, pool: &str) -> [usize; 5] {
+        self.view().depths(pool)
+    }
+
+    /// Tasks in `retry_wait` per pool.
+    pub fn waiting(&self) -> std::collections::HashMap<String, usize> {
+        self.view().waiting()
+    }
+
+    /// Tasks in `retry_wait` whose next attempt is due at `now`, soonest
+    /// first, and when the next one after them is due.
+    pub fn due(&self, now: SystemTime) -> (Vec<Uuid>, Option<SystemTime>) {
+        self.view().due(now)
     }
 
     /// Tasks not finished (what a restart must pick up), oldest first.

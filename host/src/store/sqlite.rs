@@ -287,7 +287,8 @@ impl SqliteStore {
 
     /// Records a new task and returns once it is committed.
     pub async fn insert(&self, record: TaskRecord) -> Result<Inserted, StoreError> {
-        let inserted = self.memory.insert(record);
+        // Claimable only once committed: nothing runs that could be lost.
+        let inserted = self.memory.insert_pending(record);
         let Inserted::New(record) = &inserted else {
             return Ok(inserted);
         };
@@ -310,7 +311,10 @@ impl SqliteStore {
             ));
         }
         match committed.await {
-            Ok(Ok(())) => Ok(inserted),
+            Ok(Ok(())) => {
+                self.memory.publish(id);
+                Ok(inserted)
+            }
             Ok(Err(message)) => {
                 self.memory.remove(id);
                 Err(StoreError::Unavailable(message))
