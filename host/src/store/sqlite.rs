@@ -16,6 +16,7 @@
 //! nothing), and no system library to install on a fresh machine.
 //!
 //! The database runs in WAL mode with `synchronous=FULL` by default,
+//! exclusive locking (no shared-memory WAL index: nothing is memory-mapped),
 //! versioned migrations (`PRAGMA user_version`) and incremental vacuum.
 //! A failed commit (disk full, read-only, locked, corrupt) is rolled back
 //! whole, its inserts are refused with the reason, and the store reports
@@ -190,8 +191,15 @@ impl SqliteStore {
         };
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(open_error)?;
+        // Exclusive locking before the first WAL access keeps the WAL index
+        // in heap memory instead of a memory-mapped `-shm` file: a full or
+        // unwritable file system then fails a write (503, degraded) rather
+        // than killing the daemon with SIGBUS on a page of the mapping. The
+        // data directory is locked to one daemon, so nothing else needs to
+        // read the file while it runs.
         conn.execute_batch(&format!(
-            "PRAGMA auto_vacuum = INCREMENTAL;
+            "PRAGMA locking_mode = EXCLUSIVE;
+             PRAGMA auto_vacuum = INCREMENTAL;
              PRAGMA journal_mode = WAL;
              PRAGMA synchronous = {synchronous};
              PRAGMA foreign_keys = ON;"
