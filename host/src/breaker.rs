@@ -15,6 +15,7 @@
 //! and one automatic breaker per plugin version.
 
 use crate::clock::Clock;
+use crate::sync::{lock, read, write};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -169,9 +170,7 @@ impl Breaker {
     /// the last update made them: the breaker keeps working from those
     /// rather than falling back to an answer of its own.
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.inner)
     }
 
     /// When an open breaker will let trials through.
@@ -404,23 +403,16 @@ impl BreakerSet {
         self.named
             .get(name)
             .cloned()
-            .or_else(|| self.plugins.read().ok()?.get(name).cloned())
+            .or_else(|| read(&self.plugins).get(name).cloned())
     }
 
     /// The automatic breaker of one plugin version, created on first use.
     pub fn plugin(&self, plugin: &str, version: &str) -> Arc<Breaker> {
         let key = format!("plugin:{plugin}@{version}");
-        if let Some(b) = self.plugins.read().ok().and_then(|p| p.get(&key).cloned()) {
+        if let Some(b) = read(&self.plugins).get(&key).cloned() {
             return b;
         }
-        let Ok(mut plugins) = self.plugins.write() else {
-            return Arc::new(Breaker::new(
-                key,
-                self.plugin_config.clone(),
-                self.clock.clone(),
-            ));
-        };
-        plugins
+        write(&self.plugins)
             .entry(key.clone())
             .or_insert_with(|| {
                 Arc::new(Breaker::new(
@@ -453,9 +445,7 @@ impl BreakerSet {
     /// Every breaker, named first.
     pub fn statuses(&self) -> Vec<BreakerStatus> {
         let mut all: Vec<BreakerStatus> = self.named.values().map(|b| b.status()).collect();
-        if let Ok(plugins) = self.plugins.read() {
-            all.extend(plugins.values().map(|b| b.status()));
-        }
+        all.extend(read(&self.plugins).values().map(|b| b.status()));
         all
     }
 }

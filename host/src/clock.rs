@@ -5,6 +5,7 @@
 //! Wasm deadlines are the exception: they are enforced by the engine's epoch
 //! thread in real time, because they bound real CPU use.
 
+use crate::sync::lock;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -70,9 +71,7 @@ impl ManualClock {
     /// Moves time forward and wakes every sleeper whose deadline passed.
     pub fn advance(&self, by: Duration) {
         let offset = {
-            let Ok(mut offset) = self.offset.lock() else {
-                return;
-            };
+            let mut offset = lock(&self.offset);
             *offset += by;
             *offset
         };
@@ -80,7 +79,7 @@ impl ManualClock {
     }
 
     fn offset(&self) -> Duration {
-        self.offset.lock().map(|o| *o).unwrap_or_default()
+        *lock(&self.offset)
     }
 }
 

@@ -6,6 +6,7 @@
 //! breaker states) are read from their owners at render time and passed in,
 //! so they can never drift from the truth.
 
+use crate::sync::lock;
 use crate::task::{FailureKind, label_value};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -104,9 +105,7 @@ pub struct BreakerGauge {
 
 impl Metrics {
     fn with(&self, f: impl FnOnce(&mut Inner)) {
-        if let Ok(mut inner) = self.inner.lock() {
-            f(&mut inner);
-        }
+        f(&mut lock(&self.inner));
     }
 
     pub fn submitted(&self, pool: &str) {
@@ -184,17 +183,11 @@ impl Metrics {
     }
 
     pub fn pools(&self) -> BTreeMap<String, PoolCounters> {
-        self.inner
-            .lock()
-            .map(|m| m.pools.clone())
-            .unwrap_or_default()
+        lock(&self.inner).pools.clone()
     }
 
     pub fn plugins(&self) -> BTreeMap<(String, String), PluginCounters> {
-        self.inner
-            .lock()
-            .map(|m| m.plugins.clone())
-            .unwrap_or_default()
+        lock(&self.inner).plugins.clone()
     }
 
     /// The Prometheus text exposition of everything.

@@ -161,7 +161,7 @@ mod tests {
         api.progress(250, "half".into()).await;
         assert_eq!(api.config_get("ua".into()).await.as_deref(), Some("hive"));
         assert_eq!(api.config_get("missing".into()).await, None);
-        let seen = sink.progress.lock().map(|v| v.clone()).unwrap_or_default();
+        let seen = crate::sync::lock(&sink.progress).clone();
         assert_eq!(seen, vec![(id, 100, "half".to_string())]);
     }
 

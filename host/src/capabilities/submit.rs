@@ -20,6 +20,7 @@ use super::tasks::{ChildError, ChildLimits, ChildRequest, TaskHost};
 /// it; the SDK makes such a refusal retryable, any other fatal).
 pub const UNAVAILABLE: &str = "unavailable: ";
 use crate::bindings::{Priority as WitPriority, host};
+use crate::sync::lock;
 use crate::task::Priority;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -44,9 +45,7 @@ impl ChildRate {
 
     /// Takes one submission if the rate allows it now.
     pub fn take(&self) -> bool {
-        let Ok(mut bucket) = self.bucket.lock() else {
-            return false;
-        };
+        let mut bucket = lock(&self.bucket);
         let now = std::time::Instant::now();
         let per_s = f64::from(self.per_s);
         let (tokens, last) = *bucket;
@@ -255,7 +254,7 @@ mod tests {
             .submit(&c, &host, "embed".into(), big, WitPriority::Low)
             .await;
         assert!(too_big.is_err_and(|e| e.contains("max_payload_mb")));
-        let sent = host.submitted.lock().map(|v| v.clone()).unwrap_or_default();
+        let sent = lock(&host.submitted).clone();
         let keys: Vec<String> = sent
             .iter()
             .map(|(_, c)| c.idempotency_key.clone())

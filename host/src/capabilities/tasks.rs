@@ -145,9 +145,7 @@ pub struct RecordingHost {
 #[cfg(test)]
 impl TaskHost for RecordingHost {
     fn progress(&self, task: Uuid, percent: u8, message: String) {
-        if let Ok(mut v) = self.progress.lock() {
-            v.push((task, percent, message));
-        }
+        crate::sync::lock(&self.progress).push((task, percent, message));
     }
 
     fn submit_child(

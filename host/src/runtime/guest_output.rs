@@ -7,6 +7,7 @@
 //! [`MAX_BYTES`], after which further output is dropped and counted. The last
 //! [`TAIL`] bytes of stderr are kept so a panic message can explain a trap.
 
+use crate::sync::lock;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -56,9 +57,7 @@ impl GuestOutput {
     }
 
     fn write(&self, buf: &[u8]) {
-        let Ok(mut lines) = self.lines.lock() else {
-            return;
-        };
+        let mut lines = lock(&self.lines);
         for &byte in buf {
             if byte == b'\n' || lines.partial.len() >= MAX_LINE {
                 let line = std::mem::take(&mut lines.partial);
@@ -106,9 +105,7 @@ impl GuestOutput {
     /// Logs any unterminated last line and reports dropped output. Returns
     /// the kept tail of stderr.
     pub fn finish(&self) -> String {
-        let Ok(mut lines) = self.lines.lock() else {
-            return String::new();
-        };
+        let mut lines = lock(&self.lines);
         if !lines.partial.is_empty() {
             let line = std::mem::take(&mut lines.partial);
             self.emit(&mut lines, &line);

@@ -31,6 +31,7 @@ use super::kinds::{Assignment, KindClaims, Mode, Refusal, Wanted};
 use super::manifest::{Capabilities, Manifest};
 use super::plugin::{LoadError, PluginVersion};
 use crate::clock::Clock;
+use crate::sync::{lock, read, write};
 use crate::task::rfc3339;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -242,16 +243,10 @@ impl Registry {
     }
 
     fn slot_lock(&self, stem: &str) -> Arc<tokio::sync::Mutex<()>> {
-        match self.slot_locks.lock() {
-            Ok(mut locks) => locks.entry(stem.to_string()).or_default().clone(),
-            // A poisoned map only means another reload panicked: a fresh
-            // lock still serialises this slot's reloads from here on.
-            Err(poisoned) => poisoned
-                .into_inner()
-                .entry(stem.to_string())
-                .or_default()
-                .clone(),
-        }
+        lock(&self.slot_locks)
+            .entry(stem.to_string())
+            .or_default()
+            .clone()
     }
 
     pub fn dir(&self) -> &Path {
@@ -264,17 +259,14 @@ impl Registry {
 
     /// The version serving `kind` right now.
     pub fn resolve(&self, kind: &str) -> Option<Arc<PluginVersion>> {
-        let state = self.state.read().ok()?;
+        let state = read(&self.state);
         let slot = state.kinds.get(kind)?;
         state.slots.get(slot)?.current.clone()
     }
 
     /// Every slot, loaded or failed, by file name.
     pub fn statuses(&self) -> Vec<PluginStatus> {
-        let Ok(state) = self.state.read() else {
-            return Vec::new();
-        };
-        state
+        read(&self.state)
             .slots
             .iter()
             .map(|(name, slot)| self.slot_status(name, slot))
@@ -295,29 +287,26 @@ impl Registry {
 
     /// Whether `version` of plugin `name` is serving and on probation.
     pub fn is_on_probation(&self, name: &str, version: &str) -> bool {
-        self.state.read().is_ok_and(|s| {
-            s.slots.values().any(|slot| {
-                slot.current
-                    .as_ref()
-                    .is_some_and(|v| v.info.name == name && v.info.version == version)
-                    && self.on_probation(slot)
-            })
+        read(&self.state).slots.values().any(|slot| {
+            slot.current
+                .as_ref()
+                .is_some_and(|v| v.info.name == name && v.info.version == version)
+                && self.on_probation(slot)
         })
     }
 
     /// Whether `version` of plugin `name` was taken out by a rollback.
     pub fn is_rolled_back(&self, name: &str, version: &str) -> bool {
-        self.state.read().is_ok_and(|s| {
-            s.rolled_back
-                .contains(&(name.to_string(), version.to_string()))
-        })
+        read(&self.state)
+            .rolled_back
+            .contains(&(name.to_string(), version.to_string()))
     }
 
     /// Puts the previous version of plugin `name` back if `version` is the
     /// one serving and it is still on probation. Returns the restored version.
     /// Touches only the registry's map: it never waits on a compile.
     pub async fn roll_back(&self, name: &str, version: &str) -> Option<Arc<PluginVersion>> {
-        let mut state = self.state.write().ok()?;
+        let mut state = write(&self.state);
         let stem = state
             .slots
             .iter()
@@ -352,37 +341,30 @@ impl Registry {
 
     /// How many slots serve a version.
     pub fn loaded_count(&self) -> usize {
-        self.state
-            .read()
-            .map(|s| {
-                s.slots
-                    .values()
-                    .filter(|s| s.current.is_some() && !s.kinds.served.is_empty())
-                    .count()
-            })
-            .unwrap_or(0)
+        read(&self.state)
+            .slots
+            .values()
+            .filter(|s| s.current.is_some() && !s.kinds.served.is_empty())
+            .count()
     }
 
     /// Files being loaded right now.
     pub fn loading_count(&self) -> usize {
-        self.state
-            .read()
-            .map(|s| s.slots.values().filter(|s| s.loading).count())
-            .unwrap_or(0)
+        read(&self.state)
+            .slots
+            .values()
+            .filter(|s| s.loading)
+            .count()
     }
 
     /// The slots (file stems) that share pool `category` now.
     pub fn plugins_in_pool(&self, category: &str) -> usize {
-        self.state
-            .read()
-            .map(|s| {
-                s.slots
-                    .values()
-                    .filter_map(|s| s.current.as_ref().filter(|_| !s.kinds.served.is_empty()))
-                    .filter(|v| v.info.category == category)
-                    .count()
-            })
-            .unwrap_or(0)
+        read(&self.state)
+            .slots
+            .values()
+            .filter_map(|s| s.current.as_ref().filter(|_| !s.kinds.served.is_empty()))
+            .filter(|v| v.info.category == category)
+            .count()
     }
 
     /// Loads every `.wasm` in the directory (at start), in parallel. Kinds
@@ -400,7 +382,8 @@ impl Registry {
             }
         }
         stems.sort();
-        if let Ok(mut state) = self.state.write() {
+        {
+            let mut state = write(&self.state);
             state.mode = Mode::Scanning;
             for stem in &stems {
                 state.slots.entry(stem.clone()).or_default().loading = true;
@@ -412,7 +395,8 @@ impl Registry {
             loads.spawn(async move { registry.reload(&stem).await });
         }
         while loads.join_next().await.is_some() {}
-        if let Ok(mut state) = self.state.write() {
+        {
+            let mut state = write(&self.state);
             state.mode = Mode::Settled;
             reassign(&mut state);
             for (stem, slot) in &state.slots {
@@ -442,9 +426,7 @@ impl Registry {
                     from_compile_cache = v.from_cache,
                     "plugin loaded"
                 );
-                if let Ok(state) = self.state.read()
-                    && let Some(slot) = state.slots.get(stem)
-                {
+                if let Some(slot) = read(&self.state).slots.get(stem) {
                     log_refusals(stem, slot);
                 }
             }
@@ -463,12 +445,11 @@ impl Registry {
     }
 
     fn set_loading(&self, stem: &str, loading: bool) {
-        if let Ok(mut state) = self.state.write() {
-            if loading {
-                state.slots.entry(stem.to_string()).or_default().loading = true;
-            } else if let Some(slot) = state.slots.get_mut(stem) {
-                slot.loading = false;
-            }
+        let mut state = write(&self.state);
+        if loading {
+            state.slots.entry(stem.to_string()).or_default().loading = true;
+        } else if let Some(slot) = state.slots.get_mut(stem) {
+            slot.loading = false;
         }
     }
 
@@ -534,11 +515,11 @@ impl Registry {
     }
 
     fn already_tried(&self, stem: &str, tried: &(String, Option<String>)) -> bool {
-        self.state
-            .read()
-            .ok()
-            .and_then(|s| s.slots.get(stem).and_then(|slot| slot.last_tried.clone()))
-            .is_some_and(|last| &last == tried)
+        read(&self.state)
+            .slots
+            .get(stem)
+            .and_then(|slot| slot.last_tried.as_ref())
+            .is_some_and(|last| last == tried)
     }
 
     /// The atomic swap: installs the version, then decides again which slot
@@ -549,9 +530,7 @@ impl Registry {
         mut version: PluginVersion,
         tried: (String, Option<String>),
     ) -> ReloadOutcome {
-        let Ok(mut state) = self.state.write() else {
-            return ReloadOutcome::Unchanged;
-        };
+        let mut state = write(&self.state);
         let slot = state.slots.entry(stem.to_string()).or_default();
         // Two contents of one file that claim the same version stay apart
         // in breakers, metrics and rollback: the newcomer's version gets
@@ -589,7 +568,8 @@ impl Registry {
         error: LoadError,
         tried: Option<(String, Option<String>)>,
     ) -> ReloadOutcome {
-        if let Ok(mut state) = self.state.write() {
+        {
+            let mut state = write(&self.state);
             let slot = state.slots.entry(stem.to_string()).or_default();
             slot.last_error = Some(Failure {
                 error: error.clone(),
@@ -602,9 +582,7 @@ impl Registry {
     }
 
     fn remove(&self, stem: &str) -> ReloadOutcome {
-        let Ok(mut state) = self.state.write() else {
-            return ReloadOutcome::Unchanged;
-        };
+        let mut state = write(&self.state);
         if state.slots.remove(stem).is_none() {
             return ReloadOutcome::Unchanged;
         }

@@ -46,15 +46,11 @@ impl MemoryStore {
     /// answering from that, never with a made-up answer (a task it did not
     /// store reported as stored, an empty listing).
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::read(&self.inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::write(&self.inner)
     }
 
     pub fn insert(&self, record: TaskRecord) -> Inserted {

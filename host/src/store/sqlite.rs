@@ -24,6 +24,7 @@
 
 use super::memory::MemoryStore;
 use super::{Inserted, StoreError, TaskRecord, Transition, TransitionError};
+use crate::sync::lock;
 use crate::task::TaskStatus;
 use rusqlite::{Connection, OpenFlags, params};
 use std::collections::HashMap;
@@ -401,7 +402,7 @@ impl SqliteStore {
     /// Queues `op` for the writer; its number in the queue, or `None` when
     /// the writer is gone (shutdown).
     fn send(&self, op: Op) -> Option<u64> {
-        let mut writes = self.writes.lock().ok()?;
+        let mut writes = lock(&self.writes);
         writes.tx.send(op).ok()?;
         writes.sent += 1;
         Some(writes.sent)
@@ -409,7 +410,7 @@ impl SqliteStore {
 
     /// A mark covering every change made so far ([`Self::durable`]).
     pub fn mark(&self) -> u64 {
-        self.writes.lock().map(|w| w.sent).unwrap_or(0)
+        lock(&self.writes).sent
     }
 
     /// Returns once the writer has handled every change up to `mark`
@@ -444,7 +445,7 @@ impl SqliteStore {
 
     /// The last write error, if one happened within [`DEGRADED_FOR`].
     pub fn degraded(&self) -> Option<String> {
-        let last = self.degraded.lock().ok()?.clone()?;
+        let last = lock(&self.degraded).clone()?;
         (last.0.elapsed() < DEGRADED_FOR).then_some(last.1)
     }
 }
@@ -530,9 +531,7 @@ fn writer(
             Err(message) => {
                 failing = true;
                 tracing::error!("task store write failed, batch rolled back: {message}");
-                if let Ok(mut d) = degraded.lock() {
-                    *d = Some((Instant::now(), message.clone()));
-                }
+                *lock(&degraded) = Some((Instant::now(), message.clone()));
             }
         }
         for ack in put_acks.into_iter().chain(other_acks) {

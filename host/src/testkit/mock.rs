@@ -4,6 +4,7 @@
 use crate::capabilities::tasks::{
     BoxFuture, ChildError, ChildLimits, ChildRequest, ChildStatus, TaskHost,
 };
+use crate::sync::lock;
 use std::sync::Mutex;
 use std::time::Duration;
 use uuid::Uuid;
@@ -27,15 +28,13 @@ pub struct MockHost {
 
 impl MockHost {
     pub fn captured(&self) -> Captured {
-        self.captured.lock().map(|c| c.clone()).unwrap_or_default()
+        lock(&self.captured).clone()
     }
 }
 
 impl TaskHost for MockHost {
     fn progress(&self, _task: Uuid, percent: u8, message: String) {
-        if let Ok(mut c) = self.captured.lock() {
-            c.progress.push((percent, message));
-        }
+        lock(&self.captured).progress.push((percent, message));
     }
 
     fn submit_child(
@@ -57,29 +56,25 @@ impl TaskHost for MockHost {
             }
             let id = Uuid::now_v7();
             ids.push((id, child.kind.clone(), child.idempotency_key.clone()));
-            if let Ok(mut c) = self.captured.lock() {
-                c.children.push((child.kind, child.payload));
-            }
+            lock(&self.captured)
+                .children
+                .push((child.kind, child.payload));
             Ok(id)
         })();
         Box::pin(async move { result.map_err(ChildError::Refused) })
     }
 
     fn children(&self, _parent: Uuid) -> Vec<ChildStatus> {
-        self.ids
-            .lock()
-            .map(|ids| {
-                ids.iter()
-                    .map(|(id, kind, _)| ChildStatus {
-                        id: *id,
-                        kind: kind.clone(),
-                        status: "queued",
-                        result: None,
-                        error: None,
-                    })
-                    .collect()
+        lock(&self.ids)
+            .iter()
+            .map(|(id, kind, _)| ChildStatus {
+                id: *id,
+                kind: kind.clone(),
+                status: "queued",
+                result: None,
+                error: None,
             })
-            .unwrap_or_default()
+            .collect()
     }
 
     fn prune(&self, _age: Duration) -> BoxFuture<'_, Result<u64, String>> {
@@ -95,8 +90,8 @@ impl TaskHost for MockHost {
     }
 
     fn guest_log(&self, level: &'static str, message: &str) {
-        if let Ok(mut c) = self.captured.lock() {
-            c.logs.push((level.to_string(), message.to_string()));
-        }
+        lock(&self.captured)
+            .logs
+            .push((level.to_string(), message.to_string()));
     }
 }

@@ -28,6 +28,7 @@ use crate::runtime::plugin::PluginVersion;
 use crate::runtime::sandbox::CancelToken;
 use crate::runtime::settings::{Limits, RuntimeConfig};
 use crate::runtime::{Attempt, Runtime, Usage};
+use crate::sync::lock;
 use crate::task::{Priority, TaskFailure};
 use anyhow::{Context, Result, bail};
 use case::Case;
@@ -176,9 +177,7 @@ impl Harness {
         } else {
             Recording::default()
         };
-        if let Ok(mut r) = self.http.recording.lock() {
-            *r = recording;
-        }
+        *lock(&self.http.recording) = recording;
         let kind = case
             .kind
             .clone()
@@ -207,12 +206,7 @@ impl Harness {
 
     /// Saves what `--record` captured for `case`.
     fn save_recording(&self, case: &Case) -> Result<()> {
-        let recording = self
-            .http
-            .recording
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default();
+        let recording = lock(&self.http.recording).clone();
         if recording.exchanges.is_empty() {
             return Ok(());
         }

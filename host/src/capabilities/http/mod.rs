@@ -28,6 +28,7 @@ pub mod resolve;
 
 use super::Caller;
 use crate::breaker::BreakerSet;
+use crate::sync::lock;
 use allow::{Allowlist, Destination};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -140,13 +141,11 @@ pub struct HttpStats(Mutex<BTreeMap<String, HostStats>>);
 
 impl HttpStats {
     fn with(&self, destination: &str, f: impl FnOnce(&mut HostStats)) {
-        if let Ok(mut all) = self.0.lock() {
-            f(all.entry(destination.to_string()).or_default());
-        }
+        f(lock(&self.0).entry(destination.to_string()).or_default());
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, HostStats> {
-        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+        lock(&self.0).clone()
     }
 
     /// The counters in Prometheus text format, labelled by destination.
@@ -464,11 +463,7 @@ fn replayed(
     request: &::http::Request<WasiBody>,
 ) -> Result<(::http::Response<WasiBody>, IoFuture), Error> {
     let (method, url) = (request.method().as_str(), request.uri().to_string());
-    let answer = shared
-        .recording
-        .lock()
-        .ok()
-        .and_then(|mut r| r.answer(method, &url));
+    let answer = lock(&shared.recording).answer(method, &url);
     let Some(exchange) = answer else {
         return Err(Error::InternalError(Some(format!(
             "{DENIED}no recorded response for {method} {url} (record it with `wasmhive test --record`)"
@@ -510,9 +505,7 @@ async fn recorded(
     .await
     .unwrap_or(Err(Error::ConnectionTimeout))?;
     let response = exchange_response(&exchange)?;
-    if let Ok(mut r) = shared.recording.lock() {
-        r.push(exchange);
-    }
+    lock(&shared.recording).push(exchange);
     let done: IoFuture = Box::new(async { Ok(()) });
     Ok((response, done))
 }

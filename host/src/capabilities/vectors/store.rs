@@ -9,6 +9,7 @@
 //! before anything is written. Loading at start reads every point back.
 
 use super::index::{Collection, normalize};
+use crate::sync::{lock, read, write};
 use rusqlite::{Connection, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -195,22 +196,19 @@ impl VectorStore {
 
     /// Memory the points use, bytes.
     pub fn used_bytes(&self) -> usize {
-        self.used.lock().map(|u| *u).unwrap_or(0)
+        *lock(&self.used)
     }
 
     fn collection(&self, name: &str) -> Option<Arc<RwLock<Collection>>> {
-        self.collections.read().ok()?.get(name).cloned()
+        read(&self.collections).get(name).cloned()
     }
 
     /// What the collections of `namespace` (`<namespace>:<name>`) hold.
     pub fn usage(&self, namespace: &str) -> Usage {
-        let Ok(all) = self.collections.read() else {
-            return Usage::default();
-        };
         let mut usage = Usage::default();
-        for (name, c) in all.iter() {
-            let ours = in_namespace(name, namespace);
-            if let (true, Ok(c)) = (ours, c.read()) {
+        for (name, c) in read(&self.collections).iter() {
+            if in_namespace(name, namespace) {
+                let c = read(c);
                 usage.points += c.len() as u64;
                 usage.bytes += c.bytes() as u64;
             }
@@ -406,12 +404,12 @@ impl VectorStore {
 
     /// Collections and their sizes, for health reports.
     pub fn summary(&self) -> Vec<(String, usize, usize)> {
-        let Ok(all) = self.collections.read() else {
-            return Vec::new();
-        };
-        let mut out: Vec<(String, usize, usize)> = all
+        let mut out: Vec<(String, usize, usize)> = read(&self.collections)
             .iter()
-            .filter_map(|(n, c)| c.read().ok().map(|c| (n.clone(), c.dim(), c.len())))
+            .map(|(n, c)| {
+                let c = read(c);
+                (n.clone(), c.dim(), c.len())
+            })
             .collect();
         out.sort();
         out
@@ -423,12 +421,8 @@ impl VectorStore {
         if self.conn.is_some() {
             return;
         }
-        if let Ok(mut all) = self.collections.write() {
-            all.clear();
-        }
-        if let Ok(mut u) = self.used.lock() {
-            *u = 0;
-        }
+        write(&self.collections).clear();
+        *lock(&self.used) = 0;
     }
 
     /// Returns free pages of the file to the file system. Blocking.
