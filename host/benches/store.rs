@@ -5,7 +5,9 @@
 //!    store in the same run;
 //! 2. REST submissions per second against the real `wasmhive` binary in its
 //!    own process, loaded from this one over loopback (single and batch);
-//! 3. restart recovery time with 100k queued tasks in the database.
+//! 3. one client on one keep-alive connection, sequential, as a Celery
+//!    user's client measures: submit and `?wait` latency, daemon CPU per task;
+//! 4. restart recovery time with 100k queued tasks in the database.
 //!
 //! Figures are printed, never asserted.
 
@@ -92,32 +94,7 @@ async fn async_main() -> Result<()> {
 
     println!("== 2. REST submissions, daemon in its own process (sqlite, FULL)");
     let root = tempfile::tempdir()?;
-    let config = support::config(root.path(), 8);
-    std::fs::create_dir_all(&config.plugins)?;
-    support::install(&config.plugins, "echo", "echo")?;
-    // The binary runs with its defaults: the SQLite store, synchronous=FULL.
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wasmhive"))
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
-        .arg("--plugins")
-        .arg(&config.plugins)
-        .arg("--data")
-        .arg(&config.data)
-        .env("WASMHIVE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let line = BufReader::new(stdout)
-        .lines()
-        .next_line()
-        .await?
-        .ok_or("daemon exited")?;
-    let base = line
-        .strip_prefix("wasmhive listening on ")
-        .ok_or("bad first line")?
-        .to_string();
+    let (mut child, base) = spawn_daemon(root.path()).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;
@@ -164,7 +141,48 @@ async fn async_main() -> Result<()> {
     }
     child.kill().await?;
 
-    println!("== 3. restart with 100k queued tasks");
+    println!("== 3. one client, one keep-alive connection, sequential (sqlite, FULL)");
+    let root = tempfile::tempdir()?;
+    let (mut child, base) = spawn_daemon(root.path()).await?;
+    let pid = child.id().ok_or("no daemon pid")?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()?;
+    for (label, path) in [
+        ("submit (202, durable)", "/api/v1/tasks"),
+        ("submit ?wait, echo", "/api/v1/tasks?wait=10"),
+    ] {
+        let url = format!("{base}{path}");
+        let body = serde_json::json!({ "kind": "echo", "payload": 1 });
+        for _ in 0..200 {
+            client.post(&url).json(&body).send().await?.bytes().await?;
+        }
+        let n = 5_000;
+        let cpu_before = cpu_time(pid)?;
+        let mut took = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = Instant::now();
+            let response = client.post(&url).json(&body).send().await?;
+            let status = response.status();
+            response.bytes().await?;
+            took.push(start.elapsed());
+            if !status.is_success() {
+                return Err(format!("{label}: HTTP {status}").into());
+            }
+        }
+        let cpu = cpu_time(pid)?.saturating_sub(cpu_before);
+        took.sort();
+        let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
+        println!(
+            "{label:<22} p50 {:>7.3} ms  p99 {:>7.3} ms  daemon CPU {:>5.0} µs/task",
+            at(0.50).as_secs_f64() * 1e3,
+            at(0.99).as_secs_f64() * 1e3,
+            cpu.as_secs_f64() * 1e6 / n as f64,
+        );
+    }
+    child.kill().await?;
+
+    println!("== 4. restart with 100k queued tasks");
     let root = tempfile::tempdir()?;
     let mut config = support::config(root.path(), 2);
     config.store.backend = StoreBackend::Sqlite;
@@ -198,6 +216,48 @@ async fn async_main() -> Result<()> {
         "daemon start incl. loading and re-queueing: {took:?} ({queued} tasks back in the queue when it returned)"
     );
     Ok(())
+}
+
+/// Starts the `wasmhive` binary with its defaults (the SQLite store,
+/// synchronous=FULL) and echo installed; returns it and its base URL.
+async fn spawn_daemon(root: &std::path::Path) -> Result<(tokio::process::Child, String)> {
+    let config = support::config(root, 8);
+    std::fs::create_dir_all(&config.plugins)?;
+    support::install(&config.plugins, "echo", "echo")?;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wasmhive"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--plugins")
+        .arg(&config.plugins)
+        .arg("--data")
+        .arg(&config.data)
+        .env("WASMHIVE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = lines.next_line().await?.ok_or("daemon exited")?;
+    let base = line
+        .strip_prefix("wasmhive listening on ")
+        .ok_or("bad first line")?
+        .to_string();
+    // Wait for the plugins (the second line says the daemon is ready).
+    lines.next_line().await?;
+    Ok((child, base))
+}
+
+/// User plus system CPU time a process has used (Linux `/proc/PID/stat`).
+fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').ok_or("bad /proc stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).ok_or("no utime")?.parse::<u64>()?
+        + fields.get(12).ok_or("no stime")?.parse::<u64>()?;
+    // Clock ticks are 1/100 s on Linux (USER_HZ).
+    Ok(Duration::from_millis(ticks * 10))
 }
 
 fn queued(i: usize) -> TaskRecord {

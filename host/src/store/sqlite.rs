@@ -42,6 +42,15 @@ pub const DEGRADED_FOR: Duration = Duration::from_secs(60);
 /// Most changes committed in one transaction.
 pub const MAX_BATCH: usize = 8192;
 
+/// How long written-behind changes wait for company before they are
+/// committed on their own. Anything someone waits for (an insert, a sync,
+/// a worker's previous outcome) is committed at once with whatever is
+/// queued; a change nobody waits for joins the next such commit if one
+/// comes within this time. One client submitting task after task then
+/// costs one commit (one fsync) per task instead of three (insert, start,
+/// outcome), and an outcome is durable at most this much later.
+pub const LINGER: Duration = Duration::from_millis(1);
+
 /// Schema migrations, applied in order; `PRAGMA user_version` counts them.
 const MIGRATIONS: &[&str] = &[
     // 1: tasks, with the columns recovery and listings filter on; the full
@@ -142,6 +151,20 @@ enum Op {
     Compact(oneshot::Sender<Result<(), String>>),
     /// Acknowledged once every change sent before it is committed.
     Sync(oneshot::Sender<Result<(), String>>),
+    /// Someone waits for the changes sent before this: commit without
+    /// lingering ([`SqliteStore::durable`]).
+    Flush,
+}
+
+impl Op {
+    /// Whether someone waits for this operation's commit.
+    fn awaited(&self) -> bool {
+        match self {
+            Op::Put(_, ack) => ack.is_some(),
+            Op::Started(..) => false,
+            Op::Delete(..) | Op::Compact(_) | Op::Sync(_) | Op::Flush => true,
+        }
+    }
 }
 
 /// The writer's queue. Sends are numbered under the lock, so the numbers
@@ -418,6 +441,10 @@ impl SqliteStore {
     /// [`Self::sync`]: nothing is sent, every waiter shares one counter.
     pub async fn durable(&self, mark: u64) {
         let mut handled = self.handled.clone();
+        if *handled.borrow() >= mark {
+            return;
+        }
+        let _ = self.send(Op::Flush);
         let _ = handled.wait_for(|n| *n >= mark).await;
     }
 
@@ -478,10 +505,29 @@ fn writer(
     let mut failing = false;
     let mut received = 0u64;
     while let Ok(first) = ops.recv() {
+        let mut awaited = first.awaited();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match ops.try_recv() {
-                Ok(op) => batch.push(op),
+        let linger_until = Instant::now() + LINGER;
+        loop {
+            while batch.len() < MAX_BATCH {
+                match ops.try_recv() {
+                    Ok(op) => {
+                        awaited |= op.awaited();
+                        batch.push(op);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if awaited || batch.len() >= MAX_BATCH {
+                break;
+            }
+            // Only written-behind changes: wait a little for company.
+            let left = linger_until.saturating_duration_since(Instant::now());
+            match ops.recv_timeout(left) {
+                Ok(op) => {
+                    awaited |= op.awaited();
+                    batch.push(op);
+                }
                 Err(_) => break,
             }
         }
@@ -517,6 +563,7 @@ fn writer(
                 }
                 Op::Compact(ack) => compact.push(ack),
                 Op::Sync(ack) => other_acks.push(ack),
+                Op::Flush => {}
             }
         }
         // A full write later in the batch supersedes a status-only one.
