@@ -29,3 +29,10 @@ pub mod testkit;
 
 pub use config::Config;
 pub use daemon::{Daemon, DaemonError};
+
+/// mimalloc for the daemon and everything linking it (tests, benches):
+/// a task's records are allocated on a runtime thread and freed on the
+/// store's writer thread, and glibc's malloc serialises such frees on its
+/// arena locks (measured: the first cause of blocking under durable load).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

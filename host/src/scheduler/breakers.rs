@@ -18,7 +18,7 @@ impl<R: AttemptRunner> Scheduler<R> {
         let park = Transition::Park {
             breaker: breaker.to_string(),
         };
-        if self.step(task.task_id, park).is_none() {
+        if !self.step(task.task_id, park) {
             return;
         }
         inner.parked.park(

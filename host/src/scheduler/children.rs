@@ -89,12 +89,16 @@ impl<R: AttemptRunner> TaskHost for Scheduler<R> {
                     });
                 }
             };
+            // The store linked a new child to its parent with the insert;
+            // an existing one is linked here if an older store did not.
             let id = submitted.task.task_id;
-            store.update(parent, |t| {
-                if !t.children.contains(&id) {
-                    t.children.push(id);
-                }
-            });
+            if !submitted.created {
+                store.update(parent, |t| {
+                    if !t.children.contains(&id) {
+                        t.children.push(id);
+                    }
+                });
+            }
             Ok(id)
         })
     }

@@ -110,7 +110,7 @@ impl<R: AttemptRunner> Scheduler<R> {
             }
             (Err(failure), log) => Transition::Fail { log, failure, at },
         };
-        if self.step(id, end).is_some() {
+        if self.step(id, end) {
             self.wake_waiters(id);
         }
     }

@@ -472,13 +472,13 @@ impl<R: AttemptRunner> Scheduler<R> {
     /// Applies a lifecycle transition. A refused one means the task moved
     /// on meanwhile (cancelled, finished, already re-queued): logged, and
     /// the caller drops what it was about to do with the task.
-    fn step(&self, id: Uuid, transition: Transition) -> Option<TaskRecord> {
+    fn step(&self, id: Uuid, transition: Transition) -> bool {
         let name = transition.name();
         match self.inner.store.transition(id, transition) {
-            Ok(task) => Some(task),
+            Ok(()) => true,
             Err(e) => {
                 tracing::debug!(task.id = %id, transition = name, "transition refused: {e}");
-                None
+                false
             }
         }
     }

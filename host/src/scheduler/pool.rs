@@ -105,8 +105,9 @@ impl CategoryPool {
         if let Some(slot) = lock(&self.workers).get_mut(worker) {
             *slot = None;
         }
-        // A worker held back from background work may take it now.
-        self.wake.notify_waiters();
+        // A worker held back from background work may take it now. Any
+        // waiting worker will do (the reserve counts the pool, not the
+        // worker), so one is woken, not the herd.
         self.wake.notify_one();
     }
 

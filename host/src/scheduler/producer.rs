@@ -93,7 +93,7 @@ impl<R: AttemptRunner> Scheduler<R> {
             category: plugin.category().to_string(),
             at: started_wall,
         };
-        if self.step(id, start).is_none() {
+        if !self.step(id, start) {
             self.forget_running(id);
             for (breaker, admission) in &admitted {
                 if *admission == Admission::Trial {

@@ -155,8 +155,8 @@ pub async fn transitions_follow_the_lifecycle_and_refusals_write_nothing(
             current: 1
         })
     ));
-    let done = store.transition(id, succeed(1))?;
-    assert_eq!(done.status, TaskStatus::Succeeded);
+    store.transition(id, succeed(1))?;
+    assert_eq!(store.get(id).map(|t| t.status), Some(TaskStatus::Succeeded));
     // A duplicate outcome is refused.
     assert!(store.transition(id, succeed(1)).is_err());
     assert!(matches!(
@@ -432,6 +432,45 @@ pub async fn the_queue_is_rebuilt_from_the_tasks_after_a_restart(b: &Backend) ->
     Ok(())
 }
 
+pub async fn a_child_is_linked_to_its_parent_by_its_insert(b: &Backend) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = (b.open)(dir.path())?;
+    let parent = insert(&store, task("crawl", None)).await?.task_id;
+    let child = TaskRecord {
+        parent_id: Some(parent),
+        root_id: Some(parent),
+        depth: 1,
+        ..task("scrape", Some("child:1"))
+    };
+    let child = insert(&store, child).await?.task_id;
+    assert_eq!(store.get(parent).ok_or("parent lost")?.children, [child]);
+    // The same child again is the existing one, not a second link.
+    let again = TaskRecord {
+        parent_id: Some(parent),
+        ..task("scrape", Some("child:1"))
+    };
+    assert!(matches!(store.insert(again).await?, Inserted::Existing(_)));
+    assert_eq!(store.get(parent).ok_or("parent lost")?.children, [child]);
+    Ok(())
+}
+
+pub async fn a_child_and_its_link_are_durable_together(b: &Backend) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (parent, child) = {
+        let store = (b.open)(dir.path())?;
+        let parent = insert(&store, task("crawl", None)).await?.task_id;
+        let child = TaskRecord {
+            parent_id: Some(parent),
+            ..task("scrape", None)
+        };
+        // No sync: the child's acknowledged insert carries the link.
+        (parent, insert(&store, child).await?.task_id)
+    };
+    let store = (b.open)(dir.path())?;
+    assert_eq!(store.get(parent).ok_or("parent lost")?.children, [child]);
+    Ok(())
+}
+
 /// Runs every contract against one backend, in a module named after it.
 macro_rules! conformance {
     ($backend:ident => $value:expr; $($test:ident),* $(,)?) => {
@@ -464,9 +503,11 @@ every_backend!(
     listings_filter_by_status_and_kind_newest_first,
     claims_come_most_urgent_first_and_hold_back_background_work,
     concurrent_claimers_never_get_the_same_task,
-    the_queue_follows_each_tasks_state;
+    the_queue_follows_each_tasks_state,
+    a_child_is_linked_to_its_parent_by_its_insert;
     idempotency_keys_hold_across_a_restart,
     the_last_change_of_every_task_survives_a_restart,
     a_running_attempt_is_found_after_an_unclean_stop,
     the_queue_is_rebuilt_from_the_tasks_after_a_restart,
+    a_child_and_its_link_are_durable_together,
 );

@@ -53,14 +53,28 @@ impl MemoryStore {
         crate::sync::write(&self.inner)
     }
 
+    /// Records a task; a child task is linked to its parent (added to the
+    /// parent's `children`) in the same step.
     pub fn insert(&self, record: TaskRecord) -> Inserted {
-        self.insert_as(record, false)
+        self.insert_as(record, None).0
     }
 
     /// Records a task that may not be claimed before [`Self::publish`]
-    /// (a backend's insert that is not yet durable).
-    pub fn insert_pending(&self, record: TaskRecord) -> Inserted {
-        self.insert_as(record, true)
+    /// (a backend's insert that is not yet durable). `seq` numbers the
+    /// changes under the lock: the child's, then the parent's as linking
+    /// left it (returned for the backend to write with the child).
+    pub fn insert_pending(
+        &self,
+        record: TaskRecord,
+        seq: &dyn Fn() -> i64,
+    ) -> (Inserted, Option<(TaskRecord, i64)>) {
+        let (inserted, parent) = self.insert_as(record, Some(seq));
+        (inserted, parent)
+    }
+
+    /// Undoes the link of a child whose insert was refused.
+    pub fn unlink(&self, parent: Uuid, child: Uuid) {
+        self.update(parent, |p| p.children.retain(|c| *c != child));
     }
 
     /// A pending insert is durable: its task may be claimed now.
@@ -72,7 +86,11 @@ impl MemoryStore {
         }
     }
 
-    fn insert_as(&self, record: TaskRecord, pending: bool) -> Inserted {
+    fn insert_as(
+        &self,
+        record: TaskRecord,
+        pending: Option<&dyn Fn() -> i64>,
+    ) -> (Inserted, Option<(TaskRecord, i64)>) {
         let mut inner = self.write();
         if let Some(key) = &record.idempotency_key {
             if let Some(existing) = inner
@@ -80,11 +98,21 @@ impl MemoryStore {
                 .get(key)
                 .and_then(|id| inner.tasks.get(id))
             {
-                return Inserted::Existing(existing.clone());
+                return (Inserted::Existing(existing.clone()), None);
             }
             inner.idempotency.insert(key.clone(), record.task_id);
         }
-        if pending {
+        let parent = record
+            .parent_id
+            .and_then(|p| inner.tasks.get_mut(&p))
+            .map(|p| {
+                if !p.children.contains(&record.task_id) {
+                    p.children.push(record.task_id);
+                }
+                self.announce(p);
+                (p.clone(), pending.map_or(0, |seq| seq()))
+            });
+        if pending.is_some() {
             inner.index.hold_pending(record.task_id);
         }
         inner
@@ -92,7 +120,7 @@ impl MemoryStore {
             .changed(record.task_id, None, Some(&Facts::of(&record)));
         inner.tasks.insert(record.task_id, record.clone());
         self.announce(&record);
-        Inserted::New(record)
+        (Inserted::New(record), parent)
     }
 
     /// Live views of task changes (sent under the store's lock, so in order).

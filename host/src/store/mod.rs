@@ -112,14 +112,10 @@ impl Store {
     /// Moves the task through its lifecycle ([`Transition`]); a transition
     /// the task's state does not allow, or an outcome of an attempt that is
     /// not its current one, is refused and changes nothing.
-    pub fn transition(
-        &self,
-        id: Uuid,
-        transition: Transition,
-    ) -> Result<TaskRecord, TransitionError> {
+    pub fn transition(&self, id: Uuid, transition: Transition) -> Result<(), TransitionError> {
         match self {
             Store::Memory(m) => m
-                .try_update_then(id, |t| transition.apply(t), TaskRecord::clone)
+                .try_update_then(id, |t| transition.apply(t), |_| ())
                 .ok_or(TransitionError::NotFound(id))?,
             Store::Sqlite(s) => s.transition(id, transition),
         }

@@ -143,7 +143,8 @@ impl Row {
 }
 
 enum Op {
-    Put(Box<Row>, Option<oneshot::Sender<Result<(), String>>>),
+    /// Rows written in the same transaction (a child and its parent).
+    Put(Vec<Row>, Option<oneshot::Sender<Result<(), String>>>),
     /// A queued task started an attempt: only its status column is written
     /// (recovery reads it as `running` with one more attempt than the record).
     Started(Uuid, i64),
@@ -320,43 +321,39 @@ impl SqliteStore {
     /// Records a new task and returns once it is committed.
     pub async fn insert(&self, record: TaskRecord) -> Result<Inserted, StoreError> {
         // Claimable only once committed: nothing runs that could be lost.
-        let inserted = self.memory.insert_pending(record);
+        let child_seq = self.next_seq();
+        let (inserted, parent) = self.memory.insert_pending(record, &|| self.next_seq());
         let Inserted::New(record) = &inserted else {
             return Ok(inserted);
         };
-        let (ack, committed) = oneshot::channel();
         let id = record.task_id;
-        let seq = self.next_seq();
-        let row = match Row::of(record, seq) {
-            Ok(row) => row,
-            Err(e) => {
-                self.memory.remove(id);
-                return Err(StoreError::Unavailable(format!(
-                    "the task cannot be stored: {e}"
-                )));
-            }
-        };
-        if self.send(Op::Put(Box::new(row), Some(ack))).is_none() {
+        let refused = |message: String| {
             self.memory.remove(id);
-            return Err(StoreError::Unavailable(
-                "the store writer has stopped".into(),
-            ));
+            if let Some((parent, _)) = &parent {
+                self.memory.unlink(parent.task_id, id);
+            }
+            Err(StoreError::Unavailable(message))
+        };
+        let (ack, committed) = oneshot::channel();
+        // A child and its parent's link are one operation: one transaction.
+        let rows = std::iter::once((record, child_seq))
+            .chain(parent.as_ref().map(|(p, seq)| (p, *seq)))
+            .map(|(r, seq)| Row::of(r, seq))
+            .collect::<Result<Vec<_>, _>>();
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => return refused(format!("the task cannot be stored: {e}")),
+        };
+        if self.send(Op::Put(rows, Some(ack))).is_none() {
+            return refused("the store writer has stopped".into());
         }
         match committed.await {
             Ok(Ok(())) => {
                 self.memory.publish(id);
                 Ok(inserted)
             }
-            Ok(Err(message)) => {
-                self.memory.remove(id);
-                Err(StoreError::Unavailable(message))
-            }
-            Err(_) => {
-                self.memory.remove(id);
-                Err(StoreError::Unavailable(
-                    "the store writer has stopped".into(),
-                ))
-            }
+            Ok(Err(message)) => refused(message),
+            Err(_) => refused("the store writer has stopped".into()),
         }
     }
 
@@ -374,25 +371,34 @@ impl SqliteStore {
     /// Applies a lifecycle transition (refused ones change nothing and
     /// write nothing). A start is stored as a status update, not a rewrite
     /// of the record: one of the three writes of every task, made cheap.
-    pub fn transition(
-        &self,
-        id: Uuid,
-        transition: Transition,
-    ) -> Result<TaskRecord, TransitionError> {
+    pub fn transition(&self, id: Uuid, transition: Transition) -> Result<(), TransitionError> {
         let start = matches!(transition, Transition::Start { .. });
-        let (record, seq) = self
+        // The row is serialised under the view's lock, from the record as
+        // the change left it: no copy of the record for the hot path.
+        let op = self
             .memory
             .try_update_then(
                 id,
                 |t| transition.apply(t),
-                |r| (r.clone(), self.next_seq()),
+                |r| {
+                    let seq = self.next_seq();
+                    if start {
+                        Ok(Op::Started(id, seq))
+                    } else {
+                        Row::of(r, seq).map(|row| Op::Put(vec![row], None))
+                    }
+                },
             )
             .ok_or(TransitionError::NotFound(id))??;
-        if start {
-            let _ = self.send(Op::Started(id, seq));
-            return Ok(record);
+        match op {
+            // A send fails only when the writer is gone (shutdown); the
+            // change is then in memory only, as after a crash.
+            Ok(op) => {
+                let _ = self.send(op);
+            }
+            Err(e) => tracing::error!(task.id = %id, "task change not stored: {e}"),
         }
-        Ok(self.put(record.clone(), seq).unwrap_or(record))
+        Ok(())
     }
 
     /// Sends the record as it now is to the writer.
@@ -402,7 +408,7 @@ impl SqliteStore {
             // A send fails only when the writer is gone (shutdown); the
             // change is then in memory only, as after a crash.
             Ok(row) => {
-                let _ = self.send(Op::Put(Box::new(row), None));
+                let _ = self.send(Op::Put(vec![row], None));
             }
             Err(e) => tracing::error!(task.id = %id, "task change not stored: {e}"),
         }
@@ -532,7 +538,7 @@ fn writer(
             }
         }
         received += batch.len() as u64;
-        let mut puts: HashMap<Uuid, Box<Row>> = HashMap::new();
+        let mut puts: HashMap<Uuid, Row> = HashMap::new();
         let mut started: HashMap<Uuid, i64> = HashMap::new();
         let mut put_acks = Vec::new();
         let mut deletes = Vec::new();
@@ -540,14 +546,16 @@ fn writer(
         let mut compact = Vec::new();
         for op in batch {
             match op {
-                Op::Put(row, ack) => {
+                Op::Put(rows, ack) => {
                     if let Some(ack) = ack {
                         put_acks.push(ack);
                     }
-                    match puts.get(&row.id) {
-                        Some(newer) if newer.seq > row.seq => {}
-                        _ => {
-                            puts.insert(row.id, row);
+                    for row in rows {
+                        match puts.get(&row.id) {
+                            Some(newer) if newer.seq > row.seq => {}
+                            _ => {
+                                puts.insert(row.id, row);
+                            }
                         }
                     }
                 }
@@ -596,7 +604,7 @@ fn writer(
 
 fn commit<'a>(
     conn: &mut Connection,
-    puts: impl Iterator<Item = &'a Box<Row>>,
+    puts: impl Iterator<Item = &'a Row>,
     started: &HashMap<Uuid, i64>,
     deletes: &[Uuid],
 ) -> rusqlite::Result<()> {
