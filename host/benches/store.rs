@@ -2,7 +2,7 @@
 //!
 //! 1. end-to-end throughput with echo, submit -> succeeded, in-process, with
 //!    the SQLite store (synchronous FULL and NORMAL) against the in-memory
-//!    store in the same run;
+//!    store in the same run (medians of three interleaved runs);
 //! 2. REST submissions per second against the real `wasmhive` binary in its
 //!    own process, loaded from this one over loopback (single and batch);
 //! 3. one client on one keep-alive connection, sequential, as a Celery
@@ -78,10 +78,16 @@ async fn end_to_end(backend: StoreBackend, synchronous: Synchronous, n: usize) -
 
 async fn async_main() -> Result<()> {
     println!("== 1. end to end, echo, in-process (submit -> succeeded)");
+    // Each figure is the median of three runs, interleaved, so a noisy
+    // neighbour on a shared machine moves all three backends alike.
     let n = 100_000;
-    let memory = end_to_end(StoreBackend::Memory, Synchronous::Full, n).await?;
-    let normal = end_to_end(StoreBackend::Sqlite, Synchronous::Normal, n).await?;
-    let full = end_to_end(StoreBackend::Sqlite, Synchronous::Full, n).await?;
+    let (mut memory, mut normal, mut full) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        memory.push(end_to_end(StoreBackend::Memory, Synchronous::Full, n).await?);
+        normal.push(end_to_end(StoreBackend::Sqlite, Synchronous::Normal, n).await?);
+        full.push(end_to_end(StoreBackend::Sqlite, Synchronous::Full, n).await?);
+    }
+    let (memory, normal, full) = (median(memory), median(normal), median(full));
     println!("memory store:              {memory:>8.0} tasks/s");
     println!(
         "sqlite, synchronous=NORMAL: {normal:>8.0} tasks/s  ({:.0}% of memory)",
@@ -246,6 +252,12 @@ async fn spawn_daemon(root: &std::path::Path) -> Result<(tokio::process::Child, 
     // Wait for the plugins (the second line says the daemon is ready).
     lines.next_line().await?;
     Ok((child, base))
+}
+
+/// The middle value.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// User plus system CPU time a process has used (Linux `/proc/PID/stat`).

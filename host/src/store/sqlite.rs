@@ -92,6 +92,25 @@ const MIGRATIONS: &[&str] = &[
         SELECT id, kind, status, priority, idempotency_key, created_ms, finished_ms, record, seq FROM tasks ORDER BY id;
     DROP TABLE tasks;
     ALTER TABLE tasks_rowid RENAME TO tasks;",
+    // 5: idempotency keys unique through a partial index: most tasks have
+    // none, and a NULL entry in a full index cost every insert a write to
+    // one more B-tree page.
+    "CREATE TABLE tasks_v5 (
+        id TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        priority TEXT NOT NULL,
+        idempotency_key TEXT,
+        created_ms INTEGER NOT NULL,
+        finished_ms INTEGER,
+        record TEXT NOT NULL,
+        seq INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO tasks_v5 (id, kind, status, priority, idempotency_key, created_ms, finished_ms, record, seq)
+        SELECT id, kind, status, priority, idempotency_key, created_ms, finished_ms, record, seq FROM tasks ORDER BY rowid;
+    DROP TABLE tasks;
+    ALTER TABLE tasks_v5 RENAME TO tasks;
+    CREATE UNIQUE INDEX tasks_idempotency_key ON tasks(idempotency_key) WHERE idempotency_key IS NOT NULL;",
 ];
 
 /// How hard a commit waits for the disk.
@@ -760,6 +779,34 @@ mod tests {
             again.memory().get(id).map(|t| t.status),
             Some(TaskStatus::Queued)
         );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_database_itself_refuses_a_second_task_with_a_key()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("tasks.db");
+        let store = SqliteStore::open(&path, &options())?;
+        store.insert(record(Some("once"))).await?;
+        store.insert(record(None)).await?;
+        store.insert(record(None)).await?;
+        store.sync().await?;
+        drop(store);
+        let conn = Connection::open(&path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let copy = |key: &str| {
+            conn.execute(
+                &format!(
+                    "INSERT INTO tasks (id, kind, status, priority, idempotency_key, created_ms, record)
+                     SELECT id || '-copy', kind, status, priority, {key}, created_ms, record
+                     FROM tasks WHERE idempotency_key IS 'once'"
+                ),
+                [],
+            )
+        };
+        assert!(copy("'once'").is_err(), "a duplicate key was stored");
+        assert_eq!(copy("NULL")?, 1, "tasks without a key are many");
         Ok(())
     }
 
