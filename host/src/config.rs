@@ -262,8 +262,13 @@ impl Config {
         if (self.runtime.max_instances as usize) <= self.total_workers() {
             return invalid("runtime.max_instances must exceed the workers of all pools together");
         }
-        if !(self.retry.base_s >= 0.0 && self.retry.cap_s >= 0.0 && self.retry.jitter_s >= 0.0) {
-            return invalid("retry.base_s, retry.cap_s and retry.jitter_s must be 0 or more");
+        // A year at most: a due time must stay a time the clock can hold.
+        const MAX_RETRY_S: f64 = 365.0 * 24.0 * 3600.0;
+        let retry = [self.retry.base_s, self.retry.cap_s, self.retry.jitter_s];
+        if !retry.iter().all(|s| (0.0..=MAX_RETRY_S).contains(s)) {
+            return invalid(
+                "retry.base_s, retry.cap_s and retry.jitter_s must be between 0 and 31536000 (a year)",
+            );
         }
         Ok(())
     }
@@ -313,6 +318,11 @@ mod tests {
         let mut config = Config::default();
         config.pools.insert("batch".into(), 0);
         assert!(config.validate().is_err());
+        // Backoff settings whose due time no clock can hold.
+        for retry in ["cap_s = inf", "jitter_s = 1e30", "base_s = nan"] {
+            std::fs::write(&path, format!("[retry]\n{retry}\n"))?;
+            assert!(Config::from_file(&path)?.validate().is_err(), "{retry}");
+        }
         std::fs::write(&path, "[pools]\nbatch = 8\ngpu = 1\n")?;
         let config = Config::from_file(&path)?;
         assert_eq!(config.pools.get("batch"), Some(&8));

@@ -170,6 +170,15 @@ async fn bad_input_gets_a_4xx_json_error() -> Result<()> {
             "{what}: {body}"
         );
     }
+    // A wait longer than any limit is the longest wait, not a crash.
+    let huge = client
+        .post(url("/api/v1/tasks?wait=1e20"))
+        .json(&json!({"kind": "echo", "payload": "huge wait"}))
+        .send()
+        .await?;
+    assert_eq!(huge.status().as_u16(), 200);
+    let body: serde_json::Value = huge.json().await?;
+    assert_eq!(body["result"], "huge wait");
     // The daemon is still serving.
     assert_eq!(daemon.run("echo", json!(1)).await?["status"], "succeeded");
     Ok(())

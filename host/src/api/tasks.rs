@@ -174,7 +174,11 @@ fn task_response(task: TaskRecord) -> Response {
 pub fn wait_duration(wait: Option<f64>, max: Duration) -> Result<Option<Duration>, ApiError> {
     match wait {
         None => Ok(None),
-        Some(w) if w.is_finite() && w >= 0.0 => Ok(Some(Duration::from_secs_f64(w).min(max))),
+        // Capped before the conversion: a huge `wait` is the longest wait,
+        // not an overflow.
+        Some(w) if w.is_finite() && w >= 0.0 => {
+            Ok(Some(Duration::from_secs_f64(w.min(max.as_secs_f64()))))
+        }
         Some(_) => Err(ApiError::bad_request(
             "invalid_query",
             "wait must be a number of seconds, 0 or more",
@@ -269,4 +273,24 @@ pub async fn list(
     Ok(Json(
         serde_json::json!({ "tasks": tasks, "count": tasks.len() }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_longer_than_the_limit_is_the_limit() {
+        let max = Duration::from_secs(30);
+        for huge in [1e20, f64::MAX, 31.0] {
+            assert!(matches!(wait_duration(Some(huge), max), Ok(Some(d)) if d == max));
+        }
+        assert!(matches!(
+            wait_duration(Some(1.5), max),
+            Ok(Some(d)) if d == Duration::from_millis(1500)
+        ));
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            assert!(wait_duration(Some(bad), max).is_err());
+        }
+    }
 }
