@@ -13,9 +13,10 @@ use crate::breaker::{Admission, Breaker};
 use crate::runtime::Attempt;
 use crate::runtime::sandbox::CancelToken;
 use crate::store::queue::Job;
-use crate::store::{AttemptPlugin, TaskRecord, Transition};
+use crate::store::{AttemptPlugin, AttemptRecord, TaskRecord, Transition};
 use crate::sync::lock;
 use crate::task::{FailureKind, TaskFailure, TaskStatus};
+use futures::FutureExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -27,7 +28,15 @@ impl<R: AttemptRunner> Scheduler<R> {
         let store = self.inner.store.clone();
         let mut uncommitted = None;
         while let Some(job) = pool.take(worker, || clock.now(), &mut stop).await {
-            self.run_job(&pool, job).await;
+            let id = job.task_id;
+            // A panic in the host while it runs a job (a bug) ends that
+            // task, not the worker: the pool keeps its size.
+            let ran = std::panic::AssertUnwindSafe(self.run_job(&pool, job))
+                .catch_unwind()
+                .await;
+            if let Err(panic) = ran {
+                self.contain_panic(id, panic.as_ref());
+            }
             // Outcomes not yet durable are bounded to one per worker: the
             // worker moves on while its outcome commits, but not while the
             // previous one is still uncommitted. A crash then re-runs at
@@ -37,6 +46,39 @@ impl<R: AttemptRunner> Scheduler<R> {
             }
             pool.release(worker);
         }
+    }
+
+    /// A job's run panicked: its task fails with what happened (it is not
+    /// left `running`), and whoever waits for it hears of it.
+    fn contain_panic(&self, id: Uuid, panic: &(dyn std::any::Any + Send)) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string());
+        tracing::error!(task.id = %id, "the host panicked while running a task (a wasmhive bug): {what}");
+        self.forget_running(id);
+        let Some(task) = self.inner.store.get(id) else {
+            return;
+        };
+        let failure = TaskFailure::new(
+            FailureKind::Fatal,
+            format!(
+                "the host failed while running this task (a wasmhive bug; the daemon log has it): {what}"
+            ),
+        );
+        let log = (task.status == TaskStatus::Running).then(|| AttemptRecord {
+            attempt: task.attempts,
+            plugin: task.plugin.clone().unwrap_or(AttemptPlugin {
+                name: String::new(),
+                version: String::new(),
+            }),
+            started_at: task.started_at.unwrap_or_else(|| self.inner.clock.wall()),
+            duration_ms: 0,
+            error: Some(failure.clone()),
+            charged: true,
+        });
+        self.finish(id, Err(failure), log);
     }
 
     /// One job from a pool: resolve, admit, run, settle.

@@ -163,6 +163,9 @@ impl AttemptRunner for Runner {
                     }
                 }
             }
+            if payload["panic"] == true {
+                panic!("scripted host bug");
+            }
             if payload["trap_on"] == version.version.as_str() {
                 return Err(TaskFailure::new(FailureKind::Trap, "scripted trap"));
             }
@@ -591,4 +594,30 @@ async fn a_kind_that_lost_its_plugin_fails_when_its_timeout_has_passed() {
     let failed = h.until(lost, TaskStatus::Failed).await;
     assert_eq!(failed.error.unwrap().kind, FailureKind::NoHandler);
     assert_eq!(failed.attempts, 0);
+}
+
+#[tokio::test]
+async fn a_panic_in_the_host_fails_its_task_and_keeps_the_worker() {
+    let mut h = harness(&[("batch", 1)]);
+    h.runner.serve("echo", "echo", "1.0.0", "batch");
+    let id = h
+        .submit("echo", json!({"panic": true}), Priority::Normal)
+        .await;
+    let failed = h.until(id, TaskStatus::Failed).await;
+    let error = failed.error.unwrap();
+    assert_eq!(error.kind, FailureKind::Fatal);
+    assert!(
+        error.message.contains("scripted host bug"),
+        "{}",
+        error.message
+    );
+    assert_eq!(failed.attempt_log.len(), 1);
+    // The pool's one worker survived it.
+    let next = h.submit("echo", json!({}), Priority::Normal).await;
+    h.until(next, TaskStatus::Succeeded).await;
+    assert_eq!(
+        h.scheduler.plugin_load().get("echo"),
+        None,
+        "its slot was given back"
+    );
 }
