@@ -79,6 +79,11 @@ impl<R: AttemptRunner> Scheduler<R> {
             charged: true,
         });
         self.finish(id, Err(failure), log);
+        // Its trial slots came back when the job's admissions dropped:
+        // let the tasks parked behind them go.
+        for breaker in self.inner.parked.breakers() {
+            self.release(&breaker);
+        }
     }
 
     /// One job from a pool: resolve, admit, run, settle.
@@ -115,7 +120,7 @@ impl<R: AttemptRunner> Scheduler<R> {
             plugin: plugin.name().to_string(),
         };
 
-        let Some(admitted) = self.admit(&plugin, &task, pool) else {
+        let Some(mut admitted) = self.admit(&plugin, &task, pool) else {
             return;
         };
 
@@ -137,12 +142,7 @@ impl<R: AttemptRunner> Scheduler<R> {
         };
         if !self.step(id, start) {
             self.forget_running(id);
-            for (breaker, admission) in &admitted {
-                if *admission == Admission::Trial {
-                    breaker.abandon_trial();
-                }
-            }
-            return;
+            return; // dropping `admitted` gives its trial slots back
         }
         inner.metrics.started(&pool.name, job.enqueued.elapsed());
 
@@ -198,14 +198,14 @@ impl<R: AttemptRunner> Scheduler<R> {
             Err(f) if counts_against_plugin(f.kind, on_probation) => Some(false),
             Err(_) => None,
         };
-        for (i, (breaker, admission)) in admitted.iter().enumerate() {
+        for (i, (breaker, admission)) in admitted.take().into_iter().enumerate() {
             match (i, plugin_verdict) {
                 (0, Some(success)) => inner.breakers.announce(breaker.record(success)),
-                _ if *admission == Admission::Trial => breaker.abandon_trial(),
+                _ if admission == Admission::Trial => breaker.abandon_trial(),
                 _ => {}
             }
             // A trial ended: its slot goes to the next parked task.
-            if *admission == Admission::Trial {
+            if admission == Admission::Trial {
                 self.release(breaker.name());
             }
         }
@@ -230,7 +230,7 @@ impl<R: AttemptRunner> Scheduler<R> {
         plugin: &R::Version,
         task: &TaskRecord,
         pool: &CategoryPool,
-    ) -> Option<Vec<(Arc<Breaker>, Admission)>> {
+    ) -> Option<Admitted> {
         let breakers = &self.inner.breakers;
         let needed = std::iter::once(breakers.plugin(plugin.name(), plugin.version())).chain(
             plugin
@@ -238,20 +238,16 @@ impl<R: AttemptRunner> Scheduler<R> {
                 .iter()
                 .filter_map(|name| breakers.find(name)),
         );
-        let mut admitted: Vec<(Arc<Breaker>, Admission)> = Vec::new();
+        let mut admitted = Admitted(Vec::new());
         for breaker in needed {
             let (admission, transition) = breaker.admit();
             breakers.announce(transition);
             if admission == Admission::Rejected {
-                for (b, a) in &admitted {
-                    if *a == Admission::Trial {
-                        b.abandon_trial();
-                    }
-                }
+                drop(admitted); // gives back the trial slots taken so far
                 self.park(task, plugin.name(), breaker.name(), &pool.name);
                 return None;
             }
-            admitted.push((breaker, admission));
+            admitted.0.push((breaker, admission));
         }
         Some(admitted)
     }
@@ -308,5 +304,28 @@ impl<R: AttemptRunner> Scheduler<R> {
             .store
             .update(task.task_id, |t| t.category = Some(category.to_string()));
         inner.store.unclaim(task.task_id);
+    }
+}
+
+/// The breakers that admitted one attempt, plugin breaker first. A trial
+/// slot the attempt's outcome did not settle (it never started, or the host
+/// panicked while it ran) goes back to its breaker when this drops, so a
+/// half-open breaker never waits on a trial that will not end.
+struct Admitted(Vec<(Arc<Breaker>, Admission)>);
+
+impl Admitted {
+    /// The admissions, for the outcome to settle; nothing is left to drop.
+    fn take(&mut self) -> Vec<(Arc<Breaker>, Admission)> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        for (breaker, admission) in self.0.drain(..) {
+            if admission == Admission::Trial {
+                breaker.abandon_trial();
+            }
+        }
     }
 }

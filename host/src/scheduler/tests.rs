@@ -621,3 +621,31 @@ async fn a_panic_in_the_host_fails_its_task_and_keeps_the_worker() {
         "its slot was given back"
     );
 }
+
+#[tokio::test]
+async fn a_trial_that_panics_gives_its_slot_back() {
+    let mut h = harness(&[("batch", 1)]);
+    h.runner.serve("echo", "echo", "1.0.0", "batch");
+    for _ in 0..2 {
+        let id = h
+            .submit("echo", json!({"trap_on": "1.0.0"}), Priority::Normal)
+            .await;
+        h.until(id, TaskStatus::Failed).await;
+    }
+    let panics = h
+        .submit("echo", json!({"panic": true}), Priority::Normal)
+        .await;
+    h.until_parked(panics).await;
+    let next = h.submit("echo", json!({"n": 1}), Priority::Normal).await;
+    h.until_parked(next).await;
+    // Half-open: one trial, the oldest parked task, which panics.
+    h.advance(Duration::from_secs(30));
+    h.until(panics, TaskStatus::Failed).await;
+    // Its slot came back: the next parked task is the next trial.
+    let done = h.until(next, TaskStatus::Succeeded).await;
+    assert_eq!(done.attempts, 1);
+    assert_eq!(
+        h.scheduler.breakers().plugin("echo", "1.0.0").state(),
+        BreakerState::Closed
+    );
+}
