@@ -338,6 +338,17 @@ impl Harness {
         }
     }
 
+    /// Opens the plugin breaker of the version serving `kind` (which must
+    /// be `version`) with two traps.
+    async fn open_breaker(&mut self, kind: &str, version: &str) {
+        for _ in 0..2 {
+            let id = self
+                .submit(kind, json!({ "trap_on": version }), Priority::Normal)
+                .await;
+            self.until(id, TaskStatus::Failed).await;
+        }
+    }
+
     /// Serves `echo` and keeps the one worker busy with a held attempt.
     async fn busy_worker(&mut self) -> Uuid {
         self.runner.serve("echo", "echo", "1.0.0", "batch");
@@ -403,12 +414,7 @@ async fn a_transient_failure_runs_again_only_when_its_backoff_is_over() {
 async fn what_the_plugin_did_opens_its_breaker_and_the_next_task_waits_uncharged() {
     let mut h = harness(&[("batch", 1)]);
     h.runner.serve("echo", "echo", "1.0.0", "batch");
-    for _ in 0..2 {
-        let id = h
-            .submit("echo", json!({"trap_on": "1.0.0"}), Priority::Normal)
-            .await;
-        h.until(id, TaskStatus::Failed).await;
-    }
+    h.open_breaker("echo", "1.0.0").await;
     let breaker = h.scheduler.breakers().plugin("echo", "1.0.0");
     assert_eq!(breaker.state(), BreakerState::Open);
     let next = h.submit("echo", json!({"n": 1}), Priority::Normal).await;
@@ -483,21 +489,11 @@ async fn a_rollback_that_waits_holds_back_no_other_breaker() {
         .hold_rollbacks
         .store(true, std::sync::atomic::Ordering::SeqCst);
     // b's breaker opens and a task parks on it.
-    for _ in 0..2 {
-        let id = h
-            .submit("b", json!({"trap_on": "1.0.0"}), Priority::Normal)
-            .await;
-        h.until(id, TaskStatus::Failed).await;
-    }
+    h.open_breaker("b", "1.0.0").await;
     let parked = h.submit("b", json!({"n": 1}), Priority::Normal).await;
     h.until_parked(parked).await;
     // a's breaker opens on probation: its rollback starts and waits.
-    for _ in 0..2 {
-        let id = h
-            .submit("a", json!({"trap_on": "2.0.0"}), Priority::Normal)
-            .await;
-        h.until(id, TaskStatus::Failed).await;
-    }
+    h.open_breaker("a", "2.0.0").await;
     assert_eq!(
         h.scheduler.breakers().plugin("a", "2.0.0").state(),
         BreakerState::Open
@@ -626,12 +622,7 @@ async fn a_panic_in_the_host_fails_its_task_and_keeps_the_worker() {
 async fn a_trial_that_panics_gives_its_slot_back() {
     let mut h = harness(&[("batch", 1)]);
     h.runner.serve("echo", "echo", "1.0.0", "batch");
-    for _ in 0..2 {
-        let id = h
-            .submit("echo", json!({"trap_on": "1.0.0"}), Priority::Normal)
-            .await;
-        h.until(id, TaskStatus::Failed).await;
-    }
+    h.open_breaker("echo", "1.0.0").await;
     let panics = h
         .submit("echo", json!({"panic": true}), Priority::Normal)
         .await;
