@@ -215,10 +215,13 @@ async fn the_database_is_the_daemons_alone_and_maps_no_shared_memory() -> Result
     daemon.run("echo", json!("before")).await?;
     // No `-shm` file: the WAL index lives in the daemon's heap, so a full
     // or unwritable file system cannot fault a mapped page (SIGBUS).
-    assert!(
-        !dirs.data().join("tasks.db-shm").exists(),
-        "the WAL index is memory-mapped from a file"
-    );
+    for db in ["tasks.db", "vectors.db"] {
+        assert!(dirs.data().join(db).exists(), "{db} was not created");
+        assert!(
+            !dirs.data().join(format!("{db}-shm")).exists(),
+            "the WAL index of {db} is memory-mapped from a file"
+        );
+    }
     // Another process can neither take the write lock nor read a half
     // state: the daemon holds the database for as long as it runs.
     let other = rusqlite::Connection::open(dirs.data().join("tasks.db"))?;

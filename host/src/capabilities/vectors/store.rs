@@ -125,8 +125,12 @@ impl VectorStore {
     pub fn open(path: &Path, config: VectorConfig) -> Result<VectorStore, String> {
         let fail = |e: rusqlite::Error| format!("could not open {}: {e}", path.display());
         let conn = Connection::open(path).map_err(fail)?;
+        // Exclusive locking before the first WAL access: the WAL index is
+        // kept in heap memory, not a memory-mapped `-shm` file, so a full
+        // or unwritable data directory is a write error, never a SIGBUS.
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
+            "PRAGMA locking_mode = EXCLUSIVE;
+             PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
              PRAGMA auto_vacuum = INCREMENTAL;
              CREATE TABLE IF NOT EXISTS collections (
