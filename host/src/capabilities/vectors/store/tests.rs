@@ -1,0 +1,130 @@
+use super::*;
+
+fn point(id: &str, v: &[f32]) -> NewPoint {
+    NewPoint {
+        id: id.into(),
+        vector: v.to_vec(),
+        metadata: format!("{{\"id\":\"{id}\"}}"),
+    }
+}
+
+#[test]
+fn points_survive_a_reopen_and_deletes_stay_deleted() -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let path = dir.path().join("vectors.db");
+    {
+        let store = VectorStore::open(&path, VectorConfig::default())?;
+        store
+            .upsert(
+                "docs",
+                vec![point("a", &[1.0, 0.0]), point("b", &[0.0, 2.0])],
+            )
+            .map_err(|e| e.to_string())?;
+        store
+            .delete("docs", &["a".into(), "zz".into()])
+            .map_err(|e| e.to_string())?;
+    }
+    let store = VectorStore::open(&path, VectorConfig::default())?;
+    assert_eq!(store.count("docs").map_err(|e| e.to_string())?, 1);
+    let hits = store
+        .query("docs", &[0.0, 1.0], 5)
+        .map_err(|e| e.to_string())?;
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].id, "b");
+    assert!((hits[0].score - 1.0).abs() < 1e-6);
+    assert!(store.used_bytes() > 0);
+    Ok(())
+}
+
+#[test]
+fn wrong_dimension_bad_metadata_and_the_memory_bound_are_refused() {
+    let store = VectorStore::in_memory(VectorConfig {
+        max_mb: 1,
+        max_dim: 8,
+    });
+    assert_eq!(store.upsert("c", vec![point("a", &[1.0, 0.0])]), Ok(1));
+    let wrong = store.upsert("c", vec![point("b", &[1.0, 0.0, 0.0])]);
+    assert!(matches!(wrong, Err(VectorError::Invalid(m)) if m.contains("2")));
+    let mut bad = point("m", &[1.0, 1.0]);
+    bad.metadata = "not json".into();
+    assert!(matches!(
+        store.upsert("c", vec![bad]),
+        Err(VectorError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.upsert("c", vec![point("z", &[0.0, 0.0])]),
+        Err(VectorError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.upsert("bad name!", vec![point("a", &[1.0])]),
+        Err(VectorError::Invalid(_))
+    ));
+    // 1 MiB holds a few thousand 8-dimension points, not 10 000.
+    let many: Vec<NewPoint> = (0..10_000)
+        .map(|i| point(&format!("p{i}"), &[1.0; 8]))
+        .collect();
+    let full = store.upsert("big", many);
+    assert!(matches!(full, Err(VectorError::Full(m)) if m.contains("max_mb")));
+    assert_eq!(store.count("big"), Ok(0));
+    assert_eq!(store.count("c"), Ok(1));
+}
+
+#[test]
+fn a_namespace_quota_counts_its_own_collections_only() {
+    let store = VectorStore::in_memory(VectorConfig::default());
+    let quota = Quota {
+        namespace: "squat".into(),
+        max_points: 3,
+        max_bytes: 1 << 20,
+        setting: "[limits] in squat.toml".into(),
+    };
+    let points = |ids: &[&str]| {
+        ids.iter()
+            .map(|i| point(i, &[1.0, 2.0]))
+            .collect::<Vec<_>>()
+    };
+    // Shared collections and other namespaces do not count.
+    assert_eq!(
+        store.upsert("brand-x", points(&["a", "b", "c", "d"])),
+        Ok(4)
+    );
+    assert_eq!(store.upsert("squatter:x", points(&["a", "b", "c"])), Ok(3));
+    assert_eq!(
+        store.upsert_within("squat:one", points(&["a", "b"]), Some(&quota)),
+        Ok(2)
+    );
+    // Replacing points adds none; one more fits in another collection.
+    assert_eq!(
+        store.upsert_within("squat:one", points(&["a", "b"]), Some(&quota)),
+        Ok(2)
+    );
+    assert_eq!(
+        store.upsert_within("squat:two", points(&["a"]), Some(&quota)),
+        Ok(1)
+    );
+    let over = store.upsert_within("squat:two", points(&["b"]), Some(&quota));
+    assert!(
+        matches!(&over, Err(VectorError::Full(m)) if m.contains("vector_points") && m.contains("squat.toml")),
+        "{over:?}"
+    );
+    assert_eq!(store.usage("squat").points, 3);
+    assert_eq!(store.count("squat:two"), Ok(1));
+    // The bytes quota: a few KiB of points is refused with the setting.
+    let small = Quota {
+        max_points: 1_000_000,
+        max_bytes: 4096,
+        ..quota
+    };
+    let many: Vec<NewPoint> = (0..200)
+        .map(|i| point(&format!("p{i}"), &[1.0; 8]))
+        .collect();
+    let over = store.upsert_within("squat:three", many, Some(&small));
+    assert!(
+        matches!(&over, Err(VectorError::Full(m)) if m.contains("vector_mb")),
+        "{over:?}"
+    );
+    assert_eq!(store.count("squat:three"), Ok(0));
+    // What is held is what the collections really allocated.
+    let held = store.usage("squat").bytes;
+    assert!((3 * (2 * 4 + 32)..64 * 1024).contains(&held), "{held}");
+}
