@@ -8,8 +8,7 @@ use super::completer::counts_against_plugin;
 use super::parking;
 use super::{AttemptRunner, Scheduler, Served};
 use crate::breaker::{State as BreakerState, Transition as BreakerTransition};
-use crate::store::{TaskFilter, TaskRecord, Transition};
-use crate::task::TaskStatus;
+use crate::store::{TaskRecord, Transition};
 use tokio::sync::broadcast;
 
 impl<R: AttemptRunner> Scheduler<R> {
@@ -159,26 +158,16 @@ impl<R: AttemptRunner> Scheduler<R> {
     /// Tasks whose last attempt failed on a rolled-back version run again on
     /// the restored one, without that attempt counting.
     pub(super) fn retry_after_rollback(&self, name: &str, version: &str) {
-        let inner = &self.inner;
-        let candidates = inner.store.list(&TaskFilter {
-            status: None,
-            kind: None,
-            limit: usize::MAX,
-        });
-        for task in candidates {
-            let last_on_bad = task.attempt_log.last().is_some_and(|a| {
-                a.plugin.name == name && a.plugin.version == version && a.error.is_some()
-            });
-            let eligible = matches!(task.status, TaskStatus::RetryWait | TaskStatus::Failed)
-                && last_on_bad
-                && task
-                    .error
-                    .as_ref()
-                    .is_some_and(|e| counts_against_plugin(e.kind, true));
-            if !eligible {
-                continue;
+        let store = &self.inner.store;
+        for id in store.failed_on(name, version) {
+            // Only failures that were the version's doing.
+            let theirs = store
+                .get(id)
+                .and_then(|t| t.error)
+                .is_some_and(|e| counts_against_plugin(e.kind, true));
+            if theirs {
+                self.step(id, Transition::Rerun);
             }
-            self.step(task.task_id, Transition::Rerun);
         }
     }
 }

@@ -471,6 +471,42 @@ pub async fn a_child_and_its_link_are_durable_together(b: &Backend) -> TestResul
     Ok(())
 }
 
+pub async fn failures_on_a_version_are_found_for_a_rollback(b: &Backend) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = (b.open)(dir.path())?;
+    let failed_log = |attempt| super::AttemptRecord {
+        error: Some(TaskFailure::new(FailureKind::Trap, "bad version")),
+        ..log(attempt)
+    };
+    let failed = insert(&store, task("echo", None)).await?.task_id;
+    store.transition(failed, start(1))?;
+    store.transition(
+        failed,
+        Transition::Fail {
+            log: Some(failed_log(1)),
+            failure: TaskFailure::new(FailureKind::Trap, "bad version"),
+            at: SystemTime::now(),
+        },
+    )?;
+    let waiting = insert(&store, task("echo", None)).await?.task_id;
+    store.transition(waiting, start(1))?;
+    store.transition(
+        waiting,
+        Transition::Retry {
+            log: failed_log(1),
+            failure: TaskFailure::new(FailureKind::Retryable, "later"),
+            due: SystemTime::now() + Duration::from_secs(60),
+        },
+    )?;
+    let succeeded = insert(&store, task("echo", None)).await?.task_id;
+    store.transition(succeeded, start(1))?;
+    store.transition(succeeded, succeed(1))?;
+    insert(&store, task("echo", None)).await?;
+    assert_eq!(store.failed_on("echo", "1.0.0"), [failed, waiting]);
+    assert!(store.failed_on("echo", "2.0.0").is_empty());
+    Ok(())
+}
+
 /// Runs every contract against one backend, in a module named after it.
 macro_rules! conformance {
     ($backend:ident => $value:expr; $($test:ident),* $(,)?) => {
@@ -504,7 +540,8 @@ every_backend!(
     claims_come_most_urgent_first_and_hold_back_background_work,
     concurrent_claimers_never_get_the_same_task,
     the_queue_follows_each_tasks_state,
-    a_child_is_linked_to_its_parent_by_its_insert;
+    a_child_is_linked_to_its_parent_by_its_insert,
+    failures_on_a_version_are_found_for_a_rollback;
     idempotency_keys_hold_across_a_restart,
     the_last_change_of_every_task_survives_a_restart,
     a_running_attempt_is_found_after_an_unclean_stop,

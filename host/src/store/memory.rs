@@ -6,6 +6,7 @@ use super::queue::Job;
 use super::ready::{Facts, Index};
 use super::record::TaskChange;
 use super::{Inserted, TaskFilter, TaskRecord};
+use crate::task::TaskStatus;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
@@ -232,6 +233,23 @@ impl MemoryStore {
     /// Retries due at `now`, and when the next one after them is due.
     pub fn due(&self, now: SystemTime) -> (Vec<Uuid>, Option<SystemTime>) {
         self.read().index.due(now)
+    }
+
+    /// Tasks in `retry_wait` or `failed` whose last attempt failed on
+    /// `version` of plugin `name`, oldest first: read under the lock, no
+    /// record copied.
+    pub fn failed_on(&self, name: &str, version: &str) -> Vec<Uuid> {
+        self.read()
+            .tasks
+            .values()
+            .filter(|t| matches!(t.status, TaskStatus::RetryWait | TaskStatus::Failed))
+            .filter(|t| {
+                t.attempt_log.last().is_some_and(|a| {
+                    a.error.is_some() && a.plugin.name == name && a.plugin.version == version
+                })
+            })
+            .map(|t| t.task_id)
+            .collect()
     }
 
     /// Every task, oldest first.

@@ -166,6 +166,12 @@ impl Store {
         self.view().due(now)
     }
 
+    /// Tasks in `retry_wait` or `failed` whose last attempt failed on
+    /// `version` of plugin `name` (a rollback gives them another run).
+    pub fn failed_on(&self, name: &str, version: &str) -> Vec<Uuid> {
+        self.view().failed_on(name, version)
+    }
+
     /// Tasks not finished (what a restart must pick up), oldest first.
     pub fn unfinished(&self) -> Vec<TaskRecord> {
         self.view()
