@@ -131,3 +131,24 @@ pub(super) fn counts_against_plugin(kind: FailureKind, on_probation: bool) -> bo
         _ => false,
     }
 }
+
+/// The record of the current attempt of a `running` task that ended without
+/// an outcome of its own (the daemon stopped, the host panicked): charged,
+/// with `failure` as its error.
+pub(super) fn cut_short(
+    task: &TaskRecord,
+    failure: TaskFailure,
+    started_at: SystemTime,
+) -> AttemptRecord {
+    AttemptRecord {
+        attempt: task.attempts,
+        plugin: task.plugin.clone().unwrap_or(AttemptPlugin {
+            name: String::new(),
+            version: String::new(),
+        }),
+        started_at,
+        duration_ms: 0,
+        error: Some(failure),
+        charged: true,
+    }
+}

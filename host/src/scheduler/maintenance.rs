@@ -5,8 +5,9 @@
 //! it runs on the scheduler's clock (tests move it with a `ManualClock`)
 //! and ends when the scheduler stops.
 
+use super::completer::cut_short;
 use super::{AttemptRunner, Scheduler};
-use crate::store::{AttemptPlugin, AttemptRecord, Transition};
+use crate::store::Transition;
 use crate::task::{FailureKind, TaskFailure, TaskStatus};
 use std::time::Duration;
 
@@ -105,21 +106,11 @@ impl<R: AttemptRunner> Scheduler<R> {
                     self.step(id, Transition::Due);
                 }
                 TaskStatus::Running => {
-                    let plugin = task.plugin.clone().unwrap_or(AttemptPlugin {
-                        name: String::new(),
-                        version: String::new(),
-                    });
-                    let log = AttemptRecord {
-                        attempt: task.attempts,
-                        plugin,
-                        started_at: now_wall,
-                        duration_ms: 0,
-                        error: Some(TaskFailure::new(
-                            FailureKind::Interrupted,
-                            "the daemon stopped while this attempt ran; it runs again",
-                        )),
-                        charged: true,
-                    };
+                    let failure = TaskFailure::new(
+                        FailureKind::Interrupted,
+                        "the daemon stopped while this attempt ran; it runs again",
+                    );
+                    let log = cut_short(task, failure, now_wall);
                     self.step(id, Transition::Interrupted { log });
                 }
                 TaskStatus::Queued if task.parked_on.is_some() => {

@@ -56,7 +56,7 @@ impl CategoryPool {
     }
 
     /// Gives a claimed job back to the queue (its plugin had no free slot).
-    pub fn push(&self, job: Job) {
+    pub fn give_back(&self, job: Job) {
         self.store.unclaim(job.task_id);
     }
 

@@ -5,7 +5,7 @@
 //! attempt ([`Scheduler::run_job`]). The task turns `running` only after
 //! its breakers admitted it, and the outcome goes to the completer.
 
-use super::completer::counts_against_plugin;
+use super::completer::{counts_against_plugin, cut_short};
 use super::pool::CategoryPool;
 use super::tenancy;
 use super::{AttemptRunner, Scheduler, Served};
@@ -13,7 +13,7 @@ use crate::breaker::{Admission, Breaker};
 use crate::runtime::Attempt;
 use crate::runtime::sandbox::CancelToken;
 use crate::store::queue::Job;
-use crate::store::{AttemptPlugin, AttemptRecord, TaskRecord, Transition};
+use crate::store::{AttemptPlugin, TaskRecord, Transition};
 use crate::sync::lock;
 use crate::task::{FailureKind, TaskFailure, TaskStatus};
 use futures::FutureExt;
@@ -67,16 +67,9 @@ impl<R: AttemptRunner> Scheduler<R> {
                 "the host failed while running this task (a wasmhive bug; the daemon log has it): {what}"
             ),
         );
-        let log = (task.status == TaskStatus::Running).then(|| AttemptRecord {
-            attempt: task.attempts,
-            plugin: task.plugin.clone().unwrap_or(AttemptPlugin {
-                name: String::new(),
-                version: String::new(),
-            }),
-            started_at: task.started_at.unwrap_or_else(|| self.inner.clock.wall()),
-            duration_ms: 0,
-            error: Some(failure.clone()),
-            charged: true,
+        let log = (task.status == TaskStatus::Running).then(|| {
+            let started = task.started_at.unwrap_or_else(|| self.inner.clock.wall());
+            cut_short(&task, failure.clone(), started)
         });
         self.finish(id, Err(failure), log);
         // Its trial slots came back when the job's admissions dropped:

@@ -80,7 +80,7 @@ impl PluginSlots {
             next
         };
         if let Some((job, pool)) = next {
-            pool.push(job);
+            pool.give_back(job);
         }
     }
 

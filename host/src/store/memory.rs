@@ -69,8 +69,7 @@ impl MemoryStore {
         record: TaskRecord,
         seq: &dyn Fn() -> i64,
     ) -> (Inserted, Option<(TaskRecord, i64)>) {
-        let (inserted, parent) = self.insert_as(record, Some(seq));
-        (inserted, parent)
+        self.insert_as(record, Some(seq))
     }
 
     /// Undoes the link of a child whose insert was refused.
