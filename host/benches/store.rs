@@ -9,6 +9,11 @@
 //!    user's client measures: submit and `?wait` latency, daemon CPU per task;
 //! 4. restart recovery time with 100k queued tasks in the database.
 //!
+//! Sections are named `end-to-end`, `rest-concurrent`, `rest-sequential`
+//! and `restart`; `cargo bench --bench store -- NAME` runs only those whose
+//! name contains NAME. In the sequential section, the memory store is
+//! measured beside SQLite, so what durability costs is in the same run.
+//!
 //! Figures are printed, never asserted.
 
 #![allow(clippy::print_stdout)] // a benchmark reports on stdout
@@ -77,6 +82,22 @@ async fn end_to_end(backend: StoreBackend, synchronous: Synchronous, n: usize) -
 }
 
 async fn async_main() -> Result<()> {
+    if support::selected("end-to-end") {
+        end_to_end_section().await?;
+    }
+    if support::selected("rest-concurrent") {
+        rest_concurrent().await?;
+    }
+    if support::selected("rest-sequential") {
+        rest_sequential().await?;
+    }
+    if support::selected("restart") {
+        restart().await?;
+    }
+    Ok(())
+}
+
+async fn end_to_end_section() -> Result<()> {
     println!("== 1. end to end, echo, in-process (submit -> succeeded)");
     // Each figure is the median of three runs, interleaved, so a noisy
     // neighbour on a shared machine moves all three backends alike.
@@ -98,9 +119,13 @@ async fn async_main() -> Result<()> {
         100.0 * full / memory
     );
 
+    Ok(())
+}
+
+async fn rest_concurrent() -> Result<()> {
     println!("== 2. REST submissions, daemon in its own process (sqlite, FULL)");
     let root = tempfile::tempdir()?;
-    let (mut child, base) = spawn_daemon(root.path()).await?;
+    let (mut child, base) = spawn_daemon(root.path(), "sqlite").await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;
@@ -147,47 +172,56 @@ async fn async_main() -> Result<()> {
     }
     child.kill().await?;
 
-    println!("== 3. one client, one keep-alive connection, sequential (sqlite, FULL)");
-    let root = tempfile::tempdir()?;
-    let (mut child, base) = spawn_daemon(root.path()).await?;
-    let pid = child.id().ok_or("no daemon pid")?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
-        .build()?;
-    for (label, path) in [
-        ("submit (202, durable)", "/api/v1/tasks"),
-        ("submit ?wait, echo", "/api/v1/tasks?wait=10"),
-    ] {
-        let url = format!("{base}{path}");
-        let body = serde_json::json!({ "kind": "echo", "payload": 1 });
-        for _ in 0..200 {
-            client.post(&url).json(&body).send().await?.bytes().await?;
-        }
-        let n = 5_000;
-        let cpu_before = cpu_time(pid)?;
-        let mut took = Vec::with_capacity(n);
-        for _ in 0..n {
-            let start = Instant::now();
-            let response = client.post(&url).json(&body).send().await?;
-            let status = response.status();
-            response.bytes().await?;
-            took.push(start.elapsed());
-            if !status.is_success() {
-                return Err(format!("{label}: HTTP {status}").into());
-            }
-        }
-        let cpu = cpu_time(pid)?.saturating_sub(cpu_before);
-        took.sort();
-        let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
-        println!(
-            "{label:<22} p50 {:>7.3} ms  p99 {:>7.3} ms  daemon CPU {:>5.0} µs/task",
-            at(0.50).as_secs_f64() * 1e3,
-            at(0.99).as_secs_f64() * 1e3,
-            cpu.as_secs_f64() * 1e6 / n as f64,
-        );
-    }
-    child.kill().await?;
+    Ok(())
+}
 
+async fn rest_sequential() -> Result<()> {
+    println!("== 3. one client, one keep-alive connection, sequential");
+    for store in ["memory", "sqlite"] {
+        let root = tempfile::tempdir()?;
+        let (mut child, base) = spawn_daemon(root.path(), store).await?;
+        let pid = child.id().ok_or("no daemon pid")?;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()?;
+        for (label, path) in [
+            ("submit", "/api/v1/tasks"),
+            ("submit ?wait, echo", "/api/v1/tasks?wait=10"),
+        ] {
+            let url = format!("{base}{path}");
+            let body = serde_json::json!({ "kind": "echo", "payload": 1 });
+            for _ in 0..200 {
+                client.post(&url).json(&body).send().await?.bytes().await?;
+            }
+            let n = 5_000;
+            let cpu_before = cpu_time(pid)?;
+            let mut took = Vec::with_capacity(n);
+            for _ in 0..n {
+                let start = Instant::now();
+                let response = client.post(&url).json(&body).send().await?;
+                let status = response.status();
+                response.bytes().await?;
+                took.push(start.elapsed());
+                if !status.is_success() {
+                    return Err(format!("{label}: HTTP {status}").into());
+                }
+            }
+            let cpu = cpu_time(pid)?.saturating_sub(cpu_before);
+            took.sort();
+            let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
+            println!(
+                "{store:<7} {label:<19} p50 {:>7.3} ms  p99 {:>7.3} ms  daemon CPU {:>5.0} µs/task",
+                at(0.50).as_secs_f64() * 1e3,
+                at(0.99).as_secs_f64() * 1e3,
+                cpu.as_secs_f64() * 1e6 / n as f64,
+            );
+        }
+        child.kill().await?;
+    }
+    Ok(())
+}
+
+async fn restart() -> Result<()> {
     println!("== 4. restart with 100k queued tasks");
     let root = tempfile::tempdir()?;
     let mut config = support::config(root.path(), 2);
@@ -224,9 +258,13 @@ async fn async_main() -> Result<()> {
     Ok(())
 }
 
-/// Starts the `wasmhive` binary with its defaults (the SQLite store,
-/// synchronous=FULL) and echo installed; returns it and its base URL.
-async fn spawn_daemon(root: &std::path::Path) -> Result<(tokio::process::Child, String)> {
+/// Starts the `wasmhive` binary with its defaults (synchronous=FULL) on
+/// `store` (sqlite or memory) with echo installed; returns it and its base
+/// URL.
+async fn spawn_daemon(
+    root: &std::path::Path,
+    store: &str,
+) -> Result<(tokio::process::Child, String)> {
     let config = support::config(root, 8);
     std::fs::create_dir_all(&config.plugins)?;
     support::install(&config.plugins, "echo", "echo")?;
@@ -237,6 +275,7 @@ async fn spawn_daemon(root: &std::path::Path) -> Result<(tokio::process::Child, 
         .arg(&config.plugins)
         .arg("--data")
         .arg(&config.data)
+        .args(["--store", store])
         .env("WASMHIVE_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

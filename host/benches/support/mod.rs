@@ -124,3 +124,14 @@ pub fn run<F: std::future::Future<Output = Result<()>>>(body: impl FnOnce() -> F
         .build()?;
     rt.block_on(body())
 }
+
+/// Whether the section `name` runs: every section when the command line
+/// names none (`cargo bench --bench store -- sequential` runs only the
+/// sections whose name contains `sequential`).
+pub fn selected(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
