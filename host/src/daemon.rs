@@ -188,7 +188,7 @@ impl Daemon {
                 rollback: config.plugin_breaker.rollback,
             },
         );
-        scheduler.recover();
+        scheduler.recover().await;
         if config.store.retention_s > 0 {
             scheduler.start_retention(crate::scheduler::maintenance::Retention {
                 keep: Duration::from_secs(config.store.retention_s),

@@ -76,8 +76,8 @@ impl Clocked {
             .await
     }
 
-    fn task(&self, id: uuid::Uuid) -> Result<TaskRecord> {
-        match self.daemon.scheduler().get(id) {
+    async fn task(&self, id: uuid::Uuid) -> Result<TaskRecord> {
+        match self.daemon.scheduler().get(id).await {
             Some(t) => Ok(t),
             None => bail!("task {id} vanished"),
         }
@@ -92,7 +92,7 @@ impl Clocked {
     ) -> Result<TaskRecord> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let task = self.task(id)?;
+            let task = self.task(id).await?;
             if check(&task) {
                 return Ok(task);
             }
@@ -107,7 +107,7 @@ impl Clocked {
     /// checks the task did not move past `status`.
     async fn stays(&self, id: uuid::Uuid, status: TaskStatus) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let task = self.task(id)?;
+        let task = self.task(id).await?;
         if task.status != status {
             bail!("task {id} should still be {status:?}: {task:?}");
         }
@@ -305,7 +305,7 @@ async fn retention_runs_on_the_daemons_clock() -> Result<()> {
     // 70 s on: the next look deletes it; nothing real-time was waited for.
     t.clock.advance(Duration::from_secs(40));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while t.daemon.scheduler().get(done).is_some() {
+    while t.daemon.scheduler().get(done).await.is_some() {
         if Instant::now() > deadline {
             bail!("retention did not prune the task on the daemon's clock");
         }
@@ -371,7 +371,7 @@ async fn a_breaker_that_does_not_recover_releases_a_trial_at_a_time_and_bounds_i
     t.stays(parked[1], TaskStatus::Queued).await?;
     assert_eq!(breaker.state(), State::Open);
     for id in &parked[1..] {
-        let task = t.task(*id)?;
+        let task = t.task(*id).await?;
         assert_eq!(
             (task.attempts, task.parked_on.is_some()),
             (0, true),

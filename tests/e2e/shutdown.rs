@@ -57,13 +57,14 @@ async fn running_work_finishes_within_the_grace_period() -> Result<()> {
         .task_id;
     while scheduler
         .get(id)
+        .await
         .is_some_and(|t| t.status == TaskStatus::Queued)
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     daemon.shutdown().await;
     assert_eq!(
-        scheduler.get(id).map(|t| t.status),
+        scheduler.get(id).await.map(|t| t.status),
         Some(TaskStatus::Succeeded)
     );
     assert!(matches!(
@@ -84,6 +85,7 @@ async fn past_the_grace_period_work_is_interrupted_and_requeued_uncharged() -> R
         .task_id;
     while scheduler
         .get(id)
+        .await
         .is_some_and(|t| t.status != TaskStatus::Running)
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -93,6 +95,7 @@ async fn past_the_grace_period_work_is_interrupted_and_requeued_uncharged() -> R
     assert!(started.elapsed() < Duration::from_secs(5));
     let t = scheduler
         .get(id)
+        .await
         .ok_or_else(|| anyhow::anyhow!("task vanished"))?;
     assert_eq!(t.status, TaskStatus::Queued, "{t:?}");
     assert_eq!(t.attempts, 0);

@@ -44,6 +44,7 @@ fn main() -> Result<()> {
             build_plugins(&root)?;
             build_python_example(&root)?;
             ensure_browser(&root)?;
+            ensure_postgres()?;
             test_guests(&root)?;
             let mut cmd = cargo();
             cmd.current_dir(&root)
@@ -159,20 +160,9 @@ fn ensure_browser(root: &Path) -> Result<()> {
     let chromium = std::env::var_os("CHROMIUM").unwrap_or_else(|| "/usr/bin/chromium".into());
     if !Path::new(&chromium).exists() {
         eprintln!("installing Debian's chromium for the browser test");
-        let install = || {
-            run(Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends", "chromium"])
-                .env("DEBIAN_FRONTEND", "noninteractive"))
-        };
-        // A fresh machine may have no package lists yet.
-        install()
-            .or_else(|_| {
-                run(Command::new("apt-get").args(["update", "-q"]))?;
-                install()
-            })
-            .context(
-                "installing chromium (needs apt and root; or set CHROMIUM to a Chromium binary)",
-            )?;
+        apt_install("chromium").context(
+            "installing chromium (needs apt and root; or set CHROMIUM to a Chromium binary)",
+        )?;
     }
     let browser = root.join("tests/browser");
     if !browser.join("node_modules/playwright-core").exists() {
@@ -182,6 +172,45 @@ fn ensure_browser(root: &Path) -> Result<()> {
         .context("installing playwright-core with npm (needs node and npm)")?;
     }
     Ok(())
+}
+
+/// Debian's PostgreSQL server for the store's PostgreSQL tests (they start
+/// their own throwaway server from its binaries; nothing runs as a service).
+fn ensure_postgres() -> Result<()> {
+    if postgres_installed() {
+        return Ok(());
+    }
+    eprintln!("installing Debian's postgresql for the PostgreSQL store tests");
+    apt_install("postgresql").context(
+        "installing postgresql (needs apt and root; or set WASMHIVE_PG_BIN to a directory holding initdb and postgres)",
+    )
+}
+
+fn postgres_installed() -> bool {
+    if let Some(dir) = std::env::var_os("WASMHIVE_PG_BIN") {
+        return Path::new(&dir).join("postgres").exists();
+    }
+    std::fs::read_dir("/usr/lib/postgresql")
+        .map(|versions| {
+            versions
+                .flatten()
+                .any(|v| v.path().join("bin/postgres").exists())
+        })
+        .unwrap_or(false)
+}
+
+/// Installs a Debian package, refreshing the package lists first if the
+/// machine has none yet.
+fn apt_install(package: &str) -> Result<()> {
+    let install = || {
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    install().or_else(|_| {
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        install()
+    })
 }
 
 /// Runs the guest workspace's unit tests on the host's own target (the

@@ -201,6 +201,7 @@ pub async fn get(
     state
         .scheduler
         .get(id)
+        .await
         .map(Json)
         .ok_or_else(|| ApiError::not_found("task_not_found", format!("no task with id {id}")))
 }
@@ -222,7 +223,7 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    state.scheduler.cancel(id)?;
+    state.scheduler.cancel(id).await?;
     let task =
         state.scheduler.wait(id, CANCEL_WAIT).await.ok_or_else(|| {
             ApiError::not_found("task_not_found", format!("no task with id {id}"))
@@ -269,7 +270,7 @@ pub async fn list(
         kind: query.kind,
         limit: query.limit.unwrap_or(100).min(MAX_LIST),
     };
-    let tasks = state.scheduler.list(&filter);
+    let tasks = state.scheduler.list(&filter).await;
     Ok(Json(
         serde_json::json!({ "tasks": tasks, "count": tasks.len() }),
     ))

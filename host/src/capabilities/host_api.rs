@@ -102,7 +102,7 @@ impl host::Host for HostApi {
             let mut message = message;
             truncate_on_char(&mut message, MAX_PROGRESS_MESSAGE);
             let message = one_line(&message).into_owned();
-            self.tasks.progress(id, percent.min(100), message);
+            self.tasks.progress(id, percent.min(100), message).await;
         }
     }
 
@@ -122,7 +122,7 @@ impl host::Host for HostApi {
     }
 
     async fn children(&mut self) -> Vec<host::Child> {
-        Submit::children(&self.caller, &*self.tasks)
+        Submit::children(&self.caller, &*self.tasks).await
     }
 }
 

@@ -151,12 +151,13 @@ impl Submit {
         }
     }
 
-    pub fn children(caller: &Caller, tasks: &dyn TaskHost) -> Vec<host::Child> {
+    pub async fn children(caller: &Caller, tasks: &dyn TaskHost) -> Vec<host::Child> {
         let Ok(parent) = parent_id(caller) else {
             return Vec::new();
         };
         tasks
             .children(parent)
+            .await
             .into_iter()
             .map(|c| host::Child {
                 id: c.id.to_string(),

@@ -68,7 +68,7 @@ impl From<String> for ChildError {
 /// The scheduler's side of the capabilities.
 pub trait TaskHost: Send + Sync {
     /// Records progress on a running task; `percent` is already clamped.
-    fn progress(&self, task: Uuid, percent: u8, message: String);
+    fn progress(&self, task: Uuid, percent: u8, message: String) -> BoxFuture<'_, ()>;
 
     /// Submits a child of `parent` within `limits` (children per parent,
     /// depth and size of the tree). Returns the child's id (an existing
@@ -81,7 +81,7 @@ pub trait TaskHost: Send + Sync {
     ) -> BoxFuture<'_, Result<Uuid, ChildError>>;
 
     /// The children of `parent`, oldest first.
-    fn children(&self, parent: Uuid) -> Vec<ChildStatus>;
+    fn children(&self, parent: Uuid) -> BoxFuture<'_, Vec<ChildStatus>>;
 
     /// Deletes tasks finished more than `age` ago; returns how many.
     fn prune(&self, age: Duration) -> BoxFuture<'_, Result<u64, String>>;
@@ -105,7 +105,9 @@ pub struct NoTaskHost;
 const NO_SCHEDULER: &str = "no scheduler is running this call";
 
 impl TaskHost for NoTaskHost {
-    fn progress(&self, _: Uuid, _: u8, _: String) {}
+    fn progress(&self, _: Uuid, _: u8, _: String) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 
     fn submit_child(
         &self,
@@ -116,8 +118,8 @@ impl TaskHost for NoTaskHost {
         Box::pin(async { Err(ChildError::Unavailable(NO_SCHEDULER.to_string())) })
     }
 
-    fn children(&self, _: Uuid) -> Vec<ChildStatus> {
-        Vec::new()
+    fn children(&self, _: Uuid) -> BoxFuture<'_, Vec<ChildStatus>> {
+        Box::pin(async { Vec::new() })
     }
 
     fn prune(&self, _: Duration) -> BoxFuture<'_, Result<u64, String>> {
@@ -144,8 +146,9 @@ pub struct RecordingHost {
 
 #[cfg(test)]
 impl TaskHost for RecordingHost {
-    fn progress(&self, task: Uuid, percent: u8, message: String) {
+    fn progress(&self, task: Uuid, percent: u8, message: String) -> BoxFuture<'_, ()> {
         crate::sync::lock(&self.progress).push((task, percent, message));
+        Box::pin(async {})
     }
 
     fn submit_child(
@@ -168,8 +171,8 @@ impl TaskHost for RecordingHost {
         Box::pin(async move { result })
     }
 
-    fn children(&self, _: Uuid) -> Vec<ChildStatus> {
-        Vec::new()
+    fn children(&self, _: Uuid) -> BoxFuture<'_, Vec<ChildStatus>> {
+        Box::pin(async { Vec::new() })
     }
 
     fn prune(&self, age: Duration) -> BoxFuture<'_, Result<u64, String>> {

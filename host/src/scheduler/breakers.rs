@@ -12,12 +12,12 @@ use crate::store::{TaskRecord, Transition};
 use tokio::sync::broadcast;
 
 impl<R: AttemptRunner> Scheduler<R> {
-    pub(super) fn park(&self, task: &TaskRecord, plugin: &str, breaker: &str, pool: &str) {
+    pub(super) async fn park(&self, task: &TaskRecord, plugin: &str, breaker: &str, pool: &str) {
         let inner = &self.inner;
         let park = Transition::Park {
             breaker: breaker.to_string(),
         };
-        if !self.step(task.task_id, park) {
+        if !self.step(task.task_id, park).await {
             return;
         }
         inner.parked.park(
@@ -38,7 +38,7 @@ impl<R: AttemptRunner> Scheduler<R> {
             .find(breaker)
             .is_some_and(|b| b.would_admit())
         {
-            self.release(breaker);
+            self.release(breaker).await;
             return;
         }
         // A version rolled back or replaced meanwhile will not half-open for
@@ -50,7 +50,7 @@ impl<R: AttemptRunner> Scheduler<R> {
                     .resolve(&task.kind)
                     .is_some_and(|v| v.name() != name || v.version() != version);
             if replaced {
-                self.release_all(breaker);
+                self.release_all(breaker).await;
             }
         }
     }
@@ -58,26 +58,26 @@ impl<R: AttemptRunner> Scheduler<R> {
     /// Puts as many tasks parked on `breaker` back in their queues as it
     /// would let through now: all of them when it is closed, one per free
     /// trial slot when it is half-open, none while it is open.
-    pub(super) fn release(&self, breaker: &str) {
+    pub(super) async fn release(&self, breaker: &str) {
         let room = match self.inner.breakers.find(breaker) {
             Some(b) => b.room(),
             None => None,
         };
-        self.unpark(breaker, room);
+        self.unpark(breaker, room).await;
     }
 
     /// Puts every task parked on `breaker` back (its version was replaced
     /// or rolled back: the tasks go to the version now serving).
-    pub(super) fn release_all(&self, breaker: &str) {
-        self.unpark(breaker, None);
+    pub(super) async fn release_all(&self, breaker: &str) {
+        self.unpark(breaker, None).await;
     }
 
-    pub(super) fn unpark(&self, breaker: &str, limit: Option<usize>) {
+    pub(super) async fn unpark(&self, breaker: &str, limit: Option<usize>) {
         for parked in self.inner.parked.take(breaker, limit) {
             let unpark = Transition::Unpark {
                 breaker: Some(breaker.to_string()),
             };
-            self.step(parked.id, unpark);
+            self.step(parked.id, unpark).await;
         }
     }
 
@@ -95,14 +95,16 @@ impl<R: AttemptRunner> Scheduler<R> {
                     // Missed some: release everything; the breakers re-park
                     // whatever still may not run.
                     for name in self.inner.parked.breakers() {
-                        self.release(&name);
+                        self.release(&name).await;
                     }
                     continue;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             };
             match transition.to {
-                BreakerState::HalfOpen | BreakerState::Closed => self.release(&transition.breaker),
+                BreakerState::HalfOpen | BreakerState::Closed => {
+                    self.release(&transition.breaker).await
+                }
                 BreakerState::Open => {
                     self.arm_half_open(&transition.breaker);
                     // In its own task: a rollback waits on the registry,
@@ -151,22 +153,23 @@ impl<R: AttemptRunner> Scheduler<R> {
             restored_version = %rolled_back,
             "automatic rollback: the new version's breaker opened during probation"
         );
-        self.retry_after_rollback(name, version);
-        self.release_all(breaker);
+        self.retry_after_rollback(name, version).await;
+        self.release_all(breaker).await;
     }
 
     /// Tasks whose last attempt failed on a rolled-back version run again on
     /// the restored one, without that attempt counting.
-    pub(super) fn retry_after_rollback(&self, name: &str, version: &str) {
+    pub(super) async fn retry_after_rollback(&self, name: &str, version: &str) {
         let store = &self.inner.store;
-        for id in store.failed_on(name, version) {
+        for id in store.failed_on(name, version).await {
             // Only failures that were the version's doing.
             let theirs = store
                 .get(id)
+                .await
                 .and_then(|t| t.error)
                 .is_some_and(|e| counts_against_plugin(e.kind, true));
             if theirs {
-                self.step(id, Transition::Rerun);
+                self.step(id, Transition::Rerun).await;
             }
         }
     }

@@ -12,10 +12,14 @@ use std::time::Duration;
 use uuid::Uuid;
 
 impl<R: AttemptRunner> TaskHost for Scheduler<R> {
-    fn progress(&self, task: Uuid, percent: u8, message: String) {
-        self.store().update(task, |t| {
-            t.progress = Some(Progress { percent, message });
-        });
+    fn progress(&self, task: Uuid, percent: u8, message: String) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.store()
+                .update(task, |t| {
+                    t.progress = Some(Progress { percent, message });
+                })
+                .await;
+        })
     }
 
     fn submit_child(
@@ -26,17 +30,18 @@ impl<R: AttemptRunner> TaskHost for Scheduler<R> {
     ) -> BoxFuture<'_, Result<Uuid, ChildError>> {
         Box::pin(async move {
             let store = self.store();
-            let Some(record) = store.get(parent) else {
+            let Some(record) = store.get(parent).await else {
                 return Err(format!("the parent task {parent} no longer exists").into());
             };
             // A repeated submission (a retried parent) is not a new child.
-            let repeat = record.children.iter().find(|id| {
-                store
-                    .get(**id)
-                    .is_some_and(|c| c.idempotency_key.as_deref() == Some(&child.idempotency_key))
-            });
-            if let Some(id) = repeat {
-                return Ok(*id);
+            for id in &record.children {
+                let same = store
+                    .get(*id)
+                    .await
+                    .is_some_and(|c| c.idempotency_key.as_deref() == Some(&child.idempotency_key));
+                if same {
+                    return Ok(*id);
+                }
             }
             let quota = limits.max_children;
             if record.children.len() >= quota as usize {
@@ -55,12 +60,14 @@ impl<R: AttemptRunner> TaskHost for Scheduler<R> {
             let root = record.root_id.unwrap_or(parent);
             let max = limits.max_descendants;
             let mut reserved = false;
-            store.update(root, |t| {
-                if t.descendants < max {
-                    t.descendants += 1;
-                    reserved = true;
-                }
-            });
+            store
+                .update(root, |t| {
+                    if t.descendants < max {
+                        t.descendants += 1;
+                        reserved = true;
+                    }
+                })
+                .await;
             if !reserved {
                 return Err(format!(
                     "this tree of tasks already holds {max} tasks below its root ([limits] max_descendants)"
@@ -80,7 +87,9 @@ impl<R: AttemptRunner> TaskHost for Scheduler<R> {
             let submitted = match submitted {
                 Ok(s) => s,
                 Err(e) => {
-                    store.update(root, |t| t.descendants = t.descendants.saturating_sub(1));
+                    store
+                        .update(root, |t| t.descendants = t.descendants.saturating_sub(1))
+                        .await;
                     return Err(match e {
                         SubmitError::Store(_) | SubmitError::ShuttingDown => {
                             ChildError::Unavailable(e.to_string())
@@ -93,33 +102,38 @@ impl<R: AttemptRunner> TaskHost for Scheduler<R> {
             // an existing one is linked here if an older store did not.
             let id = submitted.task.task_id;
             if !submitted.created {
-                store.update(parent, |t| {
-                    if !t.children.contains(&id) {
-                        t.children.push(id);
-                    }
-                });
+                store
+                    .update(parent, |t| {
+                        if !t.children.contains(&id) {
+                            t.children.push(id);
+                        }
+                    })
+                    .await;
             }
             Ok(id)
         })
     }
 
-    fn children(&self, parent: Uuid) -> Vec<ChildStatus> {
-        let store = self.store();
-        let Some(record) = store.get(parent) else {
-            return Vec::new();
-        };
-        record
-            .children
-            .iter()
-            .filter_map(|id| store.get(*id))
-            .map(|c| ChildStatus {
-                id: c.task_id,
-                kind: c.kind,
-                status: c.status.as_str(),
-                result: c.result,
-                error: c.error.map(|e| format!("{}: {}", e.kind, e.message)),
-            })
-            .collect()
+    fn children(&self, parent: Uuid) -> BoxFuture<'_, Vec<ChildStatus>> {
+        Box::pin(async move {
+            let store = self.store();
+            let Some(record) = store.get(parent).await else {
+                return Vec::new();
+            };
+            let mut children = Vec::with_capacity(record.children.len());
+            for id in &record.children {
+                if let Some(c) = store.get(*id).await {
+                    children.push(ChildStatus {
+                        id: c.task_id,
+                        kind: c.kind,
+                        status: c.status.as_str(),
+                        result: c.result,
+                        error: c.error.map(|e| format!("{}: {}", e.kind, e.message)),
+                    });
+                }
+            }
+            children
+        })
     }
 
     fn prune(&self, age: Duration) -> BoxFuture<'_, Result<u64, String>> {

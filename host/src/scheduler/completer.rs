@@ -12,7 +12,7 @@ use uuid::Uuid;
 impl<R: AttemptRunner> Scheduler<R> {
     /// Records an attempt's outcome and decides what happens next.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn settle(
+    pub(super) async fn settle(
         &self,
         task: &TaskRecord,
         attempt_no: u32,
@@ -69,7 +69,8 @@ impl<R: AttemptRunner> Scheduler<R> {
                     log: record,
                     failure: None,
                 },
-            );
+            )
+            .await;
             return;
         }
         if rerun_after_rollback {
@@ -77,7 +78,7 @@ impl<R: AttemptRunner> Scheduler<R> {
                 log: record,
                 failure: error,
             };
-            self.step(id, requeue);
+            self.step(id, requeue).await;
             return;
         }
         if retry && let Some(failure) = error {
@@ -89,13 +90,13 @@ impl<R: AttemptRunner> Scheduler<R> {
                 failure,
                 due: inner.clock.wall() + delay,
             };
-            self.step(id, retry);
+            self.step(id, retry).await;
             return;
         }
-        self.finish(id, outcome, Some(record));
+        self.finish(id, outcome, Some(record)).await;
     }
 
-    pub(super) fn finish(
+    pub(super) async fn finish(
         &self,
         id: Uuid,
         outcome: Result<serde_json::Value, TaskFailure>,
@@ -110,7 +111,7 @@ impl<R: AttemptRunner> Scheduler<R> {
             }
             (Err(failure), log) => Transition::Fail { log, failure, at },
         };
-        if self.step(id, end) {
+        if self.step(id, end).await {
             self.wake_waiters(id);
         }
     }

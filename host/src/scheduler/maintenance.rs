@@ -59,9 +59,9 @@ impl<R: AttemptRunner> Scheduler<R> {
             let changed = filed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let (due, next) = inner.store.due(inner.clock.wall());
+            let (due, next) = inner.store.due(inner.clock.wall()).await;
             for id in due {
-                self.step(id, Transition::Due);
+                self.step(id, Transition::Due).await;
             }
             let sleep = match next {
                 Some(at) => {
@@ -84,9 +84,9 @@ impl<R: AttemptRunner> Scheduler<R> {
     /// (at-least-once); parked ones go back to the queue (their breakers
     /// start closed); a task of a pool no longer configured fails. Returns
     /// how many tasks were unfinished.
-    pub fn recover(&self) -> usize {
+    pub async fn recover(&self) -> usize {
         let inner = &self.inner;
-        let tasks = inner.store.unfinished();
+        let tasks = inner.store.unfinished().await;
         let now_wall = inner.clock.wall();
         for task in &tasks {
             let id = task.task_id;
@@ -98,12 +98,12 @@ impl<R: AttemptRunner> Scheduler<R> {
                     FailureKind::NoHandler,
                     format!("no worker pool `{pool}` is configured"),
                 );
-                self.finish(id, Err(failure), None);
+                self.finish(id, Err(failure), None).await;
                 continue;
             }
             match task.status {
                 TaskStatus::RetryWait if task.next_attempt_at.is_none() => {
-                    self.step(id, Transition::Due);
+                    self.step(id, Transition::Due).await;
                 }
                 TaskStatus::Running => {
                     let failure = TaskFailure::new(
@@ -111,10 +111,10 @@ impl<R: AttemptRunner> Scheduler<R> {
                         "the daemon stopped while this attempt ran; it runs again",
                     );
                     let log = cut_short(task, failure, now_wall);
-                    self.step(id, Transition::Interrupted { log });
+                    self.step(id, Transition::Interrupted { log }).await;
                 }
                 TaskStatus::Queued if task.parked_on.is_some() => {
-                    self.step(id, Transition::Unpark { breaker: None });
+                    self.step(id, Transition::Unpark { breaker: None }).await;
                 }
                 _ => {}
             }

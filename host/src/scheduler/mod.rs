@@ -315,7 +315,10 @@ impl<R: AttemptRunner> Scheduler<R> {
             return Err(SubmitError::Retries);
         }
         let category = plugin.category().to_string();
-        let parent = new.parent_id.and_then(|id| inner.store.get(id));
+        let parent = match new.parent_id {
+            Some(id) => inner.store.get(id).await,
+            None => None,
+        };
         let record = TaskRecord {
             category: Some(category.clone()),
             max_retries,
@@ -362,28 +365,28 @@ impl<R: AttemptRunner> Scheduler<R> {
         }
     }
 
-    pub fn get(&self, id: Uuid) -> Option<TaskRecord> {
-        self.inner.store.get(id)
+    pub async fn get(&self, id: Uuid) -> Option<TaskRecord> {
+        self.inner.store.get(id).await
     }
 
     pub fn store(&self) -> &Store {
         &self.inner.store
     }
 
-    pub fn list(&self, filter: &TaskFilter) -> Vec<TaskRecord> {
-        self.inner.store.list(filter)
+    pub async fn list(&self, filter: &TaskFilter) -> Vec<TaskRecord> {
+        self.inner.store.list(filter).await
     }
 
     /// Cancels a queued, parked, waiting or running task. A running attempt
     /// is interrupted at the next epoch tick; the task then ends `cancelled`.
-    pub fn cancel(&self, id: Uuid) -> Result<(), CancelError> {
+    pub async fn cancel(&self, id: Uuid) -> Result<(), CancelError> {
         let inner = &self.inner;
         let now = inner.clock.wall();
         let cancel = Transition::Cancel {
             at: now,
             message: "cancelled before it ran again".into(),
         };
-        let (cancelled_now, running) = match inner.store.transition(id, cancel) {
+        let (cancelled_now, running) = match inner.store.transition(id, cancel).await {
             Ok(_) => (true, false),
             Err(TransitionError::NotFound(_)) => return Err(CancelError::NotFound(id)),
             Err(TransitionError::Illegal {
@@ -391,7 +394,7 @@ impl<R: AttemptRunner> Scheduler<R> {
             }) => (false, true),
             Err(_) => (false, false),
         };
-        let task = inner.store.get(id).ok_or(CancelError::NotFound(id))?;
+        let task = inner.store.get(id).await.ok_or(CancelError::NotFound(id))?;
         if running {
             if let Some(token) = lock(&inner.running).get(&id).cloned() {
                 token.cancel();
@@ -421,12 +424,12 @@ impl<R: AttemptRunner> Scheduler<R> {
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let task = self.get(id)?;
+        let task = self.get(id).await?;
         if task.status.is_finished() {
             return Some(task);
         }
         let _ = tokio::time::timeout(timeout, notified).await;
-        self.get(id)
+        self.get(id).await
     }
 
     fn wake_waiters(&self, id: Uuid) {
@@ -472,9 +475,9 @@ impl<R: AttemptRunner> Scheduler<R> {
     /// Applies a lifecycle transition. A refused one means the task moved
     /// on meanwhile (cancelled, finished, already re-queued): logged, and
     /// the caller drops what it was about to do with the task.
-    fn step(&self, id: Uuid, transition: Transition) -> bool {
+    async fn step(&self, id: Uuid, transition: Transition) -> bool {
         let name = transition.name();
-        match self.inner.store.transition(id, transition) {
+        match self.inner.store.transition(id, transition).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::debug!(task.id = %id, transition = name, "transition refused: {e}");

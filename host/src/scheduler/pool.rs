@@ -30,6 +30,8 @@ pub struct CategoryPool {
     pub reserved: usize,
     store: Store,
     workers: Mutex<Vec<Option<Busy>>>,
+    /// Held while a worker claims (the claim may wait on a database).
+    claiming: tokio::sync::Mutex<()>,
     /// The store's signal that a task of this pool may be claimed.
     wake: Arc<Notify>,
 }
@@ -52,6 +54,7 @@ impl CategoryPool {
             wake: store.ready_waker(name),
             store,
             workers: Mutex::new(vec![None; size]),
+            claiming: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -73,14 +76,15 @@ impl CategoryPool {
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let mut workers = lock(&self.workers);
+                // One claim at a time per pool, so two workers cannot both
+                // count the reserve as free and take it for background work.
+                let _claiming = self.claiming.lock().await;
                 if *stop.borrow() {
                     return None;
                 }
-                let running = workers.iter().filter(|w| w.is_some()).count();
-                let background = running + self.reserved < self.size;
-                if let Some(job) = self.store.claim(&self.name, 1, background).pop() {
-                    if let Some(slot) = workers.get_mut(worker) {
+                let background = self.running() + self.reserved < self.size;
+                if let Some(job) = self.store.claim(&self.name, 1, background).await.pop() {
+                    if let Some(slot) = lock(&self.workers).get_mut(worker) {
                         *slot = Some(Busy {
                             task_id: job.task_id,
                             since: now(),

@@ -35,7 +35,7 @@ impl<R: AttemptRunner> Scheduler<R> {
                 .catch_unwind()
                 .await;
             if let Err(panic) = ran {
-                self.contain_panic(id, panic.as_ref());
+                self.contain_panic(id, &panic_message(panic.as_ref())).await;
             }
             // Outcomes not yet durable are bounded to one per worker: the
             // worker moves on while its outcome commits, but not while the
@@ -50,15 +50,10 @@ impl<R: AttemptRunner> Scheduler<R> {
 
     /// A job's run panicked: its task fails with what happened (it is not
     /// left `running`), and whoever waits for it hears of it.
-    fn contain_panic(&self, id: Uuid, panic: &(dyn std::any::Any + Send)) {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".to_string());
+    async fn contain_panic(&self, id: Uuid, what: &str) {
         tracing::error!(task.id = %id, "the host panicked while running a task (a wasmhive bug): {what}");
         self.forget_running(id);
-        let Some(task) = self.inner.store.get(id) else {
+        let Some(task) = self.inner.store.get(id).await else {
             return;
         };
         let failure = TaskFailure::new(
@@ -71,11 +66,11 @@ impl<R: AttemptRunner> Scheduler<R> {
             let started = task.started_at.unwrap_or_else(|| self.inner.clock.wall());
             cut_short(&task, failure.clone(), started)
         });
-        self.finish(id, Err(failure), log);
+        self.finish(id, Err(failure), log).await;
         // Its trial slots came back when the job's admissions dropped:
         // let the tasks parked behind them go.
         for breaker in self.inner.parked.breakers() {
-            self.release(&breaker);
+            self.release(&breaker).await;
         }
     }
 
@@ -83,18 +78,18 @@ impl<R: AttemptRunner> Scheduler<R> {
     pub(super) async fn run_job(&self, pool: &Arc<CategoryPool>, job: Job) {
         let inner = &self.inner;
         let id = job.task_id;
-        let Some(task) = inner.store.get(id) else {
+        let Some(task) = inner.store.get(id).await else {
             return;
         };
         if task.status != TaskStatus::Queued {
             return; // cancelled while queued
         }
         let Some(plugin) = inner.runner.resolve(&task.kind) else {
-            self.no_handler(&task, &pool.name);
+            self.no_handler(&task, &pool.name).await;
             return;
         };
         if plugin.category() != pool.name {
-            self.move_to_pool(&task, plugin.category());
+            self.move_to_pool(&task, plugin.category()).await;
             return;
         }
         let limit = tenancy::limit(
@@ -113,7 +108,7 @@ impl<R: AttemptRunner> Scheduler<R> {
             plugin: plugin.name().to_string(),
         };
 
-        let Some(mut admitted) = self.admit(&plugin, &task, pool) else {
+        let Some(mut admitted) = self.admit(&plugin, &task, pool).await else {
             return;
         };
 
@@ -133,7 +128,7 @@ impl<R: AttemptRunner> Scheduler<R> {
             category: plugin.category().to_string(),
             at: started_wall,
         };
-        if !self.step(id, start) {
+        if !self.step(id, start).await {
             self.forget_running(id);
             return; // dropping `admitted` gives its trial slots back
         }
@@ -199,7 +194,7 @@ impl<R: AttemptRunner> Scheduler<R> {
             }
             // A trial ended: its slot goes to the next parked task.
             if admission == Admission::Trial {
-                self.release(breaker.name());
+                self.release(breaker.name()).await;
             }
         }
         self.settle(
@@ -210,7 +205,8 @@ impl<R: AttemptRunner> Scheduler<R> {
             run_time,
             outcome,
             &pool.name,
-        );
+        )
+        .await;
         // Only now is the attempt over: shutdown waits for the running set
         // to empty, and must find the outcome recorded when it does.
         self.forget_running(id);
@@ -218,7 +214,7 @@ impl<R: AttemptRunner> Scheduler<R> {
 
     /// Asks every breaker the attempt depends on; parks the task on the
     /// first one that says no. Returns the admissions (plugin breaker first).
-    fn admit(
+    async fn admit(
         &self,
         plugin: &R::Version,
         task: &TaskRecord,
@@ -237,7 +233,8 @@ impl<R: AttemptRunner> Scheduler<R> {
             breakers.announce(transition);
             if admission == Admission::Rejected {
                 drop(admitted); // gives back the trial slots taken so far
-                self.park(task, plugin.name(), breaker.name(), &pool.name);
+                self.park(task, plugin.name(), breaker.name(), &pool.name)
+                    .await;
                 return None;
             }
             admitted.0.push((breaker, admission));
@@ -251,7 +248,7 @@ impl<R: AttemptRunner> Scheduler<R> {
 
     /// No plugin handles the kind any more: wait (uncharged) for a
     /// replacement until the task's timeout has passed since it was created.
-    pub(super) fn no_handler(&self, task: &TaskRecord, pool: &str) {
+    pub(super) async fn no_handler(&self, task: &TaskRecord, pool: &str) {
         let inner = &self.inner;
         let age = inner
             .clock
@@ -268,19 +265,19 @@ impl<R: AttemptRunner> Scheduler<R> {
                 ),
             );
             inner.metrics.ended_unrun(pool, FailureKind::NoHandler);
-            self.finish(task.task_id, Err(failure), None);
+            self.finish(task.task_id, Err(failure), None).await;
             return;
         }
         let wait = (budget - age).min(Duration::from_secs(5));
         let defer = Transition::Defer {
             due: inner.clock.wall() + wait,
         };
-        self.step(task.task_id, defer);
+        self.step(task.task_id, defer).await;
     }
 
     /// A new version moved the task's kind to another pool: the task goes
     /// to that pool's queue, or fails if no such pool is configured.
-    fn move_to_pool(&self, task: &TaskRecord, category: &str) {
+    async fn move_to_pool(&self, task: &TaskRecord, category: &str) {
         let inner = &self.inner;
         if !inner.pools.contains_key(category) {
             let failure = TaskFailure::new(
@@ -290,12 +287,13 @@ impl<R: AttemptRunner> Scheduler<R> {
                     task.kind
                 ),
             );
-            self.finish(task.task_id, Err(failure), None);
+            self.finish(task.task_id, Err(failure), None).await;
             return;
         }
         inner
             .store
-            .update(task.task_id, |t| t.category = Some(category.to_string()));
+            .update(task.task_id, |t| t.category = Some(category.to_string()))
+            .await;
         inner.store.unclaim(task.task_id);
     }
 }
@@ -321,4 +319,13 @@ impl Drop for Admitted {
             }
         }
     }
+}
+
+/// What a panic said, for the task's error and the log.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_string())
 }

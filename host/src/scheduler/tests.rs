@@ -319,7 +319,7 @@ impl Harness {
     ) -> TaskRecord {
         let wait = async {
             loop {
-                let task = self.scheduler.get(id).expect("task exists");
+                let task = self.scheduler.get(id).await.expect("task exists");
                 if done(&task) {
                     return task;
                 }
@@ -331,10 +331,10 @@ impl Harness {
         };
         match tokio::time::timeout(Duration::from_secs(20), wait).await {
             Ok(task) => task,
-            Err(_) => panic!(
-                "task never reached {what}; it is {:?}",
-                self.scheduler.get(id).map(|t| t.status)
-            ),
+            Err(_) => {
+                let now = self.scheduler.get(id).await.map(|t| t.status);
+                panic!("task never reached {what}; it is {now:?}")
+            }
         }
     }
 
@@ -438,7 +438,7 @@ async fn a_destinations_failures_and_bad_input_leave_the_plugin_breaker_closed()
             .await;
         if kind == "retryable" {
             h.until(id, TaskStatus::RetryWait).await;
-            h.scheduler.cancel(id).unwrap();
+            h.scheduler.cancel(id).await.unwrap();
         } else {
             h.until(id, TaskStatus::Failed).await;
         }
@@ -508,11 +508,11 @@ async fn a_rollback_that_waits_holds_back_no_other_breaker() {
 async fn cancel_stops_the_running_attempt() {
     let mut h = harness(&[("batch", 1)]);
     let id = h.busy_worker().await;
-    h.scheduler.cancel(id).unwrap();
+    h.scheduler.cancel(id).await.unwrap();
     let task = h.until(id, TaskStatus::Cancelled).await;
     assert_eq!(task.attempts, 1);
     assert!(matches!(
-        h.scheduler.cancel(id),
+        h.scheduler.cancel(id).await,
         Err(CancelError::Finished { .. })
     ));
 }
@@ -532,7 +532,7 @@ async fn a_plugin_at_its_share_of_a_pool_leaves_the_rest_to_the_others() {
     let other = h.submit("echo", json!({}), Priority::Normal).await;
     h.until(other, TaskStatus::Succeeded).await;
     assert_eq!(
-        h.scheduler.get(second).unwrap().status,
+        h.scheduler.get(second).await.unwrap().status,
         TaskStatus::Queued,
         "held back: two plugins share two workers"
     );

@@ -100,7 +100,7 @@ pub async fn an_inserted_task_reads_back_as_it_was_given(b: &Backend) -> TestRes
     let given = task("echo", None);
     let stored = insert(&store, given.clone()).await?;
     assert_eq!(stored.task_id, given.task_id);
-    let back = store.get(given.task_id).ok_or("lost")?;
+    let back = store.get(given.task_id).await.ok_or("lost")?;
     assert_eq!(serde_json::to_value(&back)?, serde_json::to_value(&given)?);
     Ok(())
 }
@@ -113,7 +113,7 @@ pub async fn an_idempotency_key_gives_back_the_first_task(b: &Backend) -> TestRe
         return Err("a second task with the same key was inserted".into());
     };
     assert_eq!(again.task_id, first.task_id);
-    assert_eq!(store.list(&filter(None)).len(), 1);
+    assert_eq!(store.list(&filter(None)).await.len(), 1);
     Ok(())
 }
 
@@ -142,25 +142,31 @@ pub async fn transitions_follow_the_lifecycle_and_refusals_write_nothing(
     let id = t.task_id;
     // Not running: an outcome is refused and nothing changes.
     assert!(matches!(
-        store.transition(id, succeed(1)),
+        store.transition(id, succeed(1)).await,
         Err(TransitionError::Illegal { from: "queued", .. })
     ));
-    assert_eq!(store.get(id).map(|t| t.status), Some(TaskStatus::Queued));
-    store.transition(id, start(1))?;
+    assert_eq!(
+        store.get(id).await.map(|t| t.status),
+        Some(TaskStatus::Queued)
+    );
+    store.transition(id, start(1)).await?;
     // A stale attempt's outcome is refused; the current one's is applied.
     assert!(matches!(
-        store.transition(id, succeed(2)),
+        store.transition(id, succeed(2)).await,
         Err(TransitionError::Stale {
             attempt: 2,
             current: 1
         })
     ));
-    store.transition(id, succeed(1))?;
-    assert_eq!(store.get(id).map(|t| t.status), Some(TaskStatus::Succeeded));
+    store.transition(id, succeed(1)).await?;
+    assert_eq!(
+        store.get(id).await.map(|t| t.status),
+        Some(TaskStatus::Succeeded)
+    );
     // A duplicate outcome is refused.
-    assert!(store.transition(id, succeed(1)).is_err());
+    assert!(store.transition(id, succeed(1)).await.is_err());
     assert!(matches!(
-        store.transition(uuid::Uuid::now_v7(), start(1)),
+        store.transition(uuid::Uuid::now_v7(), start(1)).await,
         Err(TransitionError::NotFound(_))
     ));
     Ok(())
@@ -173,8 +179,8 @@ pub async fn concurrent_starts_of_one_attempt_have_one_winner(b: &Backend) -> Te
     let mut racers = Vec::new();
     for _ in 0..8 {
         let store = store.clone();
-        racers.push(tokio::task::spawn_blocking(move || {
-            store.transition(id, start(1)).is_ok()
+        racers.push(tokio::spawn(async move {
+            store.transition(id, start(1)).await.is_ok()
         }));
     }
     let mut winners = 0;
@@ -182,7 +188,7 @@ pub async fn concurrent_starts_of_one_attempt_have_one_winner(b: &Backend) -> Te
         winners += usize::from(r.await?);
     }
     assert_eq!(winners, 1);
-    assert_eq!(store.get(id).map(|t| t.attempts), Some(1));
+    assert_eq!(store.get(id).await.map(|t| t.attempts), Some(1));
     Ok(())
 }
 
@@ -191,26 +197,28 @@ pub async fn the_last_change_of_every_task_survives_a_restart(b: &Backend) -> Te
     let (done, waiting) = {
         let store = (b.open)(dir.path())?;
         let done = insert(&store, task("echo", None)).await?.task_id;
-        store.transition(done, start(1))?;
-        store.transition(done, succeed(1))?;
+        store.transition(done, start(1)).await?;
+        store.transition(done, succeed(1)).await?;
         let waiting = insert(&store, task("echo", None)).await?.task_id;
-        store.transition(waiting, start(1))?;
-        store.transition(
-            waiting,
-            Transition::Retry {
-                log: log(1),
-                failure: TaskFailure::new(FailureKind::Retryable, "later"),
-                due: SystemTime::now() + Duration::from_secs(60),
-            },
-        )?;
+        store.transition(waiting, start(1)).await?;
+        store
+            .transition(
+                waiting,
+                Transition::Retry {
+                    log: log(1),
+                    failure: TaskFailure::new(FailureKind::Retryable, "later"),
+                    due: SystemTime::now() + Duration::from_secs(60),
+                },
+            )
+            .await?;
         store.sync().await?;
         (done, waiting)
     };
     let store = (b.open)(dir.path())?;
-    let done = store.get(done).ok_or("finished task lost")?;
+    let done = store.get(done).await.ok_or("finished task lost")?;
     assert_eq!((done.status, done.attempts), (TaskStatus::Succeeded, 1));
     assert_eq!(done.result, Some(serde_json::json!({ "attempt": 1 })));
-    let waiting = store.get(waiting).ok_or("waiting task lost")?;
+    let waiting = store.get(waiting).await.ok_or("waiting task lost")?;
     assert_eq!(waiting.status, TaskStatus::RetryWait);
     assert!(waiting.next_attempt_at.is_some());
     Ok(())
@@ -221,13 +229,13 @@ pub async fn a_running_attempt_is_found_after_an_unclean_stop(b: &Backend) -> Te
     let id = {
         let store = (b.open)(dir.path())?;
         let id = insert(&store, task("echo", None)).await?.task_id;
-        store.transition(id, start(1))?;
+        store.transition(id, start(1)).await?;
         // No sync: the process dies with the start handed to the writer.
         store.durable(store.mark()).await;
         id
     };
     let store = (b.open)(dir.path())?;
-    let unfinished = store.unfinished();
+    let unfinished = store.unfinished().await;
     let found = unfinished
         .iter()
         .find(|t| t.task_id == id)
@@ -240,13 +248,13 @@ pub async fn prune_deletes_only_what_finished_before_the_cutoff(b: &Backend) -> 
     let dir = tempfile::tempdir()?;
     let store = (b.open)(dir.path())?;
     let old = insert(&store, task("echo", None)).await?.task_id;
-    store.transition(old, start(1))?;
-    store.transition(old, succeed(1))?;
+    store.transition(old, start(1)).await?;
+    store.transition(old, succeed(1)).await?;
     let cutoff = SystemTime::now() + Duration::from_millis(1);
     let queued = insert(&store, task("echo", None)).await?.task_id;
     assert_eq!(store.prune(cutoff).await?, 1);
-    assert!(store.get(old).is_none());
-    assert!(store.get(queued).is_some());
+    assert!(store.get(old).await.is_none());
+    assert!(store.get(queued).await.is_some());
     assert_eq!(store.prune(cutoff).await?, 0);
     Ok(())
 }
@@ -266,26 +274,30 @@ pub async fn listings_filter_by_status_and_kind_newest_first(b: &Backend) -> Tes
     for kind in ["echo", "scrape", "echo"] {
         ids.push(insert(&store, task(kind, None)).await?.task_id);
     }
-    store.transition(ids[0], start(1))?;
+    store.transition(ids[0], start(1)).await?;
     let echoes: Vec<_> = store
         .list(&TaskFilter {
             kind: Some("echo".into()),
             ..filter(None)
         })
+        .await
         .iter()
         .map(|t| t.task_id)
         .collect();
     assert_eq!(echoes, [ids[2], ids[0]]);
     let running: Vec<_> = store
         .list(&filter(Some(TaskStatus::Running)))
+        .await
         .iter()
         .map(|t| t.task_id)
         .collect();
     assert_eq!(running, [ids[0]]);
-    let one = store.list(&TaskFilter {
-        limit: 1,
-        ..filter(None)
-    });
+    let one = store
+        .list(&TaskFilter {
+            limit: 1,
+            ..filter(None)
+        })
+        .await;
     assert_eq!(one.len(), 1);
     assert_eq!(one[0].task_id, ids[2]);
     Ok(())
@@ -314,12 +326,18 @@ pub async fn claims_come_most_urgent_first_and_hold_back_background_work(
         .task_id;
     assert_eq!(store.depths("batch"), [1, 0, 1, 0, 1]);
     assert!(
-        store.claim("scrape", 10, true).is_empty(),
+        store.claim("scrape", 10, true).await.is_empty(),
         "another pool's queue"
     );
-    assert_eq!(ids(&store.claim("batch", 10, false)), [critical, normal]);
-    assert!(store.claim("batch", 10, false).is_empty(), "BULK held back");
-    assert_eq!(ids(&store.claim("batch", 10, true)), [bulk]);
+    assert_eq!(
+        ids(&store.claim("batch", 10, false).await),
+        [critical, normal]
+    );
+    assert!(
+        store.claim("batch", 10, false).await.is_empty(),
+        "BULK held back"
+    );
+    assert_eq!(ids(&store.claim("batch", 10, true).await), [bulk]);
     assert_eq!(store.depths("batch"), [0; 5]);
     Ok(())
 }
@@ -334,10 +352,10 @@ pub async fn concurrent_claimers_never_get_the_same_task(b: &Backend) -> TestRes
     let mut claimers = Vec::new();
     for _ in 0..8 {
         let store = store.clone();
-        claimers.push(tokio::task::spawn_blocking(move || {
+        claimers.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let jobs = store.claim("batch", 3, true);
+                let jobs = store.claim("batch", 3, true).await;
                 if jobs.is_empty() {
                     return mine;
                 }
@@ -359,43 +377,52 @@ pub async fn the_queue_follows_each_tasks_state(b: &Backend) -> TestResult {
     let dir = tempfile::tempdir()?;
     let store = (b.open)(dir.path())?;
     let id = insert(&store, task("echo", None)).await?.task_id;
-    let claim = |store: &Store| ids(&store.claim("batch", 10, true));
-    assert_eq!(claim(&store), [id]);
+    async fn claim(store: &Store) -> Vec<uuid::Uuid> {
+        ids(&store.claim("batch", 10, true).await)
+    }
+    assert_eq!(claim(&store).await, [id]);
     store.unclaim(id);
-    assert_eq!(claim(&store), [id], "given back");
-    store.transition(id, start(1))?;
+    assert_eq!(claim(&store).await, [id], "given back");
+    store.transition(id, start(1)).await?;
     store.unclaim(id);
-    assert!(claim(&store).is_empty(), "running is not queued");
+    assert!(claim(&store).await.is_empty(), "running is not queued");
     let due = SystemTime::now() + Duration::from_secs(60);
-    store.transition(
-        id,
-        Transition::Retry {
-            log: log(1),
-            failure: TaskFailure::new(FailureKind::Retryable, "later"),
-            due,
-        },
-    )?;
-    assert!(claim(&store).is_empty(), "waiting is not queued");
+    store
+        .transition(
+            id,
+            Transition::Retry {
+                log: log(1),
+                failure: TaskFailure::new(FailureKind::Retryable, "later"),
+                due,
+            },
+        )
+        .await?;
+    assert!(claim(&store).await.is_empty(), "waiting is not queued");
     assert_eq!(store.waiting().get("batch"), Some(&1));
-    assert_eq!(store.due(due - Duration::from_secs(1)), (vec![], Some(due)));
-    assert_eq!(store.due(due).0, [id]);
-    store.transition(id, Transition::Due)?;
-    assert!(store.due(due).0.is_empty());
+    assert_eq!(
+        store.due(due - Duration::from_secs(1)).await,
+        (vec![], Some(due))
+    );
+    assert_eq!(store.due(due).await.0, [id]);
+    store.transition(id, Transition::Due).await?;
+    assert!(store.due(due).await.0.is_empty());
     assert!(store.waiting().is_empty());
-    assert_eq!(claim(&store), [id], "due again");
+    assert_eq!(claim(&store).await, [id], "due again");
     let park = Transition::Park {
         breaker: "plugin:echo@1.0.0".into(),
     };
-    store.transition(id, park)?;
+    store.transition(id, park).await?;
     store.unclaim(id);
-    assert!(claim(&store).is_empty(), "parked is not claimable");
-    store.transition(id, Transition::Unpark { breaker: None })?;
+    assert!(claim(&store).await.is_empty(), "parked is not claimable");
+    store
+        .transition(id, Transition::Unpark { breaker: None })
+        .await?;
     let cancel = Transition::Cancel {
         at: SystemTime::now(),
         message: "no longer wanted".into(),
     };
-    store.transition(id, cancel)?;
-    assert!(claim(&store).is_empty(), "cancelled");
+    store.transition(id, cancel).await?;
+    assert!(claim(&store).await.is_empty(), "cancelled");
     assert_eq!(store.depths("batch"), [0; 5]);
     Ok(())
 }
@@ -408,27 +435,27 @@ pub async fn the_queue_is_rebuilt_from_the_tasks_after_a_restart(b: &Backend) ->
         let queued = insert(&store, task("echo", None)).await?.task_id;
         let claimed = insert(&store, task("echo", None)).await?.task_id;
         let waiting = insert(&store, task("echo", None)).await?.task_id;
-        assert_eq!(store.claim("batch", 1, true).len(), 1);
-        store.claim("batch", 2, true);
-        store.transition(waiting, start(1))?;
+        assert_eq!(store.claim("batch", 1, true).await.len(), 1);
+        store.claim("batch", 2, true).await;
+        store.transition(waiting, start(1)).await?;
         let retry = Transition::Retry {
             log: log(1),
             failure: TaskFailure::new(FailureKind::Retryable, "later"),
             due,
         };
-        store.transition(waiting, retry)?;
+        store.transition(waiting, retry).await?;
         store.sync().await?;
         (queued, claimed, waiting)
     };
     let store = (b.open)(dir.path())?;
-    let mut back = ids(&store.claim("batch", 10, true));
+    let mut back = ids(&store.claim("batch", 10, true).await);
     back.sort();
     assert_eq!(
         back,
         [queued, claimed],
         "a claim does not outlive the daemon"
     );
-    assert_eq!(store.due(due).0, [waiting]);
+    assert_eq!(store.due(due).await.0, [waiting]);
     Ok(())
 }
 
@@ -443,14 +470,20 @@ pub async fn a_child_is_linked_to_its_parent_by_its_insert(b: &Backend) -> TestR
         ..task("scrape", Some("child:1"))
     };
     let child = insert(&store, child).await?.task_id;
-    assert_eq!(store.get(parent).ok_or("parent lost")?.children, [child]);
+    assert_eq!(
+        store.get(parent).await.ok_or("parent lost")?.children,
+        [child]
+    );
     // The same child again is the existing one, not a second link.
     let again = TaskRecord {
         parent_id: Some(parent),
         ..task("scrape", Some("child:1"))
     };
     assert!(matches!(store.insert(again).await?, Inserted::Existing(_)));
-    assert_eq!(store.get(parent).ok_or("parent lost")?.children, [child]);
+    assert_eq!(
+        store.get(parent).await.ok_or("parent lost")?.children,
+        [child]
+    );
     Ok(())
 }
 
@@ -467,7 +500,10 @@ pub async fn a_child_and_its_link_are_durable_together(b: &Backend) -> TestResul
         (parent, insert(&store, child).await?.task_id)
     };
     let store = (b.open)(dir.path())?;
-    assert_eq!(store.get(parent).ok_or("parent lost")?.children, [child]);
+    assert_eq!(
+        store.get(parent).await.ok_or("parent lost")?.children,
+        [child]
+    );
     Ok(())
 }
 
@@ -479,31 +515,35 @@ pub async fn failures_on_a_version_are_found_for_a_rollback(b: &Backend) -> Test
         ..log(attempt)
     };
     let failed = insert(&store, task("echo", None)).await?.task_id;
-    store.transition(failed, start(1))?;
-    store.transition(
-        failed,
-        Transition::Fail {
-            log: Some(failed_log(1)),
-            failure: TaskFailure::new(FailureKind::Trap, "bad version"),
-            at: SystemTime::now(),
-        },
-    )?;
+    store.transition(failed, start(1)).await?;
+    store
+        .transition(
+            failed,
+            Transition::Fail {
+                log: Some(failed_log(1)),
+                failure: TaskFailure::new(FailureKind::Trap, "bad version"),
+                at: SystemTime::now(),
+            },
+        )
+        .await?;
     let waiting = insert(&store, task("echo", None)).await?.task_id;
-    store.transition(waiting, start(1))?;
-    store.transition(
-        waiting,
-        Transition::Retry {
-            log: failed_log(1),
-            failure: TaskFailure::new(FailureKind::Retryable, "later"),
-            due: SystemTime::now() + Duration::from_secs(60),
-        },
-    )?;
+    store.transition(waiting, start(1)).await?;
+    store
+        .transition(
+            waiting,
+            Transition::Retry {
+                log: failed_log(1),
+                failure: TaskFailure::new(FailureKind::Retryable, "later"),
+                due: SystemTime::now() + Duration::from_secs(60),
+            },
+        )
+        .await?;
     let succeeded = insert(&store, task("echo", None)).await?.task_id;
-    store.transition(succeeded, start(1))?;
-    store.transition(succeeded, succeed(1))?;
+    store.transition(succeeded, start(1)).await?;
+    store.transition(succeeded, succeed(1)).await?;
     insert(&store, task("echo", None)).await?;
-    assert_eq!(store.failed_on("echo", "1.0.0"), [failed, waiting]);
-    assert!(store.failed_on("echo", "2.0.0").is_empty());
+    assert_eq!(store.failed_on("echo", "1.0.0").await, [failed, waiting]);
+    assert!(store.failed_on("echo", "2.0.0").await.is_empty());
     Ok(())
 }
 

@@ -6,6 +6,13 @@
 //! and return once the task is durable; reads come from memory; other
 //! changes are written behind.
 //!
+//! The operations are async so that a backend may answer from a database
+//! server (several daemons sharing one queue). Three stay synchronous
+//! because they are called where nothing may wait (a plugin slot freed in
+//! `Drop`, the gauges of a metrics scrape): [`Store::unclaim`] (written
+//! behind; a lease bounds what a lost one costs) and the counts
+//! [`Store::depths`] / [`Store::waiting`] (a recent snapshot is enough).
+//!
 //! The store owns the queue as well as the records: what may be claimed
 //! and which retries are due are derived from the tasks' states (`ready`),
 //! so a task is queued exactly when its record says so. The scheduler
@@ -20,6 +27,7 @@
 mod conformance;
 pub mod lifecycle;
 pub mod memory;
+pub mod postgres;
 pub mod queue;
 mod ready;
 pub mod record;
@@ -57,6 +65,9 @@ pub enum Inserted {
 pub enum StoreError {
     #[error("could not open the task store {path}: {message}")]
     Open { path: PathBuf, message: String },
+    /// A database server's store could not be reached or prepared.
+    #[error("could not use the task store at {url}: {message}")]
+    Connect { url: String, message: String },
     /// Writes fail (disk full, read-only, locked, corrupt): try later.
     #[error("the task store cannot accept work right now: {0}")]
     Unavailable(String),
@@ -95,14 +106,18 @@ impl Store {
         self.view().subscribe()
     }
 
-    pub fn get(&self, id: Uuid) -> Option<TaskRecord> {
+    pub async fn get(&self, id: Uuid) -> Option<TaskRecord> {
         self.view().get(id)
     }
 
     /// Applies `change` to the task and returns it as it now is: for what
     /// is not its lifecycle (progress, children, the tree's count); a
     /// state change goes through [`Store::transition`].
-    pub fn update(&self, id: Uuid, change: impl FnOnce(&mut TaskRecord)) -> Option<TaskRecord> {
+    pub async fn update(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut TaskRecord) + Send,
+    ) -> Option<TaskRecord> {
         match self {
             Store::Memory(m) => m.update(id, change),
             Store::Sqlite(s) => s.update(id, change),
@@ -112,7 +127,11 @@ impl Store {
     /// Moves the task through its lifecycle ([`Transition`]); a transition
     /// the task's state does not allow, or an outcome of an attempt that is
     /// not its current one, is refused and changes nothing.
-    pub fn transition(&self, id: Uuid, transition: Transition) -> Result<(), TransitionError> {
+    pub async fn transition(
+        &self,
+        id: Uuid,
+        transition: Transition,
+    ) -> Result<(), TransitionError> {
         match self {
             Store::Memory(m) => m
                 .try_update_then(id, |t| transition.apply(t), |_| ())
@@ -121,7 +140,7 @@ impl Store {
         }
     }
 
-    pub fn list(&self, filter: &TaskFilter) -> Vec<TaskRecord> {
+    pub async fn list(&self, filter: &TaskFilter) -> Vec<TaskRecord> {
         self.view().list(filter)
     }
 
@@ -130,7 +149,7 @@ impl Store {
     /// levels); with `background = false` LOW and BULK stay queued. A
     /// claimed task is not handed out again until it is given back
     /// ([`Store::unclaim`]) or changes state (starts, parks, ends).
-    pub fn claim(&self, pool: &str, n: usize, background: bool) -> Vec<queue::Job> {
+    pub async fn claim(&self, pool: &str, n: usize, background: bool) -> Vec<queue::Job> {
         self.view().claim(pool, n, background)
     }
 
@@ -162,18 +181,18 @@ impl Store {
 
     /// Tasks in `retry_wait` whose next attempt is due at `now`, soonest
     /// first, and when the next one after them is due.
-    pub fn due(&self, now: SystemTime) -> (Vec<Uuid>, Option<SystemTime>) {
+    pub async fn due(&self, now: SystemTime) -> (Vec<Uuid>, Option<SystemTime>) {
         self.view().due(now)
     }
 
     /// Tasks in `retry_wait` or `failed` whose last attempt failed on
     /// `version` of plugin `name` (a rollback gives them another run).
-    pub fn failed_on(&self, name: &str, version: &str) -> Vec<Uuid> {
+    pub async fn failed_on(&self, name: &str, version: &str) -> Vec<Uuid> {
         self.view().failed_on(name, version)
     }
 
     /// Tasks not finished (what a restart must pick up), oldest first.
-    pub fn unfinished(&self) -> Vec<TaskRecord> {
+    pub async fn unfinished(&self) -> Vec<TaskRecord> {
         self.view()
             .all()
             .into_iter()

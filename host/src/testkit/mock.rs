@@ -33,8 +33,9 @@ impl MockHost {
 }
 
 impl TaskHost for MockHost {
-    fn progress(&self, _task: Uuid, percent: u8, message: String) {
+    fn progress(&self, _task: Uuid, percent: u8, message: String) -> BoxFuture<'_, ()> {
         lock(&self.captured).progress.push((percent, message));
+        Box::pin(async {})
     }
 
     fn submit_child(
@@ -64,8 +65,8 @@ impl TaskHost for MockHost {
         Box::pin(async move { result.map_err(ChildError::Refused) })
     }
 
-    fn children(&self, _parent: Uuid) -> Vec<ChildStatus> {
-        lock(&self.ids)
+    fn children(&self, _parent: Uuid) -> BoxFuture<'_, Vec<ChildStatus>> {
+        let children = lock(&self.ids)
             .iter()
             .map(|(id, kind, _)| ChildStatus {
                 id: *id,
@@ -74,7 +75,8 @@ impl TaskHost for MockHost {
                 result: None,
                 error: None,
             })
-            .collect()
+            .collect();
+        Box::pin(async move { children })
     }
 
     fn prune(&self, _age: Duration) -> BoxFuture<'_, Result<u64, String>> {
