@@ -249,6 +249,7 @@ async fn restart() -> Result<()> {
     let queued: usize = daemon
         .scheduler()
         .pool_gauges()
+        .await
         .iter()
         .map(|g| g.queued.iter().sum::<usize>() + g.running)
         .sum();

@@ -190,9 +190,11 @@ pub struct ServeArgs {
     /// Data directory (compile cache; task store) [default: wasmhive-data].
     #[arg(long, env = "WASMHIVE_DATA")]
     pub data: Option<PathBuf>,
-    /// Task store: sqlite (durable, in the data directory) or memory [default: sqlite].
-    #[arg(long, env = "WASMHIVE_STORE")]
-    pub store: Option<crate::config::StoreBackend>,
+    /// Task store: sqlite (durable, in the data directory), memory, or a
+    /// PostgreSQL URL (postgres://user:password@host/db) shared by several
+    /// daemons [default: sqlite].
+    #[arg(long, env = "WASMHIVE_STORE", hide_env_values = true)]
+    pub store: Option<crate::config::StoreChoice>,
     /// Require `Authorization: Bearer <token>` on every route but /api/hp/health.
     #[arg(long, env = "WASMHIVE_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
@@ -214,8 +216,8 @@ impl ServeArgs {
         if let Some(data) = &self.data {
             config.data = data.clone();
         }
-        if let Some(store) = self.store {
-            config.store.backend = store;
+        if let Some(store) = &self.store {
+            config.store.choose(store.clone());
         }
         if let Some(token) = &self.auth_token {
             config.auth_token = Some(token.clone());
@@ -251,6 +253,62 @@ mod tests {
         let config = args.config()?;
         assert_eq!(config.plugins, PathBuf::from("from-flag"));
         assert_eq!(config.listen.port(), 9000);
+        Ok(())
+    }
+
+    fn serve(args: &[&str]) -> Result<Config, Box<dyn std::error::Error>> {
+        let cli = Cli::try_parse_from(["wasmhive", "serve"].iter().chain(args))?;
+        let Command::Serve(args) = cli.command else {
+            return Err("not parsed as serve".into());
+        };
+        Ok(args.config()?)
+    }
+
+    #[test]
+    fn the_store_is_a_name_or_a_postgres_url() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::config::StoreBackend;
+        assert_eq!(serve(&[])?.store.backend, StoreBackend::Sqlite);
+        assert_eq!(
+            serve(&["--store", "memory"])?.store.backend,
+            StoreBackend::Memory
+        );
+        let pg = serve(&["--store", "postgres://app@db.internal/queue"])?;
+        assert_eq!(pg.store.backend, StoreBackend::Postgres);
+        assert_eq!(
+            pg.store.url.as_deref(),
+            Some("postgres://app@db.internal/queue")
+        );
+        let refused = serve(&["--store", "mysql://x"])
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("PostgreSQL URL")),
+            "{refused:?}"
+        );
+        // `[store] url` alone selects PostgreSQL; a flag overrides the file.
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[store]\nurl = \"postgresql://h/d\"\n")?;
+        let path = file.to_str().unwrap_or_default();
+        assert_eq!(
+            serve(&["--config", path])?.store.backend,
+            StoreBackend::Postgres
+        );
+        let sqlite = serve(&["--config", path, "--store", "sqlite"])?;
+        assert_eq!(
+            (sqlite.store.backend, sqlite.store.url),
+            (StoreBackend::Sqlite, None)
+        );
+        std::fs::write(&file, "[store]\nbackend = \"postgres\"\n")?;
+        let missing = serve(&["--config", path]).err().map(|e| e.to_string());
+        assert!(
+            missing
+                .as_deref()
+                .is_some_and(|e| e.contains("needs store.url")),
+            "{missing:?}"
+        );
         Ok(())
     }
 }

@@ -65,8 +65,18 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `sqlite` (durable, `<data>/tasks.db`) or `memory` (lost on restart).
+    /// `sqlite` (durable, `<data>/tasks.db`), `memory` (lost on restart)
+    /// or `postgres` (the database at `url`, shared by several daemons).
     pub backend: StoreBackend,
+    /// The PostgreSQL connection URL (`postgres://user:password@host/db`);
+    /// setting it selects the `postgres` backend.
+    pub url: Option<String>,
+    /// Connections to PostgreSQL a daemon keeps open at most.
+    pub pool_size: usize,
+    /// PostgreSQL: how long a daemon's claims and running attempts stay its
+    /// own without a renewal, seconds; a dead daemon's attempts run again
+    /// elsewhere after this.
+    pub lease_s: u64,
     /// `full` (fsync each group commit: survives power loss) or `normal`
     /// (survives a daemon crash, not a machine crash).
     pub synchronous: crate::store::sqlite::Synchronous,
@@ -78,17 +88,67 @@ pub struct StoreConfig {
     pub max_size_mb: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreBackend {
     Sqlite,
     Memory,
+    Postgres,
+}
+
+/// What `--store` (and `WASMHIVE_STORE`) names: `sqlite`, `memory`, or a
+/// PostgreSQL URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    Sqlite,
+    Memory,
+    Postgres(String),
+}
+
+impl std::str::FromStr for StoreChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sqlite" => Ok(StoreChoice::Sqlite),
+            "memory" => Ok(StoreChoice::Memory),
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(StoreChoice::Postgres(url.to_string()))
+            }
+            other => Err(format!(
+                "`{other}` is not a task store: use sqlite, memory, or a PostgreSQL URL (postgres://user@host/db)"
+            )),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Applies `--store`.
+    pub fn choose(&mut self, choice: StoreChoice) {
+        match choice {
+            StoreChoice::Sqlite => {
+                self.backend = StoreBackend::Sqlite;
+                self.url = None;
+            }
+            StoreChoice::Memory => {
+                self.backend = StoreBackend::Memory;
+                self.url = None;
+            }
+            StoreChoice::Postgres(url) => {
+                self.backend = StoreBackend::Postgres;
+                self.url = Some(url);
+            }
+        }
+    }
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             backend: StoreBackend::Sqlite,
+            url: None,
+            pool_size: crate::store::postgres::DEFAULT_POOL_SIZE,
+            lease_s: crate::store::postgres::DEFAULT_LEASE.as_secs(),
             synchronous: crate::store::sqlite::Synchronous::Full,
             retention_s: 7 * 24 * 3600,
             prune_interval_s: 60,
@@ -227,6 +287,10 @@ impl Config {
         for (name, breaker) in BreakerConfig::defaults() {
             config.breakers.entry(name).or_insert(breaker);
         }
+        // `[store] url` alone selects PostgreSQL.
+        if config.store.url.is_some() && config.store.backend == StoreBackend::Sqlite {
+            config.store.backend = StoreBackend::Postgres;
+        }
         Ok(config)
     }
 
@@ -258,6 +322,25 @@ impl Config {
         }
         if self.limits.timeout_s == 0 {
             return invalid("limits.timeout_s must be at least 1");
+        }
+        match (self.store.backend, &self.store.url) {
+            (StoreBackend::Postgres, None) => {
+                return invalid(
+                    "store.backend = \"postgres\" needs store.url (postgres://user@host/db)",
+                );
+            }
+            (StoreBackend::Sqlite | StoreBackend::Memory, Some(_)) => {
+                return invalid(
+                    "store.url is for the postgres backend: remove store.backend or store.url",
+                );
+            }
+            _ => {}
+        }
+        if self.store.pool_size == 0 {
+            return invalid("store.pool_size must be at least 1");
+        }
+        if !(1..=3600).contains(&self.store.lease_s) {
+            return invalid("store.lease_s must be between 1 and 3600");
         }
         if (self.runtime.max_instances as usize) <= self.total_workers() {
             return invalid("runtime.max_instances must exceed the workers of all pools together");

@@ -99,7 +99,9 @@ impl Daemon {
         ));
         let vectors = match config.store.backend {
             StoreBackend::Memory => VectorStore::in_memory(config.vectors.clone()),
-            StoreBackend::Sqlite => {
+            // Vector collections stay in the data directory with either
+            // durable task store (they are per node).
+            StoreBackend::Sqlite | StoreBackend::Postgres => {
                 let path = config.data.join("vectors.db");
                 let vector_config = config.vectors.clone();
                 tokio::task::spawn_blocking(move || VectorStore::open(&path, vector_config))
@@ -173,6 +175,18 @@ impl Daemon {
                             StoreError::Unavailable(format!("opening the store failed: {e}"))
                         })??;
                 Store::Sqlite(opened)
+            }
+            StoreBackend::Postgres => {
+                let url = config.store.url.clone().unwrap_or_default();
+                let node = crate::store::postgres::node_name(&config.data)?;
+                let options = crate::store::postgres::PostgresOptions {
+                    pool_size: config.store.pool_size,
+                    lease: Duration::from_secs(config.store.lease_s),
+                    ..Default::default()
+                };
+                Store::Postgres(
+                    crate::store::postgres::PostgresStore::connect(&url, &node, &options).await?,
+                )
             }
         };
         let scheduler = Scheduler::start(

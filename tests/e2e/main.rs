@@ -19,6 +19,7 @@ mod dashboard;
 mod durability;
 mod handlers;
 mod hostile;
+mod postgres;
 mod reload;
 mod scheduling;
 mod seed;

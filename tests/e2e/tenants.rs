@@ -8,8 +8,11 @@ use anyhow::{Result, ensure};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// How fast health must answer while a plugin attacks.
-const HEALTH_LIMIT: Duration = Duration::from_millis(100);
+/// How fast health must answer while a plugin attacks: far below what a
+/// runtime held by an attack would cost (a `describe` spins for its whole
+/// 2-3 s budget), far above what a busy 2-core CI machine adds (seen: 0.2 s
+/// while a compile ran beside the suite).
+const HEALTH_LIMIT: Duration = Duration::from_millis(500);
 
 /// Runs `n` echo tasks and checks each came back from echo itself.
 async fn echo_traffic(daemon: &Daemon, n: usize) -> Result<()> {

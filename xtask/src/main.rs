@@ -9,10 +9,13 @@
 //!   (`examples/python-plugin`, with componentize-py, installed by pip when
 //!   missing), installs what the browser test drives (Debian's `chromium`
 //!   with apt when `/usr/bin/chromium` is missing, `playwright-core` with
-//!   `npm ci` in `tests/browser`), runs the guest crates' unit tests
+//!   `npm ci` in `tests/browser`), Debian's `postgresql` when its server
+//!   binaries are missing (the PostgreSQL tests start their own servers
+//!   from them), runs the guest crates' unit tests
 //!   natively (their logic: parsing, extraction, embedding), then every
 //!   test of the host workspace.
-//! - `bench`: builds the plugins and runs the benchmarks (release profile).
+//! - `bench`: builds the plugins (and installs PostgreSQL for the cluster
+//!   benchmark when missing) and runs the benchmarks (release profile).
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -54,6 +57,7 @@ fn main() -> Result<()> {
         }
         "bench" => {
             build_plugins(&root)?;
+            ensure_postgres()?;
             let mut cmd = cargo();
             cmd.current_dir(&root)
                 .args(["bench", "--package", "wasmhive"])

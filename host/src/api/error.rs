@@ -117,6 +117,15 @@ impl From<CancelError> for ApiError {
     fn from(e: CancelError) -> Self {
         match &e {
             CancelError::NotFound(_) => ApiError::not_found("task_not_found", e.to_string()),
+            CancelError::Store(_) => {
+                let mut error = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    e.to_string(),
+                );
+                error.retry_after = Some(5);
+                error
+            }
             _ => ApiError::new(StatusCode::CONFLICT, "task_finished", e.to_string()),
         }
     }

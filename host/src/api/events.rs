@@ -59,7 +59,7 @@ impl Listener {
     async fn next(&mut self) -> Event {
         tokio::select! {
             biased;
-            _ = self.tick.tick() => json_event("stats", &stats(&self.scheduler)),
+            _ = self.tick.tick() => json_event("stats", &stats(&self.scheduler).await),
             change = self.tasks.recv() => match change {
                 Ok(change) => json_event("task", &change),
                 Err(RecvError::Lagged(n)) => json_event("lagged", &json!({ "skipped": n })),
@@ -81,9 +81,9 @@ fn json_event(name: &str, data: &impl serde::Serialize) -> Event {
 }
 
 /// The live picture the dashboard draws: pools, breakers, plugins.
-pub fn stats(scheduler: &Scheduler) -> Value {
+pub async fn stats(scheduler: &Scheduler) -> Value {
     let now = scheduler.clock().now();
-    let gauges = scheduler.pool_gauges();
+    let gauges = scheduler.pool_gauges().await;
     let pools: Vec<Value> = scheduler
         .pools()
         .map(|p| {

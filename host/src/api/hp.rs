@@ -49,6 +49,7 @@ pub async fn stats(State(state): State<AppState>) -> Json<Value> {
     let counters = scheduler.metrics().pools();
     let pools: Vec<Value> = scheduler
         .pool_gauges()
+        .await
         .into_iter()
         .map(|g| {
             let c = counters.get(&g.name).cloned().unwrap_or_default();
@@ -122,6 +123,7 @@ pub async fn queues(State(state): State<AppState>) -> Json<Value> {
     let pools: Vec<Value> = state
         .scheduler
         .pool_gauges()
+        .await
         .into_iter()
         .map(|g| {
             json!({

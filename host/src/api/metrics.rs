@@ -27,7 +27,7 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
         .collect();
     let mut text = scheduler
         .metrics()
-        .render_prometheus(&scheduler.pool_gauges(), &breakers);
+        .render_prometheus(&scheduler.pool_gauges().await, &breakers);
     text.push_str(
         &scheduler
             .registry()

@@ -76,7 +76,7 @@ impl admin::Host for Admin {
         if let Err(e) = self.check() {
             return serde_json::json!({ "error": e }).to_string();
         }
-        let mut health = self.tasks.health();
+        let mut health = self.tasks.health().await;
         if let (Some(vectors), Some(obj)) = (&self.vectors, health.as_object_mut()) {
             let collections: Vec<serde_json::Value> = vectors
                 .summary()

@@ -90,7 +90,7 @@ pub trait TaskHost: Send + Sync {
     fn compact(&self) -> BoxFuture<'_, Result<(), String>>;
 
     /// The scheduler's view of health (store, pools, breakers), as JSON.
-    fn health(&self) -> serde_json::Value;
+    fn health(&self) -> BoxFuture<'_, serde_json::Value>;
 
     /// Sees every log line the plugin emits (after it is logged); the test
     /// harness captures them here.
@@ -130,8 +130,8 @@ impl TaskHost for NoTaskHost {
         Box::pin(async { Err(NO_SCHEDULER.to_string()) })
     }
 
-    fn health(&self) -> serde_json::Value {
-        serde_json::Value::Null
+    fn health(&self) -> BoxFuture<'_, serde_json::Value> {
+        Box::pin(async { serde_json::Value::Null })
     }
 }
 
@@ -183,7 +183,7 @@ impl TaskHost for RecordingHost {
         NoTaskHost.compact()
     }
 
-    fn health(&self) -> serde_json::Value {
-        serde_json::Value::Null
+    fn health(&self) -> BoxFuture<'_, serde_json::Value> {
+        Box::pin(async { serde_json::Value::Null })
     }
 }

@@ -151,33 +151,36 @@ impl<R: AttemptRunner> TaskHost for Scheduler<R> {
         Box::pin(async move { self.store().compact().await.map_err(|e| e.to_string()) })
     }
 
-    fn health(&self) -> serde_json::Value {
-        let store = self.store();
-        let degraded = store.degraded();
-        let pools: Vec<serde_json::Value> = self
-            .pool_gauges()
-            .into_iter()
-            .map(|g| {
-                serde_json::json!({
-                    "pool": g.name,
-                    "workers": g.size,
-                    "running": g.running,
-                    "queued": g.queued.iter().sum::<usize>(),
+    fn health(&self) -> BoxFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            let store = self.store();
+            let degraded = store.degraded();
+            let pools: Vec<serde_json::Value> = self
+                .pool_gauges()
+                .await
+                .into_iter()
+                .map(|g| {
+                    serde_json::json!({
+                        "pool": g.name,
+                        "workers": g.size,
+                        "running": g.running,
+                        "queued": g.queued.iter().sum::<usize>(),
+                    })
                 })
+                .collect();
+            let breakers: Vec<serde_json::Value> = self
+                .breakers()
+                .statuses()
+                .into_iter()
+                .map(|b| serde_json::json!({ "name": b.name, "state": b.state }))
+                .collect();
+            serde_json::json!({
+                "status": if degraded.is_some() { "degraded" } else { "healthy" },
+                "store": { "backend": store.backend(), "error": degraded },
+                "pools": pools,
+                "breakers": breakers,
+                "plugins_loaded": self.inner.runner.loaded(),
             })
-            .collect();
-        let breakers: Vec<serde_json::Value> = self
-            .breakers()
-            .statuses()
-            .into_iter()
-            .map(|b| serde_json::json!({ "name": b.name, "state": b.state }))
-            .collect();
-        serde_json::json!({
-            "status": if degraded.is_some() { "degraded" } else { "healthy" },
-            "store": { "backend": store.backend(), "error": degraded },
-            "pools": pools,
-            "breakers": breakers,
-            "plugins_loaded": self.inner.runner.loaded(),
         })
     }
 }

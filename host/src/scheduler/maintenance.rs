@@ -1,15 +1,20 @@
 //! The scheduler's own background work: due retries (the retry timer puts a
 //! `retry_wait` task back in its queue when its backoff is over), recovery
 //! of what the store held at start, and retention (deleting tasks finished
-//! longer ago than `[store] retention_s`, every `prune_interval_s`). All of
-//! it runs on the scheduler's clock (tests move it with a `ManualClock`)
-//! and ends when the scheduler stops.
+//! longer ago than `[store] retention_s`, every `prune_interval_s`), and,
+//! in a store daemons share, the rescue of attempts whose daemon's lease
+//! ran out. All of it but the rescue (leases run on the database's clock)
+//! runs on the scheduler's clock (tests move it with a `ManualClock`), and
+//! it ends when the scheduler stops.
 
 use super::completer::cut_short;
 use super::{AttemptRunner, Scheduler};
 use crate::store::Transition;
 use crate::task::{FailureKind, TaskFailure, TaskStatus};
 use std::time::Duration;
+
+/// How often a daemon looks for attempts whose lease ran out.
+const RESCUE_EVERY: Duration = Duration::from_secs(5);
 
 /// When retention runs and what it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +83,36 @@ impl<R: AttemptRunner> Scheduler<R> {
         }
     }
 
+    /// Rescues, in a store daemons share, the running attempts of daemons
+    /// that stopped renewing their leases (killed, cut off): each is
+    /// recorded `interrupted` and runs again (at-least-once; a late outcome
+    /// from the lost attempt is refused, its attempt is no longer current).
+    /// Every daemon looks; the row lock lets one rescue each attempt.
+    pub(super) async fn rescue_loop(self) {
+        let mut stop = self.inner.stop.subscribe();
+        let mut tick = tokio::time::interval(RESCUE_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let inner = &self.inner;
+            for task in inner.store.expired().await {
+                let failure = TaskFailure::new(
+                    FailureKind::Interrupted,
+                    "the daemon running this attempt stopped renewing its lease; it runs again",
+                );
+                let log = cut_short(&task, failure, inner.clock.wall());
+                if self
+                    .step(task.task_id, Transition::Interrupted { log })
+                    .await
+                {
+                    tracing::warn!(task.id = %task.task_id, "rescued an attempt whose daemon is gone");
+                }
+            }
+        }
+    }
+
     /// Picks up what the store held when the daemon last stopped. Queued
     /// and waiting tasks are in the store's queue already; attempts that
     /// were running are recorded as `interrupted` and run again
@@ -93,6 +128,10 @@ impl<R: AttemptRunner> Scheduler<R> {
             let Some(pool) = task.category.as_deref() else {
                 continue;
             };
+            // A shared store's task of another pool is another daemon's.
+            if !inner.pools.contains_key(pool) && inner.store.shared() {
+                continue;
+            }
             if !inner.pools.contains_key(pool) {
                 let failure = TaskFailure::new(
                     FailureKind::NoHandler,

@@ -28,6 +28,7 @@ pub mod maintenance;
 pub mod parking;
 pub mod pool;
 mod producer;
+mod remote;
 pub mod retry;
 pub mod runner;
 pub mod tenancy;
@@ -39,7 +40,9 @@ use crate::clock::Clock;
 use crate::metrics::{Metrics, PoolGauges};
 use crate::runtime::registry::Registry;
 use crate::runtime::sandbox::CancelToken;
-use crate::store::{Inserted, Store, TaskFilter, TaskRecord, Transition, TransitionError};
+use crate::store::{
+    Inserted, Store, StoreError, TaskFilter, TaskRecord, Transition, TransitionError,
+};
 use crate::sync::lock;
 use crate::task::{FailureKind, Priority};
 use pool::CategoryPool;
@@ -122,6 +125,9 @@ pub enum CancelError {
     NotFound(Uuid),
     #[error("task {id} already finished ({status})")]
     Finished { id: Uuid, status: &'static str },
+    /// The store could not pass the request on to the daemon running it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The outcome of a submission.
@@ -236,6 +242,14 @@ impl<R: AttemptRunner> Scheduler<R> {
         tokio::spawn(async move { s.due_loop().await });
         let s = scheduler.clone();
         tokio::spawn(async move { s.breaker_loop(transitions).await });
+        if let Some(events) = scheduler.inner.store.remote_events() {
+            let s = scheduler.clone();
+            tokio::spawn(async move { s.remote_loop(events).await });
+        }
+        if scheduler.inner.store.shared() {
+            let s = scheduler.clone();
+            tokio::spawn(async move { s.rescue_loop().await });
+        }
         scheduler
     }
 
@@ -396,8 +410,11 @@ impl<R: AttemptRunner> Scheduler<R> {
         };
         let task = inner.store.get(id).await.ok_or(CancelError::NotFound(id))?;
         if running {
-            if let Some(token) = lock(&inner.running).get(&id).cloned() {
-                token.cancel();
+            let token = lock(&inner.running).get(&id).cloned();
+            match token {
+                Some(token) => token.cancel(),
+                // Running on another daemon sharing the store: it stops it.
+                None => inner.store.request_cancel(id).await?,
             }
             return Ok(());
         }
@@ -487,21 +504,21 @@ impl<R: AttemptRunner> Scheduler<R> {
     }
 
     /// The pools as the metrics and `/api/hp/*` show them.
-    pub fn pool_gauges(&self) -> Vec<PoolGauges> {
+    pub async fn pool_gauges(&self) -> Vec<PoolGauges> {
         let inner = &self.inner;
         let parked = inner.parked.by_pool();
-        let waiting = inner.store.waiting();
-        inner
-            .pools
-            .values()
-            .map(|p| PoolGauges {
+        let waiting = inner.store.waiting().await;
+        let mut gauges = Vec::with_capacity(inner.pools.len());
+        for p in inner.pools.values() {
+            gauges.push(PoolGauges {
                 name: p.name.clone(),
                 size: p.size,
                 running: p.running(),
-                queued: p.depths(),
+                queued: p.depths().await,
                 parked: parked.get(&p.name).copied().unwrap_or(0),
                 retry_wait: waiting.get(&p.name).copied().unwrap_or(0),
-            })
-            .collect()
+            });
+        }
+        gauges
     }
 }

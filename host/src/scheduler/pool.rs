@@ -120,8 +120,8 @@ impl CategoryPool {
     }
 
     /// Queued jobs per priority, CRITICAL first.
-    pub fn depths(&self) -> [usize; 5] {
-        self.store.depths(&self.name)
+    pub async fn depths(&self) -> [usize; 5] {
+        self.store.depths(&self.name).await
     }
 
     pub fn workers(&self, now: Instant) -> Vec<WorkerStatus> {

@@ -158,8 +158,8 @@ mod tests {
             "others run"
         );
         assert_eq!(slots.held().get("hog"), Some(&1));
-        assert_eq!(pool.depths().iter().sum::<usize>(), 0);
+        assert_eq!(pool.depths().await.iter().sum::<usize>(), 0);
         slots.release("hog");
-        assert_eq!(pool.depths().iter().sum::<usize>(), 1, "re-queued");
+        assert_eq!(pool.depths().await.iter().sum::<usize>(), 1, "re-queued");
     }
 }

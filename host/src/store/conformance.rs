@@ -1,9 +1,11 @@
 //! One conformance suite for every [`Store`] backend: each test states a
-//! contract of the store's operations and runs against the memory and the
-//! SQLite backend alike (a new backend adds one line to the macro at the
+//! contract of the store's operations and runs against the memory, the
+//! SQLite and the PostgreSQL backend alike (a new backend adds one line to the macro at the
 //! bottom). Contracts about what survives a restart (reopen, recovery after
 //! an unclean stop) run on the durable backends.
 
+use super::postgres::local::LocalServer;
+use super::postgres::{PostgresOptions, PostgresStore};
 use super::sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use super::{Inserted, Store, TaskFilter, TaskRecord, Transition, TransitionError};
 use crate::task::{FailureKind, Priority, TaskFailure, TaskStatus};
@@ -12,28 +14,49 @@ use std::time::{Duration, SystemTime};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// How a backend is opened on a directory (the same directory again is a
-/// restart).
-pub struct Backend {
-    pub open: fn(&Path) -> Result<Store, Box<dyn std::error::Error>>,
+/// A backend under test, opened on a directory (the same directory again
+/// is a restart). PostgreSQL runs a server of its own for each test, and
+/// the directory names the node, as a daemon's data directory does.
+pub enum Backend {
+    Memory,
+    Sqlite,
+    Postgres(LocalServer),
 }
 
-pub const MEMORY: Backend = Backend {
-    open: |_| Ok(Store::memory()),
-};
+impl Backend {
+    pub async fn open(&self, dir: &Path) -> Result<Store, Box<dyn std::error::Error>> {
+        Ok(match self {
+            Backend::Memory => Store::memory(),
+            Backend::Sqlite => {
+                let options = SqliteOptions {
+                    synchronous: Synchronous::Normal,
+                    max_size_mb: 0,
+                };
+                Store::Sqlite(SqliteStore::open(&dir.join("tasks.db"), &options)?)
+            }
+            Backend::Postgres(server) => {
+                let node = dir.display().to_string();
+                let options = PostgresOptions {
+                    pool_size: 4,
+                    ..PostgresOptions::default()
+                };
+                Store::Postgres(PostgresStore::connect(&server.url(), &node, &options).await?)
+            }
+        })
+    }
+}
 
-pub const SQLITE: Backend = Backend {
-    open: |dir| {
-        let options = SqliteOptions {
-            synchronous: Synchronous::Normal,
-            max_size_mb: 0,
-        };
-        Ok(Store::Sqlite(SqliteStore::open(
-            &dir.join("tasks.db"),
-            &options,
-        )?))
-    },
-};
+fn memory() -> Result<Backend, Box<dyn std::error::Error>> {
+    Ok(Backend::Memory)
+}
+
+fn sqlite() -> Result<Backend, Box<dyn std::error::Error>> {
+    Ok(Backend::Sqlite)
+}
+
+fn postgres() -> Result<Backend, Box<dyn std::error::Error>> {
+    Ok(Backend::Postgres(LocalServer::start(&["fsync=off"])?))
+}
 
 fn task(kind: &str, key: Option<&str>) -> TaskRecord {
     TaskRecord {
@@ -96,7 +119,7 @@ async fn insert(
 
 pub async fn an_inserted_task_reads_back_as_it_was_given(b: &Backend) -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = (b.open)(dir.path())?;
+    let store = b.open(dir.path()).await?;
     let given = task("echo", None);
     let stored = insert(&store, given.clone()).await?;
     assert_eq!(stored.task_id, given.task_id);
@@ -107,7 +130,7 @@ pub async fn an_inserted_task_reads_back_as_it_was_given(b: &Backend) -> TestRes
 
 pub async fn an_idempotency_key_gives_back_the_first_task(b: &Backend) -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = (b.open)(dir.path())?;
+    let store = b.open(dir.path()).await?;
     let first = insert(&store, task("echo", Some("order-7"))).await?;
     let Inserted::Existing(again) = store.insert(task("echo", Some("order-7"))).await? else {
         return Err("a second task with the same key was inserted".into());
@@ -120,12 +143,12 @@ pub async fn an_idempotency_key_gives_back_the_first_task(b: &Backend) -> TestRe
 pub async fn idempotency_keys_hold_across_a_restart(b: &Backend) -> TestResult {
     let dir = tempfile::tempdir()?;
     let first = {
-        let store = (b.open)(dir.path())?;
+        let store = b.open(dir.path()).await?;
         let first = insert(&store, task("echo", Some("k"))).await?;
         store.sync().await?;
         first
     };
-    let store = (b.open)(dir.path())?;
+    let store = b.open(dir.path()).await?;
     let Inserted::Existing(again) = store.insert(task("echo", Some("k"))).await? else {
         return Err("the key was forgotten across the restart".into());
     };
@@ -137,7 +160,7 @@ pub async fn transitions_follow_the_lifecycle_and_refusals_write_nothing(
     b: &Backend,
 ) -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = (b.open)(dir.path())?;
+    let store = b.open(dir.path()).await?;
     let t = insert(&store, task("echo", None)).await?;
     let id = t.task_id;
     // Not running: an outcome is refused and nothing changes.
@@ -174,7 +197,7 @@ pub async fn transitions_follow_the_lifecycle_and_refusals_write_nothing(
 
 pub async fn concurrent_starts_of_one_attempt_have_one_winner(b: &Backend) -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = (b.open)(dir.path())?;
+    let store = b.open(dir.path()).await?;
     let id = insert(&store, task("echo", None)).await?.task_id;
     let mut racers = Vec::new();
     for _ in 0..8 {
@@ -195,7 +218,7 @@ pub async fn concurrent_starts_of_one_attempt_have_one_winner(b: &Backend) -> Te
 pub async fn the_last_change_of_every_task_survives_a_restart(b: &Backend) -> TestResult {
     let dir = tempfile::tempdir()?;
     let (done, waiting) = {
-        let store = (b.open)(dir.path())?;
+        let store = b.open(dir.path()).await?;
         let done = insert(&store, task("echo", None)).await?.task_id;
         store.transition(done, start(1)).await?;
         store.transition(done, succeed(1)).await?;
@@ -214,7 +237,7 @@ pub async fn the_last_change_of_every_task_survives_a_restart(b: &Backend) -> Te
         store.sync().await?;
         (done, waiting)
     };
-    let store = (b.open)(dir.path())?;
+    let store = b.open(dir.path()).await?;
     let done = store.get(done).await.ok_or("finished task lost")?;
     assert_eq!((done.status, done.attempts), (TaskStatus::Succeeded, 1));
     assert_eq!(done.result, Some(serde_json::json!({ "attempt": 1 })));
@@ -227,14 +250,14 @@ pub async fn the_last_change_of_every_task_survives_a_restart(b: &Backend) -> Te
 pub async fn a_running_attempt_is_found_after_an_unclean_stop(b: &Backend) -> TestResult {
     let dir = tempfile::tempdir()?;
     let id = {
-        let store = (b.open)(dir.path())?;
+        let store = b.open(dir.path()).await?;
         let id = insert(&store, task("echo", None)).await?.task_id;
         store.transition(id, start(1)).await?;
         // No sync: the process dies with the start handed to the writer.
         store.durable(store.mark()).await;
         id
     };
-    let store = (b.open)(dir.path())?;
+    let store = b.open(dir.path()).await?;
     let unfinished = store.unfinished().await;
     let found = unfinished
         .iter()
@@ -246,7 +269,7 @@ pub async fn a_running_attempt_is_found_after_an_unclean_stop(b: &Backend) -> Te
 
 pub async fn prune_deletes_only_what_finished_before_the_cutoff(b: &Backend) -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = (b.open)(dir.path())?;
+    let store = b.open(dir.path()).await?;
     let old = insert(&store, task("echo", None)).await?.task_id;
     store.transition(old, start(1)).await?;
     store.transition(old, succeed(1)).await?;
@@ -269,7 +292,7 @@ fn filter(status: Option<TaskStatus>) -> TaskFilter {
 
 pub async fn listings_filter_by_status_and_kind_newest_first(b: &Backend) -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = (b.open)(dir.path())?;
+    let store = b.open(dir.path()).await?;
     let mut ids = Vec::new();
     for kind in ["echo", "scrape", "echo"] {
         ids.push(insert(&store, task(kind, None)).await?.task_id);
@@ -303,6 +326,14 @@ pub async fn listings_filter_by_status_and_kind_newest_first(b: &Backend) -> Tes
     Ok(())
 }
 
+/// A time a database keeps exactly (PostgreSQL keeps microseconds).
+fn whole_second(t: SystemTime) -> SystemTime {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
 fn prioritised(priority: Priority) -> TaskRecord {
     TaskRecord {
         priority,
@@ -318,13 +349,13 @@ pub async fn claims_come_most_urgent_first_and_hold_back_background_work(
     b: &Backend,
 ) -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = (b.open)(dir.path())?;
+    let store = b.open(dir.path()).await?;
     let bulk = insert(&store, prioritised(Priority::Bulk)).await?.task_id;
     let normal = insert(&store, prioritised(Priority::Normal)).await?.task_id;
     let critical = insert(&store, prioritised(Priority::Critical))
         .await?
         .task_id;
-    assert_eq!(store.depths("batch"), [1, 0, 1, 0, 1]);
+    assert_eq!(store.depths("batch").await, [1, 0, 1, 0, 1]);
     assert!(
         store.claim("scrape", 10, true).await.is_empty(),
         "another pool's queue"
@@ -338,13 +369,13 @@ pub async fn claims_come_most_urgent_first_and_hold_back_background_work(
         "BULK held back"
     );
     assert_eq!(ids(&store.claim("batch", 10, true).await), [bulk]);
-    assert_eq!(store.depths("batch"), [0; 5]);
+    assert_eq!(store.depths("batch").await, [0; 5]);
     Ok(())
 }
 
 pub async fn concurrent_claimers_never_get_the_same_task(b: &Backend) -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = (b.open)(dir.path())?;
+    let store = b.open(dir.path()).await?;
     let mut all = std::collections::HashSet::new();
     for _ in 0..300 {
         all.insert(insert(&store, task("echo", None)).await?.task_id);
@@ -375,7 +406,7 @@ pub async fn concurrent_claimers_never_get_the_same_task(b: &Backend) -> TestRes
 
 pub async fn the_queue_follows_each_tasks_state(b: &Backend) -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = (b.open)(dir.path())?;
+    let store = b.open(dir.path()).await?;
     let id = insert(&store, task("echo", None)).await?.task_id;
     async fn claim(store: &Store) -> Vec<uuid::Uuid> {
         ids(&store.claim("batch", 10, true).await)
@@ -386,7 +417,7 @@ pub async fn the_queue_follows_each_tasks_state(b: &Backend) -> TestResult {
     store.transition(id, start(1)).await?;
     store.unclaim(id);
     assert!(claim(&store).await.is_empty(), "running is not queued");
-    let due = SystemTime::now() + Duration::from_secs(60);
+    let due = whole_second(SystemTime::now() + Duration::from_secs(60));
     store
         .transition(
             id,
@@ -398,7 +429,7 @@ pub async fn the_queue_follows_each_tasks_state(b: &Backend) -> TestResult {
         )
         .await?;
     assert!(claim(&store).await.is_empty(), "waiting is not queued");
-    assert_eq!(store.waiting().get("batch"), Some(&1));
+    assert_eq!(store.waiting().await.get("batch"), Some(&1));
     assert_eq!(
         store.due(due - Duration::from_secs(1)).await,
         (vec![], Some(due))
@@ -406,7 +437,7 @@ pub async fn the_queue_follows_each_tasks_state(b: &Backend) -> TestResult {
     assert_eq!(store.due(due).await.0, [id]);
     store.transition(id, Transition::Due).await?;
     assert!(store.due(due).await.0.is_empty());
-    assert!(store.waiting().is_empty());
+    assert!(store.waiting().await.is_empty());
     assert_eq!(claim(&store).await, [id], "due again");
     let park = Transition::Park {
         breaker: "plugin:echo@1.0.0".into(),
@@ -423,7 +454,7 @@ pub async fn the_queue_follows_each_tasks_state(b: &Backend) -> TestResult {
     };
     store.transition(id, cancel).await?;
     assert!(claim(&store).await.is_empty(), "cancelled");
-    assert_eq!(store.depths("batch"), [0; 5]);
+    assert_eq!(store.depths("batch").await, [0; 5]);
     Ok(())
 }
 
@@ -431,7 +462,7 @@ pub async fn the_queue_is_rebuilt_from_the_tasks_after_a_restart(b: &Backend) ->
     let dir = tempfile::tempdir()?;
     let due = SystemTime::now() + Duration::from_secs(60);
     let (queued, claimed, waiting) = {
-        let store = (b.open)(dir.path())?;
+        let store = b.open(dir.path()).await?;
         let queued = insert(&store, task("echo", None)).await?.task_id;
         let claimed = insert(&store, task("echo", None)).await?.task_id;
         let waiting = insert(&store, task("echo", None)).await?.task_id;
@@ -447,7 +478,7 @@ pub async fn the_queue_is_rebuilt_from_the_tasks_after_a_restart(b: &Backend) ->
         store.sync().await?;
         (queued, claimed, waiting)
     };
-    let store = (b.open)(dir.path())?;
+    let store = b.open(dir.path()).await?;
     let mut back = ids(&store.claim("batch", 10, true).await);
     back.sort();
     assert_eq!(
@@ -461,7 +492,7 @@ pub async fn the_queue_is_rebuilt_from_the_tasks_after_a_restart(b: &Backend) ->
 
 pub async fn a_child_is_linked_to_its_parent_by_its_insert(b: &Backend) -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = (b.open)(dir.path())?;
+    let store = b.open(dir.path()).await?;
     let parent = insert(&store, task("crawl", None)).await?.task_id;
     let child = TaskRecord {
         parent_id: Some(parent),
@@ -490,7 +521,7 @@ pub async fn a_child_is_linked_to_its_parent_by_its_insert(b: &Backend) -> TestR
 pub async fn a_child_and_its_link_are_durable_together(b: &Backend) -> TestResult {
     let dir = tempfile::tempdir()?;
     let (parent, child) = {
-        let store = (b.open)(dir.path())?;
+        let store = b.open(dir.path()).await?;
         let parent = insert(&store, task("crawl", None)).await?.task_id;
         let child = TaskRecord {
             parent_id: Some(parent),
@@ -499,7 +530,7 @@ pub async fn a_child_and_its_link_are_durable_together(b: &Backend) -> TestResul
         // No sync: the child's acknowledged insert carries the link.
         (parent, insert(&store, child).await?.task_id)
     };
-    let store = (b.open)(dir.path())?;
+    let store = b.open(dir.path()).await?;
     assert_eq!(
         store.get(parent).await.ok_or("parent lost")?.children,
         [child]
@@ -509,7 +540,7 @@ pub async fn a_child_and_its_link_are_durable_together(b: &Backend) -> TestResul
 
 pub async fn failures_on_a_version_are_found_for_a_rollback(b: &Backend) -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = (b.open)(dir.path())?;
+    let store = b.open(dir.path()).await?;
     let failed_log = |attempt| super::AttemptRecord {
         error: Some(TaskFailure::new(FailureKind::Trap, "bad version")),
         ..log(attempt)
@@ -554,7 +585,8 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread")]
                 async fn $test() -> super::TestResult {
-                    super::$test(&$value).await
+                    let backend = $value?;
+                    super::$test(&backend).await
                 }
             )*
         }
@@ -565,8 +597,9 @@ macro_rules! conformance {
 /// survives a restart) for the durable ones.
 macro_rules! every_backend {
     ($($test:ident),* ; $($durable:ident),* $(,)?) => {
-        conformance!(memory => super::MEMORY; $($test),*);
-        conformance!(sqlite => super::SQLITE; $($test,)* $($durable),*);
+        conformance!(memory => super::memory(); $($test),*);
+        conformance!(sqlite => super::sqlite(); $($test,)* $($durable),*);
+        conformance!(postgres => super::postgres(); $($test,)* $($durable),*);
     };
 }
 

@@ -7,11 +7,10 @@
 //! changes are written behind.
 //!
 //! The operations are async so that a backend may answer from a database
-//! server (several daemons sharing one queue). Three stay synchronous
-//! because they are called where nothing may wait (a plugin slot freed in
-//! `Drop`, the gauges of a metrics scrape): [`Store::unclaim`] (written
-//! behind; a lease bounds what a lost one costs) and the counts
-//! [`Store::depths`] / [`Store::waiting`] (a recent snapshot is enough).
+//! server (several daemons sharing one queue). One stays synchronous
+//! because it is called where nothing may wait (a plugin slot freed in
+//! `Drop`): [`Store::unclaim`], written behind (a lease bounds what a lost
+//! one costs).
 //!
 //! The store owns the queue as well as the records: what may be claimed
 //! and which retries are due are derived from the tasks' states (`ready`),
@@ -40,6 +39,16 @@ use crate::task::TaskStatus;
 use std::path::PathBuf;
 use std::time::SystemTime;
 use uuid::Uuid;
+
+/// What another daemon sharing the store did that this one must act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteEvent {
+    /// A task finished (whoever waits for it here hears of it).
+    Finished(Uuid),
+    /// Someone asked for a task to be cancelled (the daemon running its
+    /// attempt stops it).
+    CancelRequested(Uuid),
+}
 
 /// Which tasks a listing returns.
 #[derive(Debug, Clone, Default)]
@@ -78,6 +87,7 @@ pub enum StoreError {
 pub enum Store {
     Memory(memory::MemoryStore),
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PostgresStore),
 }
 
 impl Store {
@@ -86,28 +96,30 @@ impl Store {
         Store::Memory(memory::MemoryStore::default())
     }
 
-    fn view(&self) -> &memory::MemoryStore {
-        match self {
-            Store::Memory(m) => m,
-            Store::Sqlite(s) => s.memory(),
-        }
-    }
-
     /// Records a task; returns once it is durable.
     pub async fn insert(&self, record: TaskRecord) -> Result<Inserted, StoreError> {
         match self {
             Store::Memory(m) => Ok(m.insert(record)),
             Store::Sqlite(s) => s.insert(record).await,
+            Store::Postgres(p) => p.insert(record).await,
         }
     }
 
     /// Every task change from now on (inserts, status, progress, outcome).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<TaskChange> {
-        self.view().subscribe()
+        match self {
+            Store::Postgres(p) => p.subscribe(),
+            Store::Memory(m) => m.subscribe(),
+            Store::Sqlite(s) => s.memory().subscribe(),
+        }
     }
 
     pub async fn get(&self, id: Uuid) -> Option<TaskRecord> {
-        self.view().get(id)
+        match self {
+            Store::Postgres(p) => p.get(id).await,
+            Store::Memory(m) => m.get(id),
+            Store::Sqlite(s) => s.memory().get(id),
+        }
     }
 
     /// Applies `change` to the task and returns it as it now is: for what
@@ -121,6 +133,7 @@ impl Store {
         match self {
             Store::Memory(m) => m.update(id, change),
             Store::Sqlite(s) => s.update(id, change),
+            Store::Postgres(p) => p.update(id, change).await,
         }
     }
 
@@ -137,11 +150,16 @@ impl Store {
                 .try_update_then(id, |t| transition.apply(t), |_| ())
                 .ok_or(TransitionError::NotFound(id))?,
             Store::Sqlite(s) => s.transition(id, transition),
+            Store::Postgres(p) => p.transition(id, transition).await,
         }
     }
 
     pub async fn list(&self, filter: &TaskFilter) -> Vec<TaskRecord> {
-        self.view().list(filter)
+        match self {
+            Store::Postgres(p) => p.list(filter).await,
+            Store::Memory(m) => m.list(filter),
+            Store::Sqlite(s) => s.memory().list(filter),
+        }
     }
 
     /// Claims up to `n` tasks of pool `pool` that may run now, in the
@@ -150,68 +168,113 @@ impl Store {
     /// claimed task is not handed out again until it is given back
     /// ([`Store::unclaim`]) or changes state (starts, parks, ends).
     pub async fn claim(&self, pool: &str, n: usize, background: bool) -> Vec<queue::Job> {
-        self.view().claim(pool, n, background)
+        match self {
+            Store::Postgres(p) => p.claim(pool, n, background).await,
+            Store::Memory(m) => m.claim(pool, n, background),
+            Store::Sqlite(s) => s.memory().claim(pool, n, background),
+        }
     }
 
     /// Gives a claimed task back to its queue (its plugin has no free slot,
     /// or its kind moved to another pool).
     pub fn unclaim(&self, id: Uuid) {
-        self.view().unclaim(id)
+        match self {
+            Store::Postgres(p) => p.unclaim(id),
+            Store::Memory(m) => m.unclaim(id),
+            Store::Sqlite(s) => s.memory().unclaim(id),
+        }
     }
 
     /// Notified when a task of `pool` may be claimed.
     pub fn ready_waker(&self, pool: &str) -> std::sync::Arc<tokio::sync::Notify> {
-        self.view().ready_waker(pool)
+        match self {
+            Store::Postgres(p) => p.ready_waker(pool),
+            Store::Memory(m) => m.ready_waker(pool),
+            Store::Sqlite(s) => s.memory().ready_waker(pool),
+        }
     }
 
     /// Notified when a task is filed for a retry.
     pub fn due_changed(&self) -> std::sync::Arc<tokio::sync::Notify> {
-        self.view().due_changed()
+        match self {
+            Store::Postgres(p) => p.due_changed(),
+            Store::Memory(m) => m.due_changed(),
+            Store::Sqlite(s) => s.memory().due_changed(),
+        }
     }
 
     /// Claimable tasks of `pool` per priority, CRITICAL first.
-    pub fn depths(&self, pool: &str) -> [usize; 5] {
-        self.view().depths(pool)
+    pub async fn depths(&self, pool: &str) -> [usize; 5] {
+        match self {
+            Store::Postgres(p) => p.depths(pool).await,
+            Store::Memory(m) => m.depths(pool),
+            Store::Sqlite(s) => s.memory().depths(pool),
+        }
     }
 
     /// Tasks in `retry_wait` per pool.
-    pub fn waiting(&self) -> std::collections::HashMap<String, usize> {
-        self.view().waiting()
+    pub async fn waiting(&self) -> std::collections::HashMap<String, usize> {
+        match self {
+            Store::Postgres(p) => p.waiting().await,
+            Store::Memory(m) => m.waiting(),
+            Store::Sqlite(s) => s.memory().waiting(),
+        }
     }
 
     /// Tasks in `retry_wait` whose next attempt is due at `now`, soonest
-    /// first, and when the next one after them is due.
+    /// first, and when the next one after them is due (to the microsecond:
+    /// what a database server keeps).
     pub async fn due(&self, now: SystemTime) -> (Vec<Uuid>, Option<SystemTime>) {
-        self.view().due(now)
+        match self {
+            Store::Postgres(p) => p.due(now).await,
+            Store::Memory(m) => m.due(now),
+            Store::Sqlite(s) => s.memory().due(now),
+        }
     }
 
     /// Tasks in `retry_wait` or `failed` whose last attempt failed on
     /// `version` of plugin `name` (a rollback gives them another run).
     pub async fn failed_on(&self, name: &str, version: &str) -> Vec<Uuid> {
-        self.view().failed_on(name, version)
+        match self {
+            Store::Postgres(p) => p.failed_on(name, version).await,
+            Store::Memory(m) => m.failed_on(name, version),
+            Store::Sqlite(s) => s.memory().failed_on(name, version),
+        }
     }
 
     /// Tasks not finished (what a restart must pick up), oldest first.
     pub async fn unfinished(&self) -> Vec<TaskRecord> {
-        self.view()
-            .all()
-            .into_iter()
+        let all = match self {
+            Store::Postgres(p) => return p.unfinished().await,
+            Store::Memory(m) => m.all(),
+            Store::Sqlite(s) => s.memory().all(),
+        };
+        all.into_iter()
             .filter(|t| !t.status.is_finished())
             .collect()
     }
 
     /// Deletes tasks that finished before `before`; returns how many.
     pub async fn prune(&self, before: SystemTime) -> Result<usize, StoreError> {
-        let ids = self.view().finished_before(before);
-        let n = ids.len();
-        match self {
-            Store::Memory(m) => ids.into_iter().for_each(|id| m.remove(id)),
-            Store::Sqlite(s) => {
-                if n > 0 {
-                    s.delete(ids).await?;
-                    s.compact().await?;
-                }
+        let (ids, n) = match self {
+            Store::Postgres(p) => return p.prune(before).await,
+            Store::Memory(m) => {
+                let ids = m.finished_before(before);
+                let n = ids.len();
+                ids.into_iter().for_each(|id| m.remove(id));
+                return Ok(n);
             }
+            Store::Sqlite(s) => {
+                let ids = s.memory().finished_before(before);
+                let n = ids.len();
+                (ids, n)
+            }
+        };
+        if let Store::Sqlite(s) = self
+            && n > 0
+        {
+            s.delete(ids).await?;
+            s.compact().await?;
         }
         Ok(n)
     }
@@ -219,7 +282,7 @@ impl Store {
     /// Returns free pages to the file system (SQLite; nothing to do in memory).
     pub async fn compact(&self) -> Result<(), StoreError> {
         match self {
-            Store::Memory(_) => Ok(()),
+            Store::Memory(_) | Store::Postgres(_) => Ok(()),
             Store::Sqlite(s) => s.compact().await,
         }
     }
@@ -227,7 +290,8 @@ impl Store {
     /// Returns once every change made so far is durable.
     pub async fn sync(&self) -> Result<(), StoreError> {
         match self {
-            Store::Memory(_) => Ok(()),
+            // PostgreSQL: every change is committed before it returns.
+            Store::Memory(_) | Store::Postgres(_) => Ok(()),
             Store::Sqlite(s) => s.sync().await,
         }
     }
@@ -235,7 +299,7 @@ impl Store {
     /// A mark covering every change made so far, for [`Store::durable`].
     pub fn mark(&self) -> u64 {
         match self {
-            Store::Memory(_) => 0,
+            Store::Memory(_) | Store::Postgres(_) => 0,
             Store::Sqlite(s) => s.mark(),
         }
     }
@@ -249,19 +313,53 @@ impl Store {
         }
     }
 
+    /// Running attempts whose daemon stopped renewing their lease (a store
+    /// that daemons share; nothing otherwise), for another daemon to rescue.
+    pub async fn expired(&self) -> Vec<TaskRecord> {
+        match self {
+            Store::Postgres(p) => p.expired().await,
+            Store::Memory(_) | Store::Sqlite(_) => Vec::new(),
+        }
+    }
+
+    /// Whether several daemons may share this store.
+    pub fn shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
+    /// Other daemons' events, for a store that daemons share (`None` for
+    /// one daemon's own store).
+    pub fn remote_events(&self) -> Option<tokio::sync::broadcast::Receiver<RemoteEvent>> {
+        match self {
+            Store::Postgres(p) => Some(p.remote_events()),
+            Store::Memory(_) | Store::Sqlite(_) => None,
+        }
+    }
+
+    /// Asks whichever daemon runs the task's attempt to stop it (nothing to
+    /// do where one daemon runs everything).
+    pub async fn request_cancel(&self, id: Uuid) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(p) => p.request_cancel(id).await,
+            Store::Memory(_) | Store::Sqlite(_) => Ok(()),
+        }
+    }
+
     /// `None` when healthy; the last write error while writes fail.
     pub fn degraded(&self) -> Option<String> {
         match self {
             Store::Memory(_) => None,
             Store::Sqlite(s) => s.degraded(),
+            Store::Postgres(p) => p.degraded(),
         }
     }
 
-    /// `memory` or `sqlite`.
+    /// `memory`, `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         match self {
             Store::Memory(_) => "memory",
             Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
         }
     }
 }

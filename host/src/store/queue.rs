@@ -39,11 +39,50 @@ pub struct Job {
 #[derive(Debug, Default)]
 pub struct PriorityQueue {
     levels: [VecDeque<Job>; 5],
+    tags: Tags,
+}
+
+/// The policy's state without the jobs: each level's tag and the virtual
+/// time. [`PriorityQueue`] keeps it beside its jobs; a backend whose jobs
+/// live in a database keeps one per pool and asks it which level is next
+/// among the levels that have work.
+#[derive(Debug, Clone, Default)]
+pub struct Tags {
     pass: [u64; 5],
     virtual_time: u64,
 }
 
-fn level(p: Priority) -> usize {
+impl Tags {
+    /// Level `l` had no work and now has: it joins at the virtual time.
+    pub fn join(&mut self, l: usize) {
+        self.pass[l] = self.pass[l].max(self.virtual_time) + STRIDE / WEIGHTS[l];
+    }
+
+    /// The level to serve next among those `has_work` says have work (the
+    /// first `allowed` levels only).
+    pub fn pick(&self, allowed: usize, has_work: impl Fn(usize) -> bool) -> Option<usize> {
+        (0..allowed.min(5))
+            .filter(|&l| has_work(l))
+            .min_by_key(|&l| (self.pass[l], l))
+    }
+
+    /// Level `l` was served one job; `more` when it still has work.
+    pub fn served(&mut self, l: usize, more: bool) {
+        self.virtual_time = self.pass[l];
+        if more {
+            self.pass[l] += STRIDE / WEIGHTS[l];
+        }
+    }
+}
+
+/// How many levels, most urgent first, a claim may take from: all five,
+/// or without LOW and BULK (`background = false`).
+pub fn allowed_levels(background: bool) -> usize {
+    if background { 5 } else { 3 }
+}
+
+/// A priority's level, 0 (CRITICAL) to 4 (BULK).
+pub fn level(p: Priority) -> usize {
     match p {
         Priority::Critical => 0,
         Priority::High => 1,
@@ -57,22 +96,18 @@ impl PriorityQueue {
     pub fn push(&mut self, job: Job) {
         let l = level(job.priority);
         if self.levels[l].is_empty() {
-            self.pass[l] = self.pass[l].max(self.virtual_time) + STRIDE / WEIGHTS[l];
+            self.tags.join(l);
         }
         self.levels[l].push_back(job);
     }
 
     /// The next job. With `background = false`, LOW and BULK jobs stay queued.
     pub fn pop(&mut self, background: bool) -> Option<Job> {
-        let allowed = if background { 5 } else { 3 };
-        let l = (0..allowed)
-            .filter(|&l| !self.levels[l].is_empty())
-            .min_by_key(|&l| (self.pass[l], l))?;
+        let l = self
+            .tags
+            .pick(allowed_levels(background), |l| !self.levels[l].is_empty())?;
         let job = self.levels[l].pop_front()?;
-        self.virtual_time = self.pass[l];
-        if !self.levels[l].is_empty() {
-            self.pass[l] += STRIDE / WEIGHTS[l];
-        }
+        self.tags.served(l, !self.levels[l].is_empty());
         Some(job)
     }
 

@@ -87,8 +87,10 @@ impl TaskHost for MockHost {
         Box::pin(async { Ok(()) })
     }
 
-    fn health(&self) -> serde_json::Value {
-        serde_json::json!({ "status": "healthy", "store": { "backend": "test" } })
+    fn health(&self) -> BoxFuture<'_, serde_json::Value> {
+        Box::pin(async {
+            serde_json::json!({ "status": "healthy", "store": { "backend": "test" } })
+        })
     }
 
     fn guest_log(&self, level: &'static str, message: &str) {

@@ -9,15 +9,58 @@
 //! and [`local::LocalServer`] starts a throwaway server for the tests and
 //! benchmarks.
 
+mod claim;
+mod listen;
 pub mod local;
 mod schema;
+mod tasks;
 
-use super::StoreError;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use super::record::TaskChange;
+use super::{StoreError, TaskRecord};
+use crate::store::queue::Tags;
+use crate::sync::lock;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, broadcast};
 
 /// Connections a daemon keeps open by default.
 pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// How long a daemon's claims and running attempts stay its own without a
+/// renewal, by default: after a daemon dies, its attempts run again on
+/// another daemon within this (plus a rescue round, 5 s).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// How a daemon uses its PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Connections kept open at most.
+    pub pool_size: usize,
+    /// How long a claim or a running attempt stays this daemon's without a
+    /// renewal (renewed every third of it).
+    pub lease: Duration,
+    /// How often every pool is woken without a notification.
+    pub poll_every: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            pool_size: DEFAULT_POOL_SIZE,
+            lease: DEFAULT_LEASE,
+            poll_every: listen::POLL_EVERY,
+        }
+    }
+}
+
+/// How long a database error keeps the store reported as degraded.
+const DEGRADED_FOR: Duration = Duration::from_secs(10);
+
+/// Task changes a slow live view may fall behind by before it skips some.
+const CHANGES_BUFFERED: usize = 4096;
 
 /// The task store in a PostgreSQL database. Cheap to clone.
 #[derive(Clone)]
@@ -27,6 +70,67 @@ pub struct PostgresStore {
     url: String,
     /// The schema version the database is at.
     version: usize,
+    /// This daemon's name in the database: who holds a claim or a running
+    /// attempt. Stable across restarts of one daemon (kept in its data
+    /// directory), so a restarted daemon takes back its own claims at once.
+    node: String,
+    /// How long a claim or a running attempt stays this node's without a
+    /// renewal, seconds.
+    lease_s: f64,
+    local: Arc<Local>,
+}
+
+/// What this node keeps for itself: wake-ups, live views, the claim
+/// policy's state, give-backs not yet written, the last error.
+#[derive(Debug)]
+struct Local {
+    changes: broadcast::Sender<TaskChange>,
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    due_changed: Arc<Notify>,
+    tags: Mutex<HashMap<String, PoolTags>>,
+    giving_back: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    degraded: Mutex<Option<(Instant, String)>>,
+    /// Whether the `LISTEN` connection is up (other daemons' changes are
+    /// heard at once, not at the next poll).
+    listening: tokio::sync::watch::Sender<bool>,
+    /// Other daemons' events.
+    remote: broadcast::Sender<super::RemoteEvent>,
+}
+
+/// One pool's claim policy on this node: the levels' tags, and which
+/// levels had work at the last claim.
+#[derive(Debug, Default)]
+struct PoolTags {
+    tags: Tags,
+    active: [bool; 5],
+}
+
+impl Local {
+    fn waker(&self, pool: &str) -> Arc<Notify> {
+        lock(&self.wakers)
+            .entry(pool.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn with_tags<R>(&self, pool: &str, f: impl FnOnce(&mut PoolTags) -> R) -> R {
+        f(lock(&self.tags).entry(pool.to_string()).or_default())
+    }
+
+    fn giving_back(&self, write: tokio::task::JoinHandle<()>) {
+        let mut pending = lock(&self.giving_back);
+        pending.retain(|w| !w.is_finished());
+        pending.push(write);
+    }
+
+    /// Waits for the give-backs sent so far, so this node's next claim
+    /// sees them.
+    async fn given_back(&self) {
+        let pending = std::mem::take(&mut *lock(&self.giving_back));
+        for write in pending {
+            let _ = write.await;
+        }
+    }
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -34,14 +138,20 @@ impl std::fmt::Debug for PostgresStore {
         f.debug_struct("PostgresStore")
             .field("url", &self.url)
             .field("version", &self.version)
+            .field("node", &self.node)
             .finish_non_exhaustive()
     }
 }
 
 impl PostgresStore {
-    /// Connects to `url` with up to `pool_size` connections and migrates
-    /// the schema.
-    pub async fn connect(url: &str, pool_size: usize) -> Result<PostgresStore, StoreError> {
+    /// Connects to `url` as node `node`, migrates the schema, and gives
+    /// back the claims an earlier run of this node left on queued tasks.
+    pub async fn connect(
+        url: &str,
+        node: &str,
+        options: &PostgresOptions,
+    ) -> Result<PostgresStore, StoreError> {
+        let pool_size = options.pool_size;
         let shown = redact(url);
         let fail = |message: String| StoreError::Connect {
             url: shown.clone(),
@@ -50,7 +160,7 @@ impl PostgresStore {
         let config = tokio_postgres::Config::from_str(url)
             .map_err(|e| fail(format!("the URL is not a PostgreSQL connection URL ({e})")))?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             tokio_postgres::NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -64,11 +174,119 @@ impl PostgresStore {
         let version = schema::migrate(&mut client)
             .await
             .map_err(|e| fail(format!("migrating the schema failed: {}", describe(&e))))?;
+        client
+            .execute(
+                "UPDATE wasmhive_tasks SET claimed_by = NULL, lease_until = NULL
+                 WHERE claimed_by = $1 AND status = 'queued'",
+                &[&node],
+            )
+            .await
+            .map_err(|e| fail(describe(&e)))?;
+        let local = Arc::new(Local {
+            changes: broadcast::channel(CHANGES_BUFFERED).0,
+            wakers: Mutex::default(),
+            due_changed: Arc::default(),
+            tags: Mutex::default(),
+            giving_back: Mutex::default(),
+            degraded: Mutex::default(),
+            listening: tokio::sync::watch::channel(false).0,
+            remote: broadcast::channel(CHANGES_BUFFERED).0,
+        });
+        tokio::spawn(listen::listen(
+            config,
+            Arc::downgrade(&local),
+            node.to_string(),
+            options.poll_every,
+        ));
+        let lease_s = options.lease.as_secs_f64().max(0.001);
+        tokio::spawn(renew_leases(
+            pool.clone(),
+            Arc::downgrade(&local),
+            node.to_string(),
+            options.lease,
+        ));
         Ok(PostgresStore {
             pool,
             url: shown,
             version,
+            node: node.to_string(),
+            lease_s,
+            local,
         })
+    }
+
+    /// This daemon's name in the database.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Other daemons' events (finished tasks, cancel requests).
+    pub fn remote_events(&self) -> broadcast::Receiver<super::RemoteEvent> {
+        self.local.remote.subscribe()
+    }
+
+    /// Asks every daemon to stop the attempt of task `id` if it runs it.
+    pub async fn request_cancel(&self, id: uuid::Uuid) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let sent = client
+            .execute(
+                "SELECT pg_notify($1, $2)",
+                &[&listen::CANCEL_CHANNEL, &id.to_string()],
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(describe(&e)));
+        self.noted(sent)
+    }
+
+    /// Returns once other daemons' changes are heard (the `LISTEN`
+    /// connection is up).
+    pub async fn until_listening(&self) {
+        let mut listening = self.local.listening.subscribe();
+        let _ = listening.wait_for(|up| *up).await;
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(describe_pool(&e)))
+    }
+
+    /// Passes `result` on, remembering an error for [`Self::degraded`].
+    fn noted<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &result {
+            tracing::error!("task store: {e}");
+            *lock(&self.local.degraded) = Some((Instant::now(), e.to_string()));
+        }
+        result
+    }
+
+    /// The last database error, if one happened within [`DEGRADED_FOR`].
+    pub fn degraded(&self) -> Option<String> {
+        let last = lock(&self.local.degraded).clone()?;
+        (last.0.elapsed() < DEGRADED_FOR).then_some(last.1)
+    }
+
+    fn announce(&self, record: &TaskRecord) {
+        if self.local.changes.receiver_count() > 0 {
+            let _ = self.local.changes.send(TaskChange::from(record));
+        }
+    }
+
+    /// This node's task changes, for live views.
+    pub fn subscribe(&self) -> broadcast::Receiver<TaskChange> {
+        self.local.changes.subscribe()
+    }
+
+    /// Notified when a task of `pool` may be claimed.
+    pub fn ready_waker(&self, pool: &str) -> Arc<Notify> {
+        self.local.waker(pool)
+    }
+
+    /// Notified when a retry is filed.
+    pub fn due_changed(&self) -> Arc<Notify> {
+        self.local.due_changed.clone()
     }
 
     /// The URL without its password.
@@ -94,6 +312,69 @@ impl PostgresStore {
             .map_err(|e| StoreError::Unavailable(describe(&e)))?;
         Ok(())
     }
+}
+
+/// Keeps this daemon's claims and running attempts leased, until the store
+/// is dropped, renewing every third of the lease (two renewals may fail
+/// before it runs out). A daemon that stops renewing (killed, cut off)
+/// loses them when the lease runs out, and another daemon rescues them.
+async fn renew_leases(pool: Pool, local: std::sync::Weak<Local>, node: String, lease: Duration) {
+    let lease_s = lease.as_secs_f64().max(0.001);
+    let mut tick = tokio::time::interval((lease / 3).max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(local) = local.upgrade() else {
+            return;
+        };
+        let renewed = async {
+            let client = pool
+                .get()
+                .await
+                .map_err(|e| StoreError::Unavailable(describe_pool(&e)))?;
+            client
+                .execute(
+                    "UPDATE wasmhive_tasks SET lease_until = now() + make_interval(secs => $2)
+                     WHERE claimed_by = $1 AND status IN ('queued', 'running')",
+                    &[&node, &lease_s],
+                )
+                .await
+                .map_err(|e| StoreError::Unavailable(describe(&e)))
+        }
+        .await;
+        if let Err(e) = renewed {
+            tracing::warn!("could not renew this daemon's leases: {e}");
+            *lock(&local.degraded) = Some((Instant::now(), e.to_string()));
+        }
+    }
+}
+
+/// This daemon's node name, kept in `<data>/node-id` so that it survives a
+/// restart: `<host name>-<8 hex digits>`, made on first start.
+pub fn node_name(data: &std::path::Path) -> Result<String, StoreError> {
+    let path = data.join("node-id");
+    let open_error = |e: std::io::Error| StoreError::Open {
+        path: path.clone(),
+        message: e.to_string(),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(name) if !name.trim().is_empty() => return Ok(name.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(open_error(e)),
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "wasmhive".to_string());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let name = format!("{host}-{}", &suffix[..8]);
+    std::fs::create_dir_all(data).map_err(open_error)?;
+    let tmp = data.join(".node-id.tmp");
+    std::fs::write(&tmp, format!("{name}\n")).map_err(open_error)?;
+    std::fs::rename(&tmp, &path).map_err(open_error)?;
+    Ok(name)
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user@host/db`.

@@ -27,12 +27,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         finished_at timestamptz,
         claimed_by text,
         lease_until timestamptz,
+        parked boolean NOT NULL DEFAULT false,
         record jsonb NOT NULL
     );
     CREATE UNIQUE INDEX wasmhive_tasks_idempotency_key
         ON wasmhive_tasks (idempotency_key) WHERE idempotency_key IS NOT NULL;
     CREATE INDEX wasmhive_tasks_queued
-        ON wasmhive_tasks (pool, priority, id) WHERE status = 'queued';
+        ON wasmhive_tasks (pool, priority, id) WHERE status = 'queued' AND NOT parked;
     CREATE INDEX wasmhive_tasks_due
         ON wasmhive_tasks (due_at) WHERE status = 'retry_wait';
     CREATE INDEX wasmhive_tasks_leases

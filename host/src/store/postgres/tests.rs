@@ -2,9 +2,16 @@
 //! unreachable server), each against a throwaway [`LocalServer`].
 
 use super::local::LocalServer;
-use super::{PostgresStore, StoreError, redact, schema};
+use super::{PostgresOptions, PostgresStore, StoreError, redact, schema};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn pool(pool_size: usize) -> PostgresOptions {
+    PostgresOptions {
+        pool_size,
+        ..PostgresOptions::default()
+    }
+}
 
 fn server() -> Result<LocalServer, Box<dyn std::error::Error>> {
     Ok(LocalServer::start(&["fsync=off"])?)
@@ -14,10 +21,11 @@ fn server() -> Result<LocalServer, Box<dyn std::error::Error>> {
 async fn daemons_connecting_at_once_migrate_once() -> TestResult {
     let pg = server()?;
     let url = pg.url();
+    let options = pool(2);
     let (a, b, c) = tokio::join!(
-        PostgresStore::connect(&url, 2),
-        PostgresStore::connect(&url, 2),
-        PostgresStore::connect(&url, 2),
+        PostgresStore::connect(&url, "node-a", &options),
+        PostgresStore::connect(&url, "node-a", &options),
+        PostgresStore::connect(&url, "node-a", &options),
     );
     for store in [a?, b?, c?] {
         assert_eq!(store.schema_version(), schema::MIGRATIONS.len());
@@ -30,7 +38,7 @@ async fn daemons_connecting_at_once_migrate_once() -> TestResult {
         .get(0);
     assert_eq!(applied, schema::MIGRATIONS.len() as i64);
     // Connecting again (a restart) applies nothing.
-    let again = PostgresStore::connect(&url, 1).await?;
+    let again = PostgresStore::connect(&url, "node-a", &pool(1)).await?;
     assert_eq!(again.schema_version(), schema::MIGRATIONS.len());
     Ok(())
 }
@@ -38,7 +46,7 @@ async fn daemons_connecting_at_once_migrate_once() -> TestResult {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_server_is_an_error_that_says_so_and_passes() -> TestResult {
     let mut pg = server()?;
-    let store = PostgresStore::connect(&pg.url(), 2).await?;
+    let store = PostgresStore::connect(&pg.url(), "node-a", &pool(2)).await?;
     store.ping().await?;
     pg.stop()?;
     match store.ping().await {
@@ -59,7 +67,7 @@ async fn connecting_to_nothing_names_the_url_without_its_password() {
         .map(|a| a.port())
         .unwrap_or(1);
     let url = format!("postgres://app:secret@127.0.0.1:{port}/queue");
-    match PostgresStore::connect(&url, 1).await {
+    match PostgresStore::connect(&url, "node-a", &pool(1)).await {
         Err(e @ StoreError::Connect { .. }) => {
             let message = e.to_string();
             assert!(
@@ -71,7 +79,7 @@ async fn connecting_to_nothing_names_the_url_without_its_password() {
         }
         other => panic!("expected a connect error, got {other:?}"),
     }
-    match PostgresStore::connect("postgres://[::1", 1).await {
+    match PostgresStore::connect("postgres://[::1", "node-a", &pool(1)).await {
         Err(StoreError::Connect { message, .. }) => {
             assert!(
                 message.contains("not a PostgreSQL connection URL"),
@@ -87,4 +95,125 @@ fn passwords_are_redacted() {
     assert_eq!(redact("postgres://u:p@h:5432/d"), "postgres://u@h:5432/d");
     assert_eq!(redact("postgres://u@h/d"), "postgres://u@h/d");
     assert_eq!(redact("postgres://h/d"), "postgres://h/d");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_inserted_on_one_daemon_wakes_the_others() -> TestResult {
+    use crate::store::TaskRecord;
+    use crate::task::Priority;
+    use std::time::{Duration, SystemTime};
+    let pg = server()?;
+    // No polling within the test: only a notification can wake node B.
+    let hour = Duration::from_secs(3600);
+    let options = PostgresOptions {
+        poll_every: hour,
+        ..pool(2)
+    };
+    let a = PostgresStore::connect(&pg.url(), "node-a", &options).await?;
+    let b = PostgresStore::connect(&pg.url(), "node-b", &options).await?;
+    tokio::time::timeout(Duration::from_secs(20), b.until_listening())
+        .await
+        .map_err(|_| "node B never listened")?;
+    let woken = b.ready_waker("batch");
+    let notified = woken.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    let task = TaskRecord {
+        category: Some("batch".into()),
+        ..TaskRecord::new(
+            "echo",
+            serde_json::json!({}),
+            Priority::Normal,
+            SystemTime::now(),
+        )
+    };
+    a.insert(task).await?;
+    tokio::time::timeout(Duration::from_secs(20), notified)
+        .await
+        .map_err(|_| "node B was never woken for node A's task")?;
+    assert_eq!(
+        b.claim("batch", 10, true).await.len(),
+        1,
+        "node B claims node A's task"
+    );
+    assert!(a.claim("batch", 10, true).await.is_empty(), "claimed once");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_whose_lease_ran_out_is_rescued_and_its_late_outcome_refused() -> TestResult {
+    use crate::store::{AttemptPlugin, AttemptRecord, TaskRecord, Transition, TransitionError};
+    use crate::task::{FailureKind, Priority, TaskFailure};
+    use std::time::SystemTime;
+    let pg = server()?;
+    let a = PostgresStore::connect(&pg.url(), "node-a", &pool(2)).await?;
+    let b = PostgresStore::connect(&pg.url(), "node-b", &pool(2)).await?;
+    let task = TaskRecord {
+        category: Some("batch".into()),
+        ..TaskRecord::new(
+            "echo",
+            serde_json::json!({}),
+            Priority::Normal,
+            SystemTime::now(),
+        )
+    };
+    let id = task.task_id;
+    a.insert(task).await?;
+    assert_eq!(a.claim("batch", 1, true).await.len(), 1);
+    let plugin = AttemptPlugin {
+        name: "echo".into(),
+        version: "1.0.0".into(),
+    };
+    let start = |attempt| Transition::Start {
+        attempt,
+        plugin: plugin.clone(),
+        category: "batch".into(),
+        at: SystemTime::now(),
+    };
+    let log = |attempt, error: Option<TaskFailure>| AttemptRecord {
+        attempt,
+        plugin: plugin.clone(),
+        started_at: SystemTime::now(),
+        duration_ms: 1,
+        error,
+        charged: true,
+    };
+    a.transition(id, start(1)).await?;
+    assert!(b.expired().await.is_empty(), "a live lease is not rescued");
+    // Node A stops renewing (it died): its lease runs out.
+    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client
+        .execute(
+            "UPDATE wasmhive_tasks SET lease_until = now() - interval '1 second' WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    let expired = b.expired().await;
+    assert_eq!(expired.iter().map(|t| t.task_id).collect::<Vec<_>>(), [id]);
+    let lost = TaskFailure::new(FailureKind::Interrupted, "node A is gone");
+    b.transition(
+        id,
+        Transition::Interrupted {
+            log: log(1, Some(lost)),
+        },
+    )
+    .await?;
+    assert!(b.expired().await.is_empty());
+    assert_eq!(b.claim("batch", 1, true).await.len(), 1, "queued again");
+    b.transition(id, start(2)).await?;
+    // Node A's outcome arrives late: its attempt is no longer current.
+    let late = Transition::Succeed {
+        log: log(1, None),
+        result: serde_json::json!("late"),
+        at: SystemTime::now(),
+    };
+    assert!(matches!(
+        a.transition(id, late).await,
+        Err(TransitionError::Stale {
+            attempt: 1,
+            current: 2
+        })
+    ));
+    Ok(())
 }
