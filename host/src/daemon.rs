@@ -20,6 +20,7 @@ use crate::runtime::registry::{Probation, Registry};
 use crate::runtime::reload::{self, PluginWatcher};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::store::node::{NodeInfo, NodeInfoSource};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{Store, StoreError};
 use std::future::Future;
@@ -234,10 +235,41 @@ impl Daemon {
 
     /// The REST API over this daemon.
     pub fn router(&self) -> axum::Router {
+        self.router_at(format!("http://{}", self.config.listen))
+    }
+
+    /// This daemon as `GET /api/v1/nodes` and the other daemons sharing its
+    /// store see it, built afresh each time: pools, loaded plugin versions.
+    fn node_info(&self, address: String) -> NodeInfoSource {
+        let scheduler = self.scheduler.clone();
+        let started = std::time::SystemTime::now() - self.started.elapsed();
+        let started_at = humantime::format_rfc3339_millis(started).to_string();
+        NodeInfoSource::new(move || NodeInfo {
+            id: scheduler.store().node_name().to_string(),
+            address: address.clone(),
+            started_at: started_at.clone(),
+            last_heartbeat: humantime::format_rfc3339_millis(std::time::SystemTime::now())
+                .to_string(),
+            pools: scheduler
+                .pools()
+                .map(|p| (p.name.clone(), p.size))
+                .collect(),
+            plugins: scheduler
+                .registry()
+                .statuses()
+                .into_iter()
+                .filter(|s| s.status == "loaded")
+                .filter_map(|s| Some((s.name?, s.version?)))
+                .collect(),
+        })
+    }
+
+    fn router_at(&self, address: String) -> axum::Router {
         let state = AppState {
             scheduler: self.scheduler.clone(),
             max_wait: Duration::from_secs(self.config.api.max_wait_s),
             started: self.started,
+            node: self.node_info(address),
         };
         let max_body = usize::try_from(self.config.api.max_body_mb << 20).unwrap_or(usize::MAX);
         let token = self.config.auth_token.as_deref().map(Arc::from);
@@ -252,7 +284,20 @@ impl Daemon {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), DaemonError> {
-        let served = axum::serve(listener, self.router())
+        let address = listener
+            .local_addr()
+            .map_or_else(|_| self.config.listen.to_string(), |a| a.to_string());
+        let address = format!("http://{address}");
+        let node = self.node_info(address.clone());
+        self.scheduler.store().describe_node(node.clone());
+        // Once the start-up scan is over, the others hear what it loaded
+        // at once rather than at the next heartbeat.
+        let scheduler = self.scheduler.clone();
+        tokio::spawn(async move {
+            scheduler.registry().scanned().await;
+            scheduler.store().describe_node(node);
+        });
+        let served = axum::serve(listener, self.router_at(address))
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(DaemonError::Serve);

@@ -176,3 +176,55 @@ async fn a_killed_daemons_attempt_runs_again_on_another() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_are_listed_with_their_plugins_and_a_version_mismatch_is_reported() -> Result<()> {
+    let pg = LocalServer::start(&[])?;
+    let url = pg.url();
+    let (a_dirs, b_dirs) = (Dirs::new()?, Dirs::new()?);
+    a_dirs.install("echo", "echo")?;
+    b_dirs.install("echo-v2", "echo")?;
+    let a = node(&a_dirs, &url).await?;
+    let b = node(&b_dirs, &url).await?;
+    // B's heartbeat after its start-up scan may still be on its way.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let (status, listed) = a.get("/api/v1/nodes").await?;
+        ensure!(status == 200, "{listed}");
+        let both_loaded = listed["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 2 && n.iter().all(|n| n["plugins"]["echo"].is_string()));
+        if both_loaded {
+            break listed;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "B never appeared: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let nodes = listed["nodes"].as_array().cloned().unwrap_or_default();
+    let addresses: Vec<&str> = nodes.iter().filter_map(|n| n["address"].as_str()).collect();
+    ensure!(addresses.contains(&a.url.as_str()), "{listed}");
+    ensure!(addresses.contains(&b.url.as_str()), "{listed}");
+    ensure!(nodes.iter().all(|n| n["pools"]["batch"] == 8), "{listed}");
+    let mismatch = &listed["plugin_mismatches"][0];
+    ensure!(mismatch["plugin"] == "echo", "{listed}");
+    let versions: Vec<&str> = mismatch["versions"]
+        .as_object()
+        .map(|v| v.values().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    ensure!(
+        versions.contains(&"1.0.0") && versions.contains(&"2.0.0"),
+        "{listed}"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", a.url))
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        metrics.contains("wasmhive_plugin_mismatch{plugin=\"echo\"} 1"),
+        "{metrics}"
+    );
+    Ok(())
+}

@@ -38,6 +38,9 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
             .render_prometheus(),
     );
     text.push_str(&super::quotas::render_prometheus(&state));
+    if scheduler.store().shared() {
+        text.push_str(&mismatch_gauges(&state).await);
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -45,4 +48,27 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
         )],
         text,
     )
+}
+
+/// `wasmhive_plugin_mismatch{plugin}`: 1 for each plugin the daemons
+/// sharing the store run at different versions, or that some lack (as
+/// `GET /api/v1/nodes` lists them); nothing when they agree or the store
+/// cannot be read.
+async fn mismatch_gauges(state: &AppState) -> String {
+    use std::fmt::Write;
+    let mut out = String::from(
+        "# HELP wasmhive_plugin_mismatch A plugin the daemons sharing the store run at different versions, or that some of them lack.\n\
+         # TYPE wasmhive_plugin_mismatch gauge\n",
+    );
+    let Ok(nodes) = state.scheduler.store().nodes(state.node.now()).await else {
+        return out;
+    };
+    for m in crate::store::node::mismatches(&nodes) {
+        let _ = writeln!(
+            out,
+            "wasmhive_plugin_mismatch{{plugin=\"{}\"}} 1",
+            crate::task::label_value(&m.plugin)
+        );
+    }
+    out
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod hp;
 pub mod metrics;
+pub mod nodes;
 pub mod openapi;
 pub mod plugins;
 pub mod quotas;
@@ -32,6 +33,8 @@ pub struct AppState {
     /// Longest `?wait=` honoured.
     pub max_wait: Duration,
     pub started: Instant,
+    /// This daemon as `GET /api/v1/nodes` shows it.
+    pub node: crate::store::node::NodeInfoSource,
 }
 
 /// All routes, with auth, the body limit and JSON fallbacks.
@@ -41,6 +44,7 @@ pub fn router(state: AppState, max_body_bytes: usize, auth_token: Option<Arc<str
         .route("/api/v1/tasks/batch", post(tasks::submit_batch))
         .route("/api/v1/tasks/{id}", get(tasks::get).delete(tasks::cancel))
         .route("/api/v1/plugins", get(plugins::list))
+        .route("/api/v1/nodes", get(nodes::list))
         .route("/api/v1/events", get(events::events))
         .route("/", get(dashboard::page))
         .route("/metrics", get(metrics::prometheus))

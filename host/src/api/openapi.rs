@@ -1,7 +1,8 @@
 //! `GET /openapi.json`: the OpenAPI 3.1 document of this API, generated
 //! from the handlers' annotations and the request/response types.
 
-use super::{error, events, hp, metrics, plugins, tasks};
+use super::{error, events, hp, metrics, nodes, plugins, tasks};
+use crate::store::node::{NodeInfo, PluginMismatch};
 use crate::store::{AttemptPlugin, AttemptRecord, Progress, TaskChange, TaskRecord};
 use crate::task::{FailureKind, Priority, TaskFailure, TaskStatus};
 use axum::Json;
@@ -16,13 +17,14 @@ use utoipa::{Modify, OpenApi};
     ),
     paths(
         tasks::submit, tasks::submit_batch, tasks::list, tasks::get, tasks::cancel,
-        plugins::list, metrics::prometheus, events::events,
+        plugins::list, nodes::list, metrics::prometheus, events::events,
         hp::health, hp::stats, hp::workers, hp::queues, hp::circuit_breakers,
         hp::scrape, hp::scrape_batch, hp::query, hp::embed, hp::batch, hp::maintenance, hp::task,
     ),
     components(schemas(
         tasks::SubmitRequest, tasks::BatchRequest, TaskRecord, AttemptRecord, AttemptPlugin,
         Progress, TaskChange, TaskFailure, FailureKind, Priority, TaskStatus, error::ErrorBody, error::ErrorDetail,
+        NodeInfo, PluginMismatch,
     )),
     modifiers(&BearerAuth),
     tags(

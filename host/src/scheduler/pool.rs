@@ -63,12 +63,14 @@ impl CategoryPool {
         self.store.unclaim(job.task_id);
     }
 
-    /// Waits for the next job worker `worker` may run; `None` once `stop`
-    /// turns true.
+    /// Waits for the next job worker `worker` may run, of the kinds
+    /// `kinds` says this daemon serves (see [`Store::claim`]); `None` once
+    /// `stop` turns true.
     pub async fn take(
         &self,
         worker: usize,
         now: impl Fn() -> Instant,
+        kinds: impl Fn() -> Vec<String>,
         stop: &mut watch::Receiver<bool>,
     ) -> Option<Job> {
         loop {
@@ -83,7 +85,17 @@ impl CategoryPool {
                     return None;
                 }
                 let background = self.running() + self.reserved < self.size;
-                if let Some(job) = self.store.claim(&self.name, 1, background).await.pop() {
+                let kinds = if self.store.shared() {
+                    kinds()
+                } else {
+                    Vec::new()
+                };
+                if let Some(job) = self
+                    .store
+                    .claim(&self.name, 1, background, &kinds)
+                    .await
+                    .pop()
+                {
                     if let Some(slot) = lock(&self.workers).get_mut(worker) {
                         *slot = Some(Busy {
                             task_id: job.task_id,

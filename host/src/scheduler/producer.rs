@@ -27,7 +27,11 @@ impl<R: AttemptRunner> Scheduler<R> {
         let clock = self.inner.clock.clone();
         let store = self.inner.store.clone();
         let mut uncommitted = None;
-        while let Some(job) = pool.take(worker, || clock.now(), &mut stop).await {
+        let runner = self.inner.runner.clone();
+        while let Some(job) = pool
+            .take(worker, || clock.now(), || runner.kinds(), &mut stop)
+            .await
+        {
             let id = job.task_id;
             // A panic in the host while it runs a job (a bug) ends that
             // task, not the worker: the pool keeps its size.

@@ -134,7 +134,11 @@ mod tests {
             )
         };
         store.insert(record).await.expect("stored");
-        store.claim(pool, 1, true).await.pop().expect("claimable")
+        store
+            .claim(pool, 1, true, &[])
+            .await
+            .pop()
+            .expect("claimable")
     }
 
     #[test]

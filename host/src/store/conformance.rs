@@ -58,6 +58,11 @@ fn postgres() -> Result<Backend, Box<dyn std::error::Error>> {
     Ok(Backend::Postgres(LocalServer::start(&["fsync=off"])?))
 }
 
+/// The kinds the tests' tasks have, as a daemon that loaded them claims.
+pub fn every_kind() -> Vec<String> {
+    ["echo", "crawl", "scrape"].map(String::from).to_vec()
+}
+
 fn task(kind: &str, key: Option<&str>) -> TaskRecord {
     TaskRecord {
         category: Some("batch".into()),
@@ -357,18 +362,27 @@ pub async fn claims_come_most_urgent_first_and_hold_back_background_work(
         .task_id;
     assert_eq!(store.depths("batch").await, [1, 0, 1, 0, 1]);
     assert!(
-        store.claim("scrape", 10, true).await.is_empty(),
+        store
+            .claim("scrape", 10, true, &every_kind())
+            .await
+            .is_empty(),
         "another pool's queue"
     );
     assert_eq!(
-        ids(&store.claim("batch", 10, false).await),
+        ids(&store.claim("batch", 10, false, &every_kind()).await),
         [critical, normal]
     );
     assert!(
-        store.claim("batch", 10, false).await.is_empty(),
+        store
+            .claim("batch", 10, false, &every_kind())
+            .await
+            .is_empty(),
         "BULK held back"
     );
-    assert_eq!(ids(&store.claim("batch", 10, true).await), [bulk]);
+    assert_eq!(
+        ids(&store.claim("batch", 10, true, &every_kind()).await),
+        [bulk]
+    );
     assert_eq!(store.depths("batch").await, [0; 5]);
     Ok(())
 }
@@ -386,7 +400,7 @@ pub async fn concurrent_claimers_never_get_the_same_task(b: &Backend) -> TestRes
         claimers.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let jobs = store.claim("batch", 3, true).await;
+                let jobs = store.claim("batch", 3, true, &every_kind()).await;
                 if jobs.is_empty() {
                     return mine;
                 }
@@ -409,7 +423,7 @@ pub async fn the_queue_follows_each_tasks_state(b: &Backend) -> TestResult {
     let store = b.open(dir.path()).await?;
     let id = insert(&store, task("echo", None)).await?.task_id;
     async fn claim(store: &Store) -> Vec<uuid::Uuid> {
-        ids(&store.claim("batch", 10, true).await)
+        ids(&store.claim("batch", 10, true, &every_kind()).await)
     }
     assert_eq!(claim(&store).await, [id]);
     store.unclaim(id);
@@ -466,8 +480,8 @@ pub async fn the_queue_is_rebuilt_from_the_tasks_after_a_restart(b: &Backend) ->
         let queued = insert(&store, task("echo", None)).await?.task_id;
         let claimed = insert(&store, task("echo", None)).await?.task_id;
         let waiting = insert(&store, task("echo", None)).await?.task_id;
-        assert_eq!(store.claim("batch", 1, true).await.len(), 1);
-        store.claim("batch", 2, true).await;
+        assert_eq!(store.claim("batch", 1, true, &every_kind()).await.len(), 1);
+        store.claim("batch", 2, true, &every_kind()).await;
         store.transition(waiting, start(1)).await?;
         let retry = Transition::Retry {
             log: log(1),
@@ -479,7 +493,7 @@ pub async fn the_queue_is_rebuilt_from_the_tasks_after_a_restart(b: &Backend) ->
         (queued, claimed, waiting)
     };
     let store = b.open(dir.path()).await?;
-    let mut back = ids(&store.claim("batch", 10, true).await);
+    let mut back = ids(&store.claim("batch", 10, true, &every_kind()).await);
     back.sort();
     assert_eq!(
         back,

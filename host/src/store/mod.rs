@@ -26,6 +26,7 @@
 mod conformance;
 pub mod lifecycle;
 pub mod memory;
+pub mod node;
 pub mod postgres;
 pub mod queue;
 mod ready;
@@ -167,9 +168,20 @@ impl Store {
     /// levels); with `background = false` LOW and BULK stay queued. A
     /// claimed task is not handed out again until it is given back
     /// ([`Store::unclaim`]) or changes state (starts, parks, ends).
-    pub async fn claim(&self, pool: &str, n: usize, background: bool) -> Vec<queue::Job> {
+    ///
+    /// In a store daemons share, only tasks of `kinds` (what this daemon
+    /// has loaded) are claimed: another daemon may serve the others. One
+    /// daemon's own store hands out every kind (one that nobody serves
+    /// then fails with `no_handler`).
+    pub async fn claim(
+        &self,
+        pool: &str,
+        n: usize,
+        background: bool,
+        kinds: &[String],
+    ) -> Vec<queue::Job> {
         match self {
-            Store::Postgres(p) => p.claim(pool, n, background).await,
+            Store::Postgres(p) => p.claim(pool, n, background, kinds).await,
             Store::Memory(m) => m.claim(pool, n, background),
             Store::Sqlite(s) => s.memory().claim(pool, n, background),
         }
@@ -319,6 +331,39 @@ impl Store {
         match self {
             Store::Postgres(p) => p.expired().await,
             Store::Memory(_) | Store::Sqlite(_) => Vec::new(),
+        }
+    }
+
+    /// What this daemon tells the others sharing the store about itself
+    /// (nothing to tell when it is alone).
+    pub fn describe_node(&self, source: node::NodeInfoSource) {
+        if let Store::Postgres(p) = self {
+            p.describe_node(source);
+        }
+    }
+
+    /// The daemons sharing the store (alive: a heartbeat within three
+    /// leases); `here` alone when the store is this daemon's own.
+    pub async fn nodes(&self, here: node::NodeInfo) -> Result<Vec<node::NodeInfo>, StoreError> {
+        match self {
+            Store::Postgres(p) => {
+                let mut nodes = p.nodes().await?;
+                match nodes.iter_mut().find(|n| n.id == here.id) {
+                    Some(mine) => *mine = here,
+                    None => nodes.push(here),
+                }
+                nodes.sort_by(|a, b| a.id.cmp(&b.id));
+                Ok(nodes)
+            }
+            Store::Memory(_) | Store::Sqlite(_) => Ok(vec![here]),
+        }
+    }
+
+    /// This daemon's name among those sharing the store.
+    pub fn node_name(&self) -> &str {
+        match self {
+            Store::Postgres(p) => p.node(),
+            Store::Memory(_) | Store::Sqlite(_) => "local",
         }
     }
 

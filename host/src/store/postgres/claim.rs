@@ -19,9 +19,15 @@ use uuid::Uuid;
 
 impl PostgresStore {
     /// Claims up to `n` tasks of `pool` for this node (see the module doc).
-    pub async fn claim(&self, pool: &str, n: usize, background: bool) -> Vec<Job> {
+    pub async fn claim(
+        &self,
+        pool: &str,
+        n: usize,
+        background: bool,
+        kinds: &[String],
+    ) -> Vec<Job> {
         self.local.given_back().await;
-        let claimed = self.claim_tx(pool, n, background).await;
+        let claimed = self.claim_tx(pool, n, background, kinds).await;
         self.noted(claimed).unwrap_or_default()
     }
 
@@ -30,6 +36,7 @@ impl PostgresStore {
         pool: &str,
         n: usize,
         background: bool,
+        kinds: &[String],
     ) -> Result<Vec<Job>, StoreError> {
         let allowed = queue::allowed_levels(background);
         let levels: Vec<i16> = (0..allowed as i16).collect();
@@ -42,11 +49,12 @@ impl PostgresStore {
                  CROSS JOIN LATERAL (
                      SELECT id, priority FROM wasmhive_tasks
                      WHERE pool = $1 AND status = 'queued' AND NOT parked AND priority = l.level
+                       AND kind = ANY($4)
                        AND (claimed_by IS NULL OR lease_until < now())
                      ORDER BY id LIMIT $3
                      FOR UPDATE SKIP LOCKED
                  ) AS t",
-                &[&pool, &levels, &limit],
+                &[&pool, &levels, &limit, &kinds],
             )
             .await
             .map_err(|e| unavailable(&e))?;
@@ -98,6 +106,7 @@ impl PostgresStore {
             .map_err(|e| unavailable(&e))?;
         }
         tx.commit().await.map_err(|e| unavailable(&e))?;
+        self.local.hold(&ids);
         let now = Instant::now();
         Ok(picked
             .into_iter()
@@ -116,6 +125,7 @@ impl PostgresStore {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        self.local.release(id);
         let write = runtime.spawn(async move {
             let written = async {
                 let client = store.client().await?;

@@ -15,6 +15,7 @@ pub mod local;
 mod schema;
 mod tasks;
 
+use super::node::{NodeInfo, NodeInfoSource};
 use super::record::TaskChange;
 use super::{StoreError, TaskRecord};
 use crate::store::queue::Tags;
@@ -89,12 +90,17 @@ struct Local {
     due_changed: Arc<Notify>,
     tags: Mutex<HashMap<String, PoolTags>>,
     giving_back: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The tasks this daemon holds (claimed, or running their attempt):
+    /// the leases it renews.
+    held: Mutex<std::collections::HashSet<uuid::Uuid>>,
     degraded: Mutex<Option<(Instant, String)>>,
     /// Whether the `LISTEN` connection is up (other daemons' changes are
     /// heard at once, not at the next poll).
     listening: tokio::sync::watch::Sender<bool>,
     /// Other daemons' events.
     remote: broadcast::Sender<super::RemoteEvent>,
+    /// What this daemon's heartbeat says of it.
+    node_info: Mutex<Option<NodeInfoSource>>,
 }
 
 /// One pool's claim policy on this node: the levels' tags, and which
@@ -115,6 +121,14 @@ impl Local {
 
     fn with_tags<R>(&self, pool: &str, f: impl FnOnce(&mut PoolTags) -> R) -> R {
         f(lock(&self.tags).entry(pool.to_string()).or_default())
+    }
+
+    fn hold(&self, ids: &[uuid::Uuid]) {
+        lock(&self.held).extend(ids.iter().copied());
+    }
+
+    fn release(&self, id: uuid::Uuid) {
+        lock(&self.held).remove(&id);
     }
 
     fn giving_back(&self, write: tokio::task::JoinHandle<()>) {
@@ -188,9 +202,11 @@ impl PostgresStore {
             due_changed: Arc::default(),
             tags: Mutex::default(),
             giving_back: Mutex::default(),
+            held: Mutex::default(),
             degraded: Mutex::default(),
             listening: tokio::sync::watch::channel(false).0,
             remote: broadcast::channel(CHANGES_BUFFERED).0,
+            node_info: Mutex::default(),
         });
         tokio::spawn(listen::listen(
             config,
@@ -218,6 +234,48 @@ impl PostgresStore {
     /// This daemon's name in the database.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// What this daemon's heartbeat says of it from now on; the first
+    /// heartbeat goes out at once.
+    pub fn describe_node(&self, source: NodeInfoSource) {
+        *lock(&self.local.node_info) = Some(source.clone());
+        let pool = self.pool.clone();
+        let local = Arc::downgrade(&self.local);
+        tokio::spawn(async move { heartbeat(&pool, &local, &source).await });
+    }
+
+    /// The daemons that sent a heartbeat within three leases, by id.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+        let found = async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT id, address, started_at, heartbeat_at, pools, plugins FROM wasmhive_nodes
+                     WHERE heartbeat_at > now() - make_interval(secs => $1) ORDER BY id",
+                    &[&(3.0 * self.lease_s)],
+                )
+                .await
+                .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let heartbeat: std::time::SystemTime = r.get(3);
+                    let tokio_postgres::types::Json(pools) = r.get(4);
+                    let tokio_postgres::types::Json(plugins) = r.get(5);
+                    NodeInfo {
+                        id: r.get(0),
+                        address: r.get(1),
+                        started_at: r.get(2),
+                        last_heartbeat: humantime::format_rfc3339_millis(heartbeat).to_string(),
+                        pools,
+                        plugins,
+                    }
+                })
+                .collect())
+        }
+        .await;
+        self.noted(found)
     }
 
     /// Other daemons' events (finished tasks, cancel requests).
@@ -327,6 +385,7 @@ async fn renew_leases(pool: Pool, local: std::sync::Weak<Local>, node: String, l
         let Some(local) = local.upgrade() else {
             return;
         };
+        let held: Vec<uuid::Uuid> = lock(&local.held).iter().copied().collect();
         let renewed = async {
             let client = pool
                 .get()
@@ -335,8 +394,8 @@ async fn renew_leases(pool: Pool, local: std::sync::Weak<Local>, node: String, l
             client
                 .execute(
                     "UPDATE wasmhive_tasks SET lease_until = now() + make_interval(secs => $2)
-                     WHERE claimed_by = $1 AND status IN ('queued', 'running')",
-                    &[&node, &lease_s],
+                     WHERE id = ANY($3) AND claimed_by = $1 AND status IN ('queued', 'running')",
+                    &[&node, &lease_s, &held],
                 )
                 .await
                 .map_err(|e| StoreError::Unavailable(describe(&e)))
@@ -346,6 +405,43 @@ async fn renew_leases(pool: Pool, local: std::sync::Weak<Local>, node: String, l
             tracing::warn!("could not renew this daemon's leases: {e}");
             *lock(&local.degraded) = Some((Instant::now(), e.to_string()));
         }
+        let source = lock(&local.node_info).clone();
+        if let Some(source) = source {
+            heartbeat(&pool, &Arc::downgrade(&local), &source).await;
+        }
+    }
+}
+
+/// Writes this daemon's row of `wasmhive_nodes`, as it is now.
+async fn heartbeat(pool: &Pool, local: &std::sync::Weak<Local>, source: &NodeInfoSource) {
+    let info = source.now();
+    let written = async {
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(describe_pool(&e)))?;
+        client
+            .execute(
+                "INSERT INTO wasmhive_nodes (id, address, started_at, heartbeat_at, pools, plugins)
+                 VALUES ($1, $2, $3, now(), $4, $5)
+                 ON CONFLICT (id) DO UPDATE SET address = excluded.address,
+                     started_at = excluded.started_at, heartbeat_at = now(),
+                     pools = excluded.pools, plugins = excluded.plugins",
+                &[
+                    &info.id,
+                    &info.address,
+                    &info.started_at,
+                    &tokio_postgres::types::Json(&info.pools),
+                    &tokio_postgres::types::Json(&info.plugins),
+                ],
+            )
+            .await
+            .map_err(|e| StoreError::Unavailable(describe(&e)))
+    }
+    .await;
+    if let (Err(e), Some(local)) = (written, local.upgrade()) {
+        tracing::warn!("could not send this daemon's heartbeat: {e}");
+        *lock(&local.degraded) = Some((Instant::now(), e.to_string()));
     }
 }
 

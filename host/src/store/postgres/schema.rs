@@ -42,6 +42,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         ON wasmhive_tasks (finished_at) WHERE finished_at IS NOT NULL;
     CREATE INDEX wasmhive_tasks_parent
         ON wasmhive_tasks (parent_id) WHERE parent_id IS NOT NULL;",
+    // 2: the daemons sharing the queue, each row kept by its daemon's
+    // heartbeat (`GET /api/v1/nodes`).
+    "CREATE TABLE wasmhive_nodes (
+        id text PRIMARY KEY,
+        address text NOT NULL,
+        started_at text NOT NULL,
+        heartbeat_at timestamptz NOT NULL,
+        pools jsonb NOT NULL,
+        plugins jsonb NOT NULL
+    );",
 ];
 
 /// Applies the migrations this database has not had; returns the schema

@@ -291,6 +291,9 @@ impl PostgresStore {
             }
             self.announce_changed(&tx, &record).await?;
             tx.commit().await.map_err(|e| unavailable(&e))?;
+            if !keep_claim {
+                self.local.release(id);
+            }
             if queued && !keep_claim {
                 self.local.waker(c.pool).notify_one();
             }
@@ -300,6 +303,12 @@ impl PostgresStore {
             Ok(Ok(record))
         }
         .await;
+        if result.is_err() {
+            // The change was not written: this daemon no longer renews the
+            // task's lease, so once it runs out another daemon (or this one)
+            // rescues the attempt instead of it staying `running` for good.
+            self.local.release(id);
+        }
         let result = self.noted(result)?;
         if let Ok(record) = &result {
             self.announce(record);

@@ -3,6 +3,7 @@
 
 use super::local::LocalServer;
 use super::{PostgresOptions, PostgresStore, StoreError, redact, schema};
+use crate::store::conformance::every_kind;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -132,11 +133,14 @@ async fn a_task_inserted_on_one_daemon_wakes_the_others() -> TestResult {
         .await
         .map_err(|_| "node B was never woken for node A's task")?;
     assert_eq!(
-        b.claim("batch", 10, true).await.len(),
+        b.claim("batch", 10, true, &every_kind()).await.len(),
         1,
         "node B claims node A's task"
     );
-    assert!(a.claim("batch", 10, true).await.is_empty(), "claimed once");
+    assert!(
+        a.claim("batch", 10, true, &every_kind()).await.is_empty(),
+        "claimed once"
+    );
     Ok(())
 }
 
@@ -159,7 +163,7 @@ async fn an_attempt_whose_lease_ran_out_is_rescued_and_its_late_outcome_refused(
     };
     let id = task.task_id;
     a.insert(task).await?;
-    assert_eq!(a.claim("batch", 1, true).await.len(), 1);
+    assert_eq!(a.claim("batch", 1, true, &every_kind()).await.len(), 1);
     let plugin = AttemptPlugin {
         name: "echo".into(),
         version: "1.0.0".into(),
@@ -200,7 +204,11 @@ async fn an_attempt_whose_lease_ran_out_is_rescued_and_its_late_outcome_refused(
     )
     .await?;
     assert!(b.expired().await.is_empty());
-    assert_eq!(b.claim("batch", 1, true).await.len(), 1, "queued again");
+    assert_eq!(
+        b.claim("batch", 1, true, &every_kind()).await.len(),
+        1,
+        "queued again"
+    );
     b.transition(id, start(2)).await?;
     // Node A's outcome arrives late: its attempt is no longer current.
     let late = Transition::Succeed {
@@ -215,5 +223,44 @@ async fn an_attempt_whose_lease_ran_out_is_rescued_and_its_late_outcome_refused(
             current: 2
         })
     ));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_claims_only_the_kinds_it_has_loaded() -> TestResult {
+    use crate::store::TaskRecord;
+    use crate::task::Priority;
+    use std::time::SystemTime;
+    let pg = server()?;
+    let store = PostgresStore::connect(&pg.url(), "node-a", &pool(2)).await?;
+    let of = |kind: &str| TaskRecord {
+        category: Some("batch".into()),
+        ..TaskRecord::new(
+            kind,
+            serde_json::json!({}),
+            Priority::Normal,
+            SystemTime::now(),
+        )
+    };
+    let scrape = of("scrape");
+    let scrape_id = scrape.task_id;
+    store.insert(scrape).await?;
+    store.insert(of("embed")).await?;
+    let echo = ["echo".to_string()];
+    assert!(
+        store.claim("batch", 10, true, &echo).await.is_empty(),
+        "not a kind it has"
+    );
+    let both = ["echo".to_string(), "scrape".to_string()];
+    let claimed = store.claim("batch", 10, true, &both).await;
+    assert_eq!(
+        claimed.iter().map(|j| j.task_id).collect::<Vec<_>>(),
+        [scrape_id]
+    );
+    assert_eq!(
+        store.depths("batch").await.iter().sum::<usize>(),
+        1,
+        "embed waits for a daemon that has it"
+    );
     Ok(())
 }
