@@ -43,6 +43,12 @@ impl PostgresStore {
         let limit = i64::try_from(n).unwrap_or(i64::MAX);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| unavailable(&e))?;
+        // A claim need not survive a crash of the database: lost, its task
+        // is simply queued and unclaimed again. Not waiting for the WAL
+        // flush takes the fsync off every worker's way to its next task.
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .await
+            .map_err(|e| unavailable(&e))?;
         let rows = tx
             .query(
                 "SELECT t.id, t.priority FROM unnest($2::smallint[]) AS l(level)

@@ -305,10 +305,7 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Unavailable(describe_pool(&e)))
+        pooled(&self.pool).await
     }
 
     /// Passes `result` on, remembering an error for [`Self::degraded`].
@@ -387,10 +384,7 @@ async fn renew_leases(pool: Pool, local: std::sync::Weak<Local>, node: String, l
         };
         let held: Vec<uuid::Uuid> = lock(&local.held).iter().copied().collect();
         let renewed = async {
-            let client = pool
-                .get()
-                .await
-                .map_err(|e| StoreError::Unavailable(describe_pool(&e)))?;
+            let client = pooled(&pool).await?;
             client
                 .execute(
                     "UPDATE wasmhive_tasks SET lease_until = now() + make_interval(secs => $2)
@@ -412,14 +406,18 @@ async fn renew_leases(pool: Pool, local: std::sync::Weak<Local>, node: String, l
     }
 }
 
+/// A connection from `pool`, or why there is none.
+async fn pooled(pool: &Pool) -> Result<Object, StoreError> {
+    pool.get()
+        .await
+        .map_err(|e| StoreError::Unavailable(describe_pool(&e)))
+}
+
 /// Writes this daemon's row of `wasmhive_nodes`, as it is now.
 async fn heartbeat(pool: &Pool, local: &std::sync::Weak<Local>, source: &NodeInfoSource) {
     let info = source.now();
     let written = async {
-        let client = pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Unavailable(describe_pool(&e)))?;
+        let client = pooled(pool).await?;
         client
             .execute(
                 "INSERT INTO wasmhive_nodes (id, address, started_at, heartbeat_at, pools, plugins)

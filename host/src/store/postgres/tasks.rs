@@ -264,6 +264,15 @@ impl PostgresStore {
             // running attempt keeps its node and lease.
             let keep_claim = (queued && was_queued && c.pool == old_pool)
                 || record.status == TaskStatus::Running;
+            if record.status == TaskStatus::Running {
+                // A start lost with the database is an attempt run again
+                // (its outcome is then refused): what at-least-once allows,
+                // so the start does not wait for the WAL flush. Inserts and
+                // outcomes do.
+                tx.batch_execute("SET LOCAL synchronous_commit = off")
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+            }
             tx.execute(
                 "UPDATE wasmhive_tasks SET kind = $2, pool = $3, status = $4, priority = $5,
                      attempt = $6, due_at = $7, finished_at = $8, parked = $9, record = $10,
