@@ -187,21 +187,16 @@ impl PostgresStore {
     }
 
     async fn counts(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Vec<(String, usize)> {
-        let counted = async {
-            let client = self.client().await?;
-            let rows = client
-                .query(sql, params)
-                .await
-                .map_err(|e| unavailable(&e))?;
-            Ok(rows
-                .iter()
-                .map(|r| {
-                    let n: i64 = r.get(1);
-                    (r.get::<_, String>(0), usize::try_from(n).unwrap_or(0))
-                })
-                .collect())
-        }
-        .await;
-        self.noted(counted).unwrap_or_default()
+        let counted = self.rows(sql, params).await;
+        self.noted(counted)
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        let n: i64 = r.get(1);
+                        (r.get::<_, String>(0), usize::try_from(n).unwrap_or(0))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }

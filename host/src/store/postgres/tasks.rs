@@ -445,15 +445,19 @@ impl PostgresStore {
     }
 
     async fn ids(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Vec<Uuid> {
-        let found = async {
-            let client = self.client().await?;
-            let rows = client
-                .query(sql, params)
-                .await
-                .map_err(|e| unavailable(&e))?;
-            Ok(rows.iter().map(|r| r.get(0)).collect())
-        }
-        .await;
-        self.noted(found).unwrap_or_default()
+        let found = self.rows(sql, params).await;
+        self.noted(found)
+            .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The rows `sql` returns, or why there are none.
+    pub(super) async fn rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let client = self.client().await?;
+        client.query(sql, params).await.map_err(|e| unavailable(&e))
     }
 }

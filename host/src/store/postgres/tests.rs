@@ -14,6 +14,19 @@ fn pool(pool_size: usize) -> PostgresOptions {
     }
 }
 
+/// A NORMAL task of `kind` in the `batch` pool.
+fn queued(kind: &str) -> crate::store::TaskRecord {
+    crate::store::TaskRecord {
+        category: Some("batch".into()),
+        ..crate::store::TaskRecord::new(
+            kind,
+            serde_json::json!({}),
+            crate::task::Priority::Normal,
+            std::time::SystemTime::now(),
+        )
+    }
+}
+
 fn server() -> Result<LocalServer, Box<dyn std::error::Error>> {
     Ok(LocalServer::start(&["fsync=off"])?)
 }
@@ -100,9 +113,7 @@ fn passwords_are_redacted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_inserted_on_one_daemon_wakes_the_others() -> TestResult {
-    use crate::store::TaskRecord;
-    use crate::task::Priority;
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
     let pg = server()?;
     // No polling within the test: only a notification can wake node B.
     let hour = Duration::from_secs(3600);
@@ -119,15 +130,7 @@ async fn a_task_inserted_on_one_daemon_wakes_the_others() -> TestResult {
     let notified = woken.notified();
     tokio::pin!(notified);
     notified.as_mut().enable();
-    let task = TaskRecord {
-        category: Some("batch".into()),
-        ..TaskRecord::new(
-            "echo",
-            serde_json::json!({}),
-            Priority::Normal,
-            SystemTime::now(),
-        )
-    };
+    let task = queued("echo");
     a.insert(task).await?;
     tokio::time::timeout(Duration::from_secs(20), notified)
         .await
@@ -146,21 +149,13 @@ async fn a_task_inserted_on_one_daemon_wakes_the_others() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_attempt_whose_lease_ran_out_is_rescued_and_its_late_outcome_refused() -> TestResult {
-    use crate::store::{AttemptPlugin, AttemptRecord, TaskRecord, Transition, TransitionError};
-    use crate::task::{FailureKind, Priority, TaskFailure};
+    use crate::store::{AttemptPlugin, AttemptRecord, Transition, TransitionError};
+    use crate::task::{FailureKind, TaskFailure};
     use std::time::SystemTime;
     let pg = server()?;
     let a = PostgresStore::connect(&pg.url(), "node-a", &pool(2)).await?;
     let b = PostgresStore::connect(&pg.url(), "node-b", &pool(2)).await?;
-    let task = TaskRecord {
-        category: Some("batch".into()),
-        ..TaskRecord::new(
-            "echo",
-            serde_json::json!({}),
-            Priority::Normal,
-            SystemTime::now(),
-        )
-    };
+    let task = queued("echo");
     let id = task.task_id;
     a.insert(task).await?;
     assert_eq!(a.claim("batch", 1, true, &every_kind()).await.len(), 1);
