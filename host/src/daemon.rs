@@ -254,6 +254,10 @@ impl Daemon {
                 .pools()
                 .map(|p| (p.name.clone(), p.size))
                 .collect(),
+            running: scheduler
+                .pools()
+                .map(|p| (p.name.clone(), p.running_tasks()))
+                .collect(),
             plugins: scheduler
                 .registry()
                 .statuses()

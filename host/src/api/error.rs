@@ -33,6 +33,17 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// `503` with `Retry-After`: the task store cannot be reached now.
+    pub fn store_unavailable(message: impl Into<String>) -> Self {
+        let mut error = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            message,
+        );
+        error.retry_after = Some(5);
+        error
+    }
+
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
@@ -113,19 +124,17 @@ impl From<SubmitError> for ApiError {
     }
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::store_unavailable(e.to_string())
+    }
+}
+
 impl From<CancelError> for ApiError {
     fn from(e: CancelError) -> Self {
         match &e {
             CancelError::NotFound(_) => ApiError::not_found("task_not_found", e.to_string()),
-            CancelError::Store(_) => {
-                let mut error = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    e.to_string(),
-                );
-                error.retry_after = Some(5);
-                error
-            }
+            CancelError::Store(_) => ApiError::store_unavailable(e.to_string()),
             _ => ApiError::new(StatusCode::CONFLICT, "task_finished", e.to_string()),
         }
     }

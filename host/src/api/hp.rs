@@ -114,7 +114,42 @@ pub async fn workers(State(state): State<AppState>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({ "pools": pools }))
+    // Every daemon sharing the store, this one as it is now, the others as
+    // of their last heartbeat; pools are per daemon.
+    let here = state.node.now();
+    let node = here.id.clone();
+    let nodes: Vec<Value> = match state.scheduler.store().nodes(here).await {
+        Ok(nodes) => nodes
+            .into_iter()
+            .map(|n| {
+                let pools: Vec<Value> = n
+                    .pools
+                    .iter()
+                    .map(|(pool, size)| {
+                        let running = n.running.get(pool).cloned().unwrap_or_default();
+                        json!({
+                            "pool": pool,
+                            "size": size,
+                            "busy": running.len(),
+                            "idle": size.saturating_sub(running.len()),
+                            "running": running,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "id": n.id,
+                    "address": n.address,
+                    "last_heartbeat": n.last_heartbeat,
+                    "pools": pools,
+                })
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!("the other daemons' workers cannot be read: {e}");
+            Vec::new()
+        }
+    };
+    Json(json!({ "node": node, "pools": pools, "nodes": nodes }))
 }
 
 #[utoipa::path(get, path = "/api/hp/queues", tag = "status",

@@ -192,6 +192,7 @@ pub fn wait_duration(wait: Option<f64>, max: Duration) -> Result<Option<Duration
         (status = 200, body = TaskRecord),
         (status = 400, description = "Not a UUID", body = super::error::ErrorBody),
         (status = 404, body = super::error::ErrorBody),
+        (status = 503, description = "The task store cannot be reached", body = super::error::ErrorBody),
     ))]
 pub async fn get(
     State(state): State<AppState>,
@@ -200,8 +201,9 @@ pub async fn get(
     let id = parse_id(&id)?;
     state
         .scheduler
-        .get(id)
-        .await
+        .store()
+        .read(id)
+        .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found("task_not_found", format!("no task with id {id}")))
 }
@@ -270,7 +272,7 @@ pub async fn list(
         kind: query.kind,
         limit: query.limit.unwrap_or(100).min(MAX_LIST),
     };
-    let tasks = state.scheduler.list(&filter).await;
+    let tasks = state.scheduler.store().query(&filter).await?;
     Ok(Json(
         serde_json::json!({ "tasks": tasks, "count": tasks.len() }),
     ))

@@ -6,6 +6,15 @@
 //! ran out. All of it but the rescue (leases run on the database's clock)
 //! runs on the scheduler's clock (tests move it with a `ManualClock`), and
 //! it ends when the scheduler stops.
+//!
+//! Where daemons share a store, only the leader ([`Store::leadership`])
+//! does the periodic work: due retries, rescue and retention. The others
+//! wait to take over. A rollback's re-runs stay with the daemon that rolled
+//! the plugin back (it is the one that knows); each re-run is a
+//! compare-and-set, so two daemons rolling back the same version cannot
+//! re-run a task twice.
+//!
+//! [`Store::leadership`]: crate::store::Store::leadership
 
 use super::completer::cut_short;
 use super::{AttemptRunner, Scheduler};
@@ -15,6 +24,11 @@ use std::time::Duration;
 
 /// How often a daemon looks for attempts whose lease ran out.
 const RESCUE_EVERY: Duration = Duration::from_secs(5);
+
+/// Where daemons share a store, the leader looks for due retries at least
+/// this often (a retry filed by another daemon is announced, but an
+/// announcement may be lost).
+const DUE_POLL_SHARED: Duration = Duration::from_secs(5);
 
 /// When retention runs and what it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +58,9 @@ impl<R: AttemptRunner> Scheduler<R> {
                 () = inner.clock.sleep_until(next) => {}
                 _ = stop.changed() => return,
             }
+            if !*inner.store.leadership().borrow() {
+                continue;
+            }
             let before = inner.clock.wall() - retention.keep;
             match inner.store.prune(before).await {
                 Ok(0) => {}
@@ -60,24 +77,31 @@ impl<R: AttemptRunner> Scheduler<R> {
         let inner = &self.inner;
         let mut stop = inner.stop.subscribe();
         let filed = inner.store.due_changed();
+        let mut leading = inner.store.leadership();
+        let shared = inner.store.shared();
         loop {
             let changed = filed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            if !until_leading(&mut leading, &mut stop).await {
+                return;
+            }
             let (due, next) = inner.store.due(inner.clock.wall()).await;
             for id in due {
                 self.step(id, Transition::Due).await;
             }
-            let sleep = match next {
-                Some(at) => {
-                    let wait = at.duration_since(inner.clock.wall()).unwrap_or_default();
-                    inner.clock.sleep_until(inner.clock.now() + wait)
-                }
+            let mut wait = next.map(|at| at.duration_since(inner.clock.wall()).unwrap_or_default());
+            if shared {
+                wait = Some(wait.map_or(DUE_POLL_SHARED, |w| w.min(DUE_POLL_SHARED)));
+            }
+            let sleep = match wait {
+                Some(wait) => inner.clock.sleep_until(inner.clock.now() + wait),
                 None => Box::pin(std::future::pending()),
             };
             tokio::select! {
                 () = sleep => {}
                 () = &mut changed => {}
+                () = leadership_changed(&mut leading) => {}
                 _ = stop.changed() => return,
             }
         }
@@ -87,14 +111,19 @@ impl<R: AttemptRunner> Scheduler<R> {
     /// that stopped renewing their leases (killed, cut off): each is
     /// recorded `interrupted` and runs again (at-least-once; a late outcome
     /// from the lost attempt is refused, its attempt is no longer current).
-    /// Every daemon looks; the row lock lets one rescue each attempt.
+    /// The leader looks; should two daemons both believe they lead for a
+    /// moment, the row lock still lets one rescue each attempt.
     pub(super) async fn rescue_loop(self) {
         let mut stop = self.inner.stop.subscribe();
+        let leading = self.inner.store.leadership();
         let mut tick = tokio::time::interval(RESCUE_EVERY);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
+            }
+            if !*leading.borrow() {
+                continue;
             }
             let inner = &self.inner;
             for task in inner.store.expired().await {
@@ -165,5 +194,35 @@ impl<R: AttemptRunner> Scheduler<R> {
             );
         }
         tasks.len()
+    }
+}
+
+/// Waits until this daemon leads the periodic work: true then, false once
+/// the scheduler stops (or nobody can lead any more).
+async fn until_leading(
+    leading: &mut tokio::sync::watch::Receiver<bool>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    loop {
+        if *stop.borrow() {
+            return false;
+        }
+        if *leading.borrow_and_update() {
+            return true;
+        }
+        tokio::select! {
+            changed = leading.changed() => if changed.is_err() {
+                return *leading.borrow();
+            },
+            _ = stop.changed() => return false,
+        }
+    }
+}
+
+/// Returns when the leadership changes; never where it cannot (one
+/// daemon's own store, whose leadership is fixed).
+async fn leadership_changed(leading: &mut tokio::sync::watch::Receiver<bool>) {
+    if leading.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }

@@ -462,6 +462,8 @@ impl<R: AttemptRunner> Scheduler<R> {
     pub async fn shutdown(&self, grace: Duration) {
         let inner = &self.inner;
         inner.stop.send_replace(true);
+        // The periodic work stopped with it: another daemon takes it over.
+        inner.store.resign().await;
         let deadline = Instant::now() + grace;
         while self.running_count() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -492,13 +494,44 @@ impl<R: AttemptRunner> Scheduler<R> {
     /// Applies a lifecycle transition. A refused one means the task moved
     /// on meanwhile (cancelled, finished, already re-queued): logged, and
     /// the caller drops what it was about to do with the task.
+    ///
+    /// One the store could not write (its database is away) is tried again,
+    /// backing off, until it is written or refused: a worker holding an
+    /// outcome waits with it (the outcomes waiting are bounded by the
+    /// workers, and a waiting worker claims nothing). Once the scheduler
+    /// stops it gives up after a few more tries; the task is still
+    /// `running` under this daemon's lease then, and is rescued and run
+    /// again (at-least-once), never lost.
     async fn step(&self, id: Uuid, transition: Transition) -> bool {
+        const FIRST_WAIT: Duration = Duration::from_millis(100);
+        const LONGEST_WAIT: Duration = Duration::from_secs(2);
+        const TRIES_ONCE_STOPPED: u32 = 5;
         let name = transition.name();
-        match self.inner.store.transition(id, transition).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(task.id = %id, transition = name, "transition refused: {e}");
-                false
+        let mut wait = FIRST_WAIT;
+        let mut tries_once_stopped = 0;
+        loop {
+            match self.inner.store.transition(id, transition.clone()).await {
+                Ok(()) => return true,
+                Err(TransitionError::Store(e)) => {
+                    if *self.inner.stop.borrow() {
+                        tries_once_stopped += 1;
+                        if tries_once_stopped > TRIES_ONCE_STOPPED {
+                            tracing::warn!(task.id = %id, transition = name,
+                                "not recorded before the daemon stopped: {e}");
+                            return false;
+                        }
+                    }
+                    if wait == FIRST_WAIT {
+                        tracing::warn!(task.id = %id, transition = name,
+                            "not recorded yet, trying again until the store takes it: {e}");
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(LONGEST_WAIT);
+                }
+                Err(e) => {
+                    tracing::debug!(task.id = %id, transition = name, "transition refused: {e}");
+                    return false;
+                }
             }
         }
     }

@@ -2,14 +2,17 @@
 //!
 //! Each pool has `size` workers (tokio tasks driven by the scheduler) that
 //! [`take`](CategoryPool::take) jobs by claiming them from the store
-//! ([`Store::claim`]). The last `reserved` free workers are kept from
-//! background work (LOW, BULK) so an urgent task does not wait behind a
-//! pool saturated by BULK.
+//! ([`Store::claim`]). One worker claims at a time, for every idle worker
+//! at once (one round trip to a database serves them all); the jobs it
+//! claimed for the others wait for them in the pool's hand-over queue. The
+//! last `reserved` free workers are kept from background work (LOW, BULK)
+//! so an urgent task does not wait behind a pool saturated by BULK.
 
 use crate::store::Store;
 use crate::store::queue::Job;
 use crate::sync::lock;
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{Notify, watch};
@@ -32,6 +35,10 @@ pub struct CategoryPool {
     workers: Mutex<Vec<Option<Busy>>>,
     /// Held while a worker claims (the claim may wait on a database).
     claiming: tokio::sync::Mutex<()>,
+    /// Jobs claimed for idle workers that have not taken them yet.
+    handed: Mutex<VecDeque<Job>>,
+    /// Signalled for each job put in `handed`.
+    hand_over: Notify,
     /// The store's signal that a task of this pool may be claimed.
     wake: Arc<Notify>,
 }
@@ -55,6 +62,8 @@ impl CategoryPool {
             store,
             workers: Mutex::new(vec![None; size]),
             claiming: tokio::sync::Mutex::new(()),
+            handed: Mutex::default(),
+            hand_over: Notify::new(),
         }
     }
 
@@ -77,42 +86,86 @@ impl CategoryPool {
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let handed = self.hand_over.notified();
+            tokio::pin!(handed);
+            handed.as_mut().enable();
+            if !*stop.borrow()
+                && let Some(job) = self.take_handed(worker, &now)
+            {
+                return Some(job);
+            }
             {
                 // One claim at a time per pool, so two workers cannot both
                 // count the reserve as free and take it for background work.
                 let _claiming = self.claiming.lock().await;
                 if *stop.borrow() {
+                    self.give_back_handed();
                     return None;
                 }
-                let background = self.running() + self.reserved < self.size;
+                if let Some(job) = self.take_handed(worker, &now) {
+                    return Some(job);
+                }
+                // Nothing is handed over now (only a claim fills it, and it
+                // was emptied under this lock): every idle worker gets one
+                // job, LOW and BULK only as far as the reserve is kept free.
+                let running = self.running();
+                let room = (self.size - self.reserved).saturating_sub(running);
+                let (n, background) = if room > 0 { (room, true) } else { (1, false) };
                 let kinds = if self.store.shared() {
                     kinds()
                 } else {
                     Vec::new()
                 };
-                if let Some(job) = self
+                let mut jobs = self
                     .store
-                    .claim(&self.name, 1, background, &kinds)
+                    .claim(&self.name, n, background, &kinds)
                     .await
-                    .pop()
-                {
-                    if let Some(slot) = lock(&self.workers).get_mut(worker) {
-                        *slot = Some(Busy {
-                            task_id: job.task_id,
-                            since: now(),
-                        });
+                    .into_iter();
+                if let Some(job) = jobs.next() {
+                    self.busy(worker, &job, &now);
+                    let others: Vec<Job> = jobs.collect();
+                    let count = others.len();
+                    lock(&self.handed).extend(others);
+                    for _ in 0..count {
+                        self.hand_over.notify_one();
                     }
                     return Some(job);
                 }
             }
             tokio::select! {
                 () = &mut notified => {}
+                () = &mut handed => {}
                 changed = stop.changed() => {
                     if changed.is_err() {
+                        self.give_back_handed();
                         return None;
                     }
                 }
             }
+        }
+    }
+
+    /// A job another worker claimed for this one, if there is one.
+    fn take_handed(&self, worker: usize, now: &impl Fn() -> Instant) -> Option<Job> {
+        let job = lock(&self.handed).pop_front()?;
+        self.busy(worker, &job, now);
+        Some(job)
+    }
+
+    fn busy(&self, worker: usize, job: &Job, now: &impl Fn() -> Instant) {
+        if let Some(slot) = lock(&self.workers).get_mut(worker) {
+            *slot = Some(Busy {
+                task_id: job.task_id,
+                since: now(),
+            });
+        }
+    }
+
+    /// Gives back what was claimed for workers that will not take it.
+    fn give_back_handed(&self) {
+        let left: Vec<Job> = lock(&self.handed).drain(..).collect();
+        for job in left {
+            self.give_back(job);
         }
     }
 
@@ -125,6 +178,15 @@ impl CategoryPool {
         // waiting worker will do (the reserve counts the pool, not the
         // worker), so one is woken, not the herd.
         self.wake.notify_one();
+    }
+
+    /// The tasks its busy workers run.
+    pub fn running_tasks(&self) -> Vec<Uuid> {
+        lock(&self.workers)
+            .iter()
+            .flatten()
+            .map(|b| b.task_id)
+            .collect()
     }
 
     pub fn running(&self) -> usize {

@@ -82,7 +82,7 @@ impl<R: AttemptRunner> Scheduler<R> {
     pub(super) async fn run_job(&self, pool: &Arc<CategoryPool>, job: Job) {
         let inner = &self.inner;
         let id = job.task_id;
-        let Some(task) = inner.store.get(id).await else {
+        let Some(task) = inner.store.claimed(id).await else {
             return;
         };
         if task.status != TaskStatus::Queued {

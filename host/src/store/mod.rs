@@ -115,6 +115,28 @@ impl Store {
         }
     }
 
+    /// The task, `None` if there is none, or why the store cannot say (a
+    /// database server away): what a reader that must tell "no such task"
+    /// from "cannot look" asks, such as the API.
+    pub async fn read(&self, id: Uuid) -> Result<Option<TaskRecord>, StoreError> {
+        match self {
+            Store::Postgres(p) => p.read(id).await,
+            Store::Memory(m) => Ok(m.get(id)),
+            Store::Sqlite(s) => Ok(s.memory().get(id)),
+        }
+    }
+
+    /// The tasks `filter` selects, or why the store cannot say.
+    pub async fn query(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
+        match self {
+            Store::Postgres(p) => p.query(filter).await,
+            Store::Memory(m) => Ok(m.list(filter)),
+            Store::Sqlite(s) => Ok(s.memory().list(filter)),
+        }
+    }
+
+    /// The task, or `None` when there is none or the store cannot say (the
+    /// error is logged and reported by health).
     pub async fn get(&self, id: Uuid) -> Option<TaskRecord> {
         match self {
             Store::Postgres(p) => p.get(id).await,
@@ -184,6 +206,18 @@ impl Store {
             Store::Postgres(p) => p.claim(pool, n, background, kinds).await,
             Store::Memory(m) => m.claim(pool, n, background),
             Store::Sqlite(s) => s.memory().claim(pool, n, background),
+        }
+    }
+
+    /// The task of a job [`Store::claim`] handed to this daemon: what the
+    /// claim read, where the backend kept it (a copy that went stale
+    /// meanwhile is harmless, since its start is checked under the task's
+    /// lock), else the task as it is now.
+    pub async fn claimed(&self, id: Uuid) -> Option<TaskRecord> {
+        match self {
+            Store::Postgres(p) => p.claimed(id).await,
+            Store::Memory(m) => m.get(id),
+            Store::Sqlite(s) => s.memory().get(id),
         }
     }
 
@@ -370,6 +404,35 @@ impl Store {
     /// Whether several daemons may share this store.
     pub fn shared(&self) -> bool {
         matches!(self, Store::Postgres(_))
+    }
+
+    /// Whether this daemon leads the periodic work (due retries, rescue,
+    /// retention), and when that changes: always where one daemon owns the
+    /// store; in a shared one, the daemon holding the leader row.
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
+        match self {
+            Store::Postgres(p) => p.leadership(),
+            Store::Memory(_) | Store::Sqlite(_) => {
+                // A sender dropped at once leaves its last value: `true`.
+                tokio::sync::watch::channel(true).1
+            }
+        }
+    }
+
+    /// The daemon leading the periodic work, by node id (`None` for one
+    /// daemon's own store, or while nobody leads a shared one).
+    pub async fn leader(&self) -> Result<Option<String>, StoreError> {
+        match self {
+            Store::Postgres(p) => p.leader().await,
+            Store::Memory(_) | Store::Sqlite(_) => Ok(None),
+        }
+    }
+
+    /// Hands the leadership over before the daemon stops.
+    pub async fn resign(&self) {
+        if let Store::Postgres(p) = self {
+            p.resign().await;
+        }
     }
 
     /// Other daemons' events, for a store that daemons share (`None` for

@@ -20,6 +20,10 @@ pub struct NodeInfo {
     pub pools: BTreeMap<String, usize>,
     /// The version each loaded plugin (by file name) serves.
     pub plugins: BTreeMap<String, String>,
+    /// The tasks its busy workers run, per pool (another daemon's as of
+    /// its last heartbeat).
+    #[serde(default)]
+    pub running: BTreeMap<String, Vec<uuid::Uuid>>,
 }
 
 /// Builds this daemon's [`NodeInfo`] as it is now.
@@ -93,6 +97,7 @@ mod tests {
             started_at: String::new(),
             last_heartbeat: String::new(),
             pools: BTreeMap::new(),
+            running: BTreeMap::new(),
             plugins: plugins
                 .iter()
                 .map(|(p, v)| (p.to_string(), v.to_string()))

@@ -7,11 +7,12 @@
 //! across daemons the shares add up, and a level can be served ahead of
 //! its turn by as many claims as there are daemons claiming at once.
 
-use super::listen::READY_CHANNEL;
-use super::tasks::{LEVELS, unavailable};
+use super::tasks::{LEVELS, decode};
+use super::tx::{Tx, prepared, unavailable};
 use super::{PoolTags, PostgresStore};
-use crate::store::StoreError;
 use crate::store::queue::{self, Job};
+use crate::store::{StoreError, TaskRecord};
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::time::Instant;
 use tokio_postgres::types::ToSql;
@@ -41,29 +42,38 @@ impl PostgresStore {
         let allowed = queue::allowed_levels(background);
         let levels: Vec<i16> = (0..allowed as i16).collect();
         let limit = i64::try_from(n).unwrap_or(i64::MAX);
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| unavailable(&e))?;
+        let client = self.client().await?;
+        let select = prepared(
+            &client,
+            "SELECT t.id, t.priority FROM unnest($2::smallint[]) AS l(level)
+             CROSS JOIN LATERAL (
+                 SELECT id, priority FROM wasmhive_tasks
+                 WHERE pool = $1 AND status = 'queued' AND NOT parked AND priority = l.level
+                   AND kind = ANY($4)
+                   AND (claimed_by IS NULL OR lease_until < now())
+                 ORDER BY id LIMIT $3
+                 FOR UPDATE SKIP LOCKED
+             ) AS t",
+        )
+        .await?;
+        let mark = prepared(
+            &client,
+            "UPDATE wasmhive_tasks SET claimed_by = $2,
+                 lease_until = now() + make_interval(secs => $3)
+             WHERE id = ANY($1)
+             RETURNING record",
+        )
+        .await?;
         // A claim need not survive a crash of the database: lost, its task
         // is simply queued and unclaimed again. Not waiting for the WAL
         // flush takes the fsync off every worker's way to its next task.
-        tx.batch_execute("SET LOCAL synchronous_commit = off")
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let rows = tx
-            .query(
-                "SELECT t.id, t.priority FROM unnest($2::smallint[]) AS l(level)
-                 CROSS JOIN LATERAL (
-                     SELECT id, priority FROM wasmhive_tasks
-                     WHERE pool = $1 AND status = 'queued' AND NOT parked AND priority = l.level
-                       AND kind = ANY($4)
-                       AND (claimed_by IS NULL OR lease_until < now())
-                     ORDER BY id LIMIT $3
-                     FOR UPDATE SKIP LOCKED
-                 ) AS t",
-                &[&pool, &levels, &limit, &kinds],
-            )
-            .await
-            .map_err(|e| unavailable(&e))?;
+        let (tx, rows) = Tx::begin_with(
+            client,
+            "BEGIN; SET LOCAL synchronous_commit = off",
+            &select,
+            &[&pool, &levels, &limit, &kinds],
+        )
+        .await?;
         let mut candidates: [std::collections::VecDeque<Uuid>; 5] = Default::default();
         for row in &rows {
             let level = usize::try_from(row.get::<_, i16>(1)).unwrap_or(4).min(4);
@@ -101,17 +111,20 @@ impl PostgresStore {
             picked
         });
         let ids: Vec<Uuid> = picked.iter().map(|(id, _)| *id).collect();
-        if !ids.is_empty() {
-            tx.execute(
-                "UPDATE wasmhive_tasks SET claimed_by = $2,
-                     lease_until = now() + make_interval(secs => $3)
-                 WHERE id = ANY($1)",
-                &[&ids, &self.node, &self.lease_s],
-            )
-            .await
-            .map_err(|e| unavailable(&e))?;
+        if ids.is_empty() {
+            tx.commit().await?;
+        } else {
+            // The claimed rows come back with the claim, so the worker that
+            // runs one need not read it again ([`PostgresStore::claimed`]).
+            let rows = tx
+                .commit_with("", &mark, &[&ids, &self.node, &self.lease_s])
+                .await?;
+            let mut prefetched = lock(&self.local.prefetched);
+            for row in &rows {
+                let record = decode(row)?;
+                prefetched.insert(record.task_id, record);
+            }
         }
-        tx.commit().await.map_err(|e| unavailable(&e))?;
         self.local.hold(&ids);
         let now = Instant::now();
         Ok(picked
@@ -124,9 +137,21 @@ impl PostgresStore {
             .collect())
     }
 
+    /// The task of a job this daemon claimed, as the claim read it (a
+    /// stale copy is harmless: its start is checked under the row's lock),
+    /// or as the database has it now.
+    pub async fn claimed(&self, id: Uuid) -> Option<TaskRecord> {
+        let prefetched = lock(&self.local.prefetched).remove(&id);
+        match prefetched {
+            Some(record) => Some(record),
+            None => self.get(id).await,
+        }
+    }
+
     /// Gives a claimed task back: written behind (the next claim on this
     /// node waits for it), so it can be called where nothing may wait.
     pub fn unclaim(&self, id: Uuid) {
+        lock(&self.local.prefetched).remove(&id);
         let store = self.clone();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -135,21 +160,23 @@ impl PostgresStore {
         let write = runtime.spawn(async move {
             let written = async {
                 let client = store.client().await?;
+                let statement = prepared(
+                    &client,
+                    "UPDATE wasmhive_tasks SET claimed_by = NULL, lease_until = NULL
+                     WHERE id = $1 AND claimed_by = $2 AND status = 'queued'
+                     RETURNING pool",
+                )
+                .await?;
                 client
-                    .query_opt(
-                        "WITH given AS (
-                             UPDATE wasmhive_tasks SET claimed_by = NULL, lease_until = NULL
-                             WHERE id = $1 AND claimed_by = $2 AND status = 'queued'
-                             RETURNING pool)
-                         SELECT pool, pg_notify($3, pool) FROM given",
-                        &[&id, &store.node, &READY_CHANNEL],
-                    )
+                    .query_opt(&statement, &[&id, &store.node])
                     .await
                     .map_err(|e| unavailable(&e))
             }
             .await;
             if let Ok(Some(row)) = store.noted(written) {
-                store.local.waker(row.get::<_, &str>(0)).notify_one();
+                let pool = row.get::<_, &str>(0);
+                store.local.post_ready(pool);
+                store.local.waker(pool).notify_one();
             }
         });
         self.local.giving_back(write);

@@ -7,6 +7,7 @@
 //! reconnect every pool is woken at once).
 
 use super::Local;
+use super::leader::LEADER_CHANNEL;
 use crate::store::{RemoteEvent, TaskChange, TaskRecord};
 use crate::task::TaskStatus;
 use futures::StreamExt;
@@ -57,7 +58,8 @@ pub(super) async fn listen(config: Config, local: Weak<Local>, node: String, pol
         });
         if client
             .batch_execute(&format!(
-                "LISTEN {READY_CHANNEL}; LISTEN {CHANGED_CHANNEL}; LISTEN {CANCEL_CHANNEL}"
+                "LISTEN {READY_CHANNEL}; LISTEN {CHANGED_CHANNEL}; LISTEN {CANCEL_CHANNEL}; \
+                 LISTEN {LEADER_CHANNEL}"
             ))
             .await
             .is_ok()
@@ -106,6 +108,7 @@ async fn hear(
 ) {
     match channel {
         READY_CHANNEL => local.waker(payload).notify_one(),
+        LEADER_CHANNEL => local.leader_vacant.notify_one(),
         CANCEL_CHANNEL => {
             if let Ok(id) = payload.parse() {
                 let _ = local.remote.send(RemoteEvent::CancelRequested(id));
@@ -123,11 +126,13 @@ async fn hear(
             if from == node {
                 return; // this daemon's own change, already announced here
             }
-            if status
-                .parse::<TaskStatus>()
-                .is_ok_and(TaskStatus::is_finished)
-            {
-                let _ = local.remote.send(RemoteEvent::Finished(id));
+            match status.parse::<TaskStatus>() {
+                Ok(status) if status.is_finished() => {
+                    let _ = local.remote.send(RemoteEvent::Finished(id));
+                }
+                // The leader's due retries hear of another daemon's retry.
+                Ok(TaskStatus::RetryWait) => local.due_changed.notify_one(),
+                _ => {}
             }
             // Live views (the event stream, the dashboard) see the change.
             if local.changes.receiver_count() > 0

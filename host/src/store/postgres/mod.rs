@@ -9,11 +9,15 @@
 //! and [`local::LocalServer`] starts a throwaway server for the tests and
 //! benchmarks.
 
+mod announce;
+mod batch;
 mod claim;
+mod leader;
 mod listen;
 pub mod local;
 mod schema;
 mod tasks;
+mod tx;
 
 use super::node::{NodeInfo, NodeInfoSource};
 use super::record::TaskChange;
@@ -56,6 +60,10 @@ impl Default for PostgresOptions {
         }
     }
 }
+
+/// How long connecting, waiting for a pooled connection, or an
+/// unacknowledged write to the server may take before it is an error.
+const NETWORK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a database error keeps the store reported as degraded.
 const DEGRADED_FOR: Duration = Duration::from_secs(10);
@@ -101,6 +109,21 @@ struct Local {
     remote: broadcast::Sender<super::RemoteEvent>,
     /// What this daemon's heartbeat says of it.
     node_info: Mutex<Option<NodeInfoSource>>,
+    /// Notifications to send once their changes have committed.
+    outbox: Mutex<announce::Outbox>,
+    outbox_filled: Arc<Notify>,
+    /// Whether this daemon leads the periodic work ([`leader`]).
+    leader: tokio::sync::watch::Sender<bool>,
+    /// Signalled when the leader resigned.
+    leader_vacant: Arc<Notify>,
+    /// Transitions waiting for the writer ([`batch`]).
+    batch: Mutex<Vec<batch::Pending>>,
+    batch_filled: Arc<Notify>,
+    /// New tasks waiting for the writer ([`batch`]).
+    inserts: Mutex<Vec<batch::PendingInsert>>,
+    inserts_filled: Arc<Notify>,
+    /// Tasks as their claim read them, until a worker takes them.
+    prefetched: Mutex<HashMap<uuid::Uuid, TaskRecord>>,
 }
 
 /// One pool's claim policy on this node: the levels' tags, and which
@@ -112,6 +135,12 @@ struct PoolTags {
 }
 
 impl Local {
+    /// Logs a database error and reports the store degraded for a while.
+    fn note_error(&self, e: &StoreError) {
+        tracing::error!("task store: {e}");
+        *lock(&self.degraded) = Some((Instant::now(), e.to_string()));
+    }
+
     fn waker(&self, pool: &str) -> Arc<Notify> {
         lock(&self.wakers)
             .entry(pool.to_string())
@@ -129,6 +158,7 @@ impl Local {
 
     fn release(&self, id: uuid::Uuid) {
         lock(&self.held).remove(&id);
+        lock(&self.prefetched).remove(&id);
     }
 
     fn giving_back(&self, write: tokio::task::JoinHandle<()>) {
@@ -171,8 +201,19 @@ impl PostgresStore {
             url: shown.clone(),
             message,
         };
-        let config = tokio_postgres::Config::from_str(url)
+        let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| fail(format!("the URL is not a PostgreSQL connection URL ({e})")))?;
+        // A database that went away (stopped, host gone, network cut) is an
+        // error within seconds, never a wait without end: a submission then
+        // answers 503 and an outcome waits to be written (see `scheduler`).
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(NETWORK_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(NETWORK_TIMEOUT);
+        }
+        config.keepalives(true);
+        config.keepalives_idle(NETWORK_TIMEOUT);
         let manager = Manager::from_config(
             config.clone(),
             tokio_postgres::NoTls,
@@ -182,6 +223,10 @@ impl PostgresStore {
         );
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(NETWORK_TIMEOUT))
+            .create_timeout(Some(NETWORK_TIMEOUT))
+            .recycle_timeout(Some(NETWORK_TIMEOUT))
             .build()
             .map_err(|e| fail(e.to_string()))?;
         let mut client = pool.get().await.map_err(|e| fail(describe_pool(&e)))?;
@@ -207,7 +252,33 @@ impl PostgresStore {
             listening: tokio::sync::watch::channel(false).0,
             remote: broadcast::channel(CHANGES_BUFFERED).0,
             node_info: Mutex::default(),
+            outbox: Mutex::default(),
+            outbox_filled: Arc::default(),
+            leader: tokio::sync::watch::channel(false).0,
+            leader_vacant: Arc::default(),
+            batch: Mutex::default(),
+            batch_filled: Arc::default(),
+            inserts: Mutex::default(),
+            inserts_filled: Arc::default(),
+            prefetched: Mutex::default(),
         });
+        tokio::spawn(batch::write(
+            pool.clone(),
+            Arc::downgrade(&local),
+            node.to_string(),
+        ));
+        tokio::spawn(batch::write_inserts(
+            pool.clone(),
+            Arc::downgrade(&local),
+            node.to_string(),
+        ));
+        tokio::spawn(leader::elect(
+            pool.clone(),
+            Arc::downgrade(&local),
+            node.to_string(),
+            options.lease,
+        ));
+        tokio::spawn(announce::send(pool.clone(), Arc::downgrade(&local)));
         tokio::spawn(listen::listen(
             config,
             Arc::downgrade(&local),
@@ -251,7 +322,7 @@ impl PostgresStore {
             let client = self.client().await?;
             let rows = client
                 .query(
-                    "SELECT id, address, started_at, heartbeat_at, pools, plugins FROM wasmhive_nodes
+                    "SELECT id, address, started_at, heartbeat_at, pools, plugins, workers FROM wasmhive_nodes
                      WHERE heartbeat_at > now() - make_interval(secs => $1) ORDER BY id",
                     &[&(3.0 * self.lease_s)],
                 )
@@ -263,6 +334,7 @@ impl PostgresStore {
                     let heartbeat: std::time::SystemTime = r.get(3);
                     let tokio_postgres::types::Json(pools) = r.get(4);
                     let tokio_postgres::types::Json(plugins) = r.get(5);
+                    let tokio_postgres::types::Json(running) = r.get(6);
                     NodeInfo {
                         id: r.get(0),
                         address: r.get(1),
@@ -270,6 +342,7 @@ impl PostgresStore {
                         last_heartbeat: humantime::format_rfc3339_millis(heartbeat).to_string(),
                         pools,
                         plugins,
+                        running,
                     }
                 })
                 .collect())
@@ -297,6 +370,26 @@ impl PostgresStore {
         self.noted(sent)
     }
 
+    /// Whether this daemon leads the periodic work, and its changes.
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.local.leader.subscribe()
+    }
+
+    /// The daemon that leads the periodic work now, if one does.
+    pub async fn leader(&self) -> Result<Option<String>, StoreError> {
+        let found = leader::current(&self.pool).await;
+        self.noted(found)
+    }
+
+    /// Gives up the leadership (the daemon stops), so another daemon
+    /// takes it at once.
+    pub async fn resign(&self) {
+        self.local.leader.send_replace(false);
+        if let Err(e) = leader::resign(&self.pool, &self.node).await {
+            tracing::warn!("could not hand the leadership over: {e}");
+        }
+    }
+
     /// Returns once other daemons' changes are heard (the `LISTEN`
     /// connection is up).
     pub async fn until_listening(&self) {
@@ -311,8 +404,7 @@ impl PostgresStore {
     /// Passes `result` on, remembering an error for [`Self::degraded`].
     fn noted<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
         if let Err(e) = &result {
-            tracing::error!("task store: {e}");
-            *lock(&self.local.degraded) = Some((Instant::now(), e.to_string()));
+            self.local.note_error(e);
         }
         result
     }
@@ -386,18 +478,35 @@ async fn renew_leases(pool: Pool, local: std::sync::Weak<Local>, node: String, l
         let renewed = async {
             let client = pooled(&pool).await?;
             client
-                .execute(
+                .query(
                     "UPDATE wasmhive_tasks SET lease_until = now() + make_interval(secs => $2)
-                     WHERE id = ANY($3) AND claimed_by = $1 AND status IN ('queued', 'running')",
+                     WHERE id = ANY($3) AND claimed_by = $1 AND status IN ('queued', 'running')
+                     RETURNING id",
                     &[&node, &lease_s, &held],
                 )
                 .await
                 .map_err(|e| StoreError::Unavailable(describe(&e)))
         }
         .await;
-        if let Err(e) = renewed {
-            tracing::warn!("could not renew this daemon's leases: {e}");
-            *lock(&local.degraded) = Some((Instant::now(), e.to_string()));
+        match renewed {
+            Ok(rows) => {
+                // What this daemon held but no longer does (cancelled, or
+                // rescued by another daemon after a lease ran out): an
+                // attempt still running here is stopped, in case the
+                // notification that said so was lost.
+                let kept: std::collections::HashSet<uuid::Uuid> =
+                    rows.iter().map(|r| r.get(0)).collect();
+                let mut current = lock(&local.held);
+                for id in held.iter().filter(|id| !kept.contains(id)) {
+                    if current.remove(id) {
+                        let _ = local.remote.send(super::RemoteEvent::CancelRequested(*id));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("could not renew this daemon's leases: {e}");
+                *lock(&local.degraded) = Some((Instant::now(), e.to_string()));
+            }
         }
         let source = lock(&local.node_info).clone();
         if let Some(source) = source {
@@ -420,17 +529,18 @@ async fn heartbeat(pool: &Pool, local: &std::sync::Weak<Local>, source: &NodeInf
         let client = pooled(pool).await?;
         client
             .execute(
-                "INSERT INTO wasmhive_nodes (id, address, started_at, heartbeat_at, pools, plugins)
-                 VALUES ($1, $2, $3, now(), $4, $5)
+                "INSERT INTO wasmhive_nodes (id, address, started_at, heartbeat_at, pools, plugins, workers)
+                 VALUES ($1, $2, $3, now(), $4, $5, $6)
                  ON CONFLICT (id) DO UPDATE SET address = excluded.address,
                      started_at = excluded.started_at, heartbeat_at = now(),
-                     pools = excluded.pools, plugins = excluded.plugins",
+                     pools = excluded.pools, plugins = excluded.plugins, workers = excluded.workers",
                 &[
                     &info.id,
                     &info.address,
                     &info.started_at,
                     &tokio_postgres::types::Json(&info.pools),
                     &tokio_postgres::types::Json(&info.plugins),
+                    &tokio_postgres::types::Json(&info.running),
                 ],
             )
             .await

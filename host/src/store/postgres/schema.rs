@@ -52,6 +52,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         pools jsonb NOT NULL,
         plugins jsonb NOT NULL
     );",
+    // 3: the leader of the periodic work (due retries, rescue, retention),
+    // held by its daemon's renewals (see `leader`); the tasks each daemon's
+    // workers run, as of its heartbeat.
+    "CREATE TABLE wasmhive_leader (
+        name text PRIMARY KEY,
+        node text NOT NULL,
+        elected_at timestamptz NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    ALTER TABLE wasmhive_nodes ADD COLUMN workers jsonb NOT NULL DEFAULT '{}';",
 ];
 
 /// Applies the migrations this database has not had; returns the schema

@@ -9,8 +9,9 @@
 //! - a claim lives while its task is queued (given back, or it starts,
 //!   parks, ends); a running attempt keeps the node's name and lease.
 
-use super::listen::{CHANGED_CHANNEL, READY_CHANNEL};
-use super::{PostgresStore, describe};
+use super::tx::{Tx, prepared, unavailable};
+use super::{Local, PostgresStore};
+use crate::store::TaskChange;
 use crate::store::queue;
 use crate::store::{Inserted, StoreError, TaskFilter, TaskRecord, Transition, TransitionError};
 use crate::task::{Priority, TaskStatus};
@@ -28,23 +29,21 @@ pub(super) const LEVELS: [Priority; 5] = [
     Priority::Bulk,
 ];
 
-const COLUMNS: &str = "id, kind, pool, status, priority, attempt, idempotency_key, parent_id, \
+pub(super) const COLUMNS: &str = "id, kind, pool, status, priority, attempt, idempotency_key, parent_id, \
                        created_at, due_at, finished_at, parked, record";
 
 /// A record's queryable columns, as written beside its JSON.
-struct Columns<'a> {
-    record: &'a TaskRecord,
-    pool: &'a str,
-    priority: i16,
-    attempt: i32,
-    due_at: Option<SystemTime>,
-    parked: bool,
+pub(super) struct Columns<'a> {
+    pub pool: &'a str,
+    pub priority: i16,
+    pub attempt: i32,
+    pub due_at: Option<SystemTime>,
+    pub parked: bool,
 }
 
 impl<'a> Columns<'a> {
-    fn of(record: &'a TaskRecord) -> Columns<'a> {
+    pub(super) fn of(record: &'a TaskRecord) -> Columns<'a> {
         Columns {
-            record,
             pool: record.category.as_deref().unwrap_or_default(),
             priority: queue::level(record.priority) as i16,
             attempt: i32::try_from(record.attempts).unwrap_or(i32::MAX),
@@ -56,52 +55,69 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// Tells every daemon (this one too) that `pool` has a claimable task,
-/// once the transaction commits.
-async fn announce_ready(
-    tx: &tokio_postgres::Transaction<'_>,
-    pool: &str,
-) -> Result<(), StoreError> {
-    tx.execute("SELECT pg_notify($1, $2)", &[&READY_CHANNEL, &pool])
-        .await
-        .map(|_| ())
-        .map_err(|e| unavailable(&e))
-}
-
-pub(super) fn unavailable(e: &tokio_postgres::Error) -> StoreError {
-    StoreError::Unavailable(describe(e))
-}
-
-fn decode(row: &Row) -> Result<TaskRecord, StoreError> {
+pub(super) fn decode(row: &Row) -> Result<TaskRecord, StoreError> {
     let Json(record): Json<TaskRecord> = row
         .try_get("record")
         .map_err(|e| StoreError::Unavailable(format!("a task row cannot be read ({e})")))?;
     Ok(record)
 }
 
+/// Whether a task's claim (or its running attempt's lease) outlives the
+/// change from `before` to `after`: a claim lives while its task stays
+/// queued in the same pool; a running attempt keeps its node and lease.
+pub(super) fn keeps_claim(before: &TaskRecord, after: &TaskRecord) -> bool {
+    let queued = |r: &TaskRecord| r.status == TaskStatus::Queued && r.parked_on.is_none();
+    (queued(before) && queued(after) && Columns::of(before).pool == Columns::of(after).pool)
+        || after.status == TaskStatus::Running
+}
+
+impl Local {
+    /// What follows a committed change that left the task as `record`
+    /// here: the claim given up (and the pool woken) unless it was kept, a
+    /// retry's timer woken.
+    pub(super) fn settle(&self, record: &TaskRecord, keep_claim: bool) {
+        let c = Columns::of(record);
+        if !keep_claim {
+            self.release(record.task_id);
+            if record.status == TaskStatus::Queued && !c.parked {
+                self.post_ready(c.pool);
+                self.waker(c.pool).notify_one();
+            }
+        }
+        if record.status == TaskStatus::RetryWait {
+            self.due_changed.notify_one();
+        }
+    }
+
+    /// Tells this daemon's live views and the other daemons that the task
+    /// changed to `record`; called once the change has committed.
+    pub(super) fn announce_change(&self, node: &str, record: &TaskRecord) {
+        if self.changes.receiver_count() > 0 {
+            let _ = self.changes.send(TaskChange::from(record));
+        }
+        self.post_changed(record.task_id, record.status.as_str(), node);
+    }
+}
+
 impl PostgresStore {
     /// Tells the other daemons that the task changed (their waiters and
-    /// live views), once the transaction commits.
-    async fn announce_changed(
-        &self,
-        tx: &tokio_postgres::Transaction<'_>,
-        record: &TaskRecord,
-    ) -> Result<(), StoreError> {
-        let payload = format!(
-            "{} {} {}",
-            record.task_id,
-            record.status.as_str(),
-            self.node
-        );
-        tx.execute("SELECT pg_notify($1, $2)", &[&CHANGED_CHANNEL, &payload])
-            .await
-            .map(|_| ())
-            .map_err(|e| unavailable(&e))
+    /// live views); called once the change has committed.
+    fn announce_changed(&self, record: &TaskRecord) {
+        self.local
+            .post_changed(record.task_id, record.status.as_str(), &self.node);
     }
 
     /// Records a task (a child linked to its parent in the same
     /// transaction); an existing idempotency key gives back its task.
     pub async fn insert(&self, record: TaskRecord) -> Result<Inserted, StoreError> {
+        if record.parent_id.is_none() {
+            // Many to a statement ([`super::batch`]); it announces them.
+            return self.local.queue_insert(record).await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "the task store's writer has stopped".to_string(),
+                ))
+            });
+        }
         let result = self.insert_tx(&record).await;
         let inserted = self.noted(result)?;
         if let Inserted::New(record) = &inserted {
@@ -114,14 +130,30 @@ impl PostgresStore {
     }
 
     async fn insert_tx(&self, record: &TaskRecord) -> Result<Inserted, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| unavailable(&e))?;
+        let client = self.client().await?;
         let c = Columns::of(record);
-        let sql = format!(
-            "INSERT INTO wasmhive_tasks ({COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING"
-        );
-        let params: [&(dyn ToSql + Sync); 13] = [
+        // One statement, so one round trip and atomic: the row, and a child
+        // linked into its parent's record (`$8` is the parent, if any).
+        let insert = prepared(
+            &client,
+            &format!(
+                "WITH inserted AS (
+                     INSERT INTO wasmhive_tasks ({COLUMNS})
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                     ON CONFLICT DO NOTHING RETURNING id),
+                 linked AS (
+                     UPDATE wasmhive_tasks
+                     SET record = jsonb_set(record, '{{children}}',
+                         COALESCE(record->'children', '[]'::jsonb) || jsonb_build_array($14::jsonb))
+                     WHERE id = $8 AND EXISTS (SELECT 1 FROM inserted)
+                       AND NOT COALESCE(record->'children', '[]'::jsonb) @> jsonb_build_array($14::jsonb)
+                     RETURNING record)
+                 SELECT EXISTS (SELECT 1 FROM inserted), (SELECT record FROM linked)"
+            ),
+        )
+        .await?;
+        let child = serde_json::Value::String(record.task_id.to_string());
+        let params: [&(dyn ToSql + Sync); 14] = [
             &record.task_id,
             &record.kind,
             &c.pool,
@@ -135,14 +167,15 @@ impl PostgresStore {
             &record.finished_at,
             &c.parked,
             &Json(record),
+            &Json(&child),
         ];
-        let inserted = tx
-            .execute(&sql, &params)
+        let row = client
+            .query_one(&insert, &params)
             .await
             .map_err(|e| unavailable(&e))?;
-        if inserted == 0 {
+        if !row.get::<_, bool>(0) {
             let existing = match &record.idempotency_key {
-                Some(key) => tx
+                Some(key) => client
                     .query_opt(
                         "SELECT record FROM wasmhive_tasks WHERE idempotency_key = $1",
                         &[key],
@@ -159,32 +192,23 @@ impl PostgresStore {
                 ))),
             };
         }
-        if let Some(parent) = record.parent_id {
-            let child = serde_json::Value::String(record.task_id.to_string());
-            let linked = tx
-                .query_opt(
-                    "UPDATE wasmhive_tasks
-                     SET record = jsonb_set(record, '{children}',
-                         COALESCE(record->'children', '[]'::jsonb) || jsonb_build_array($2::jsonb))
-                     WHERE id = $1 AND NOT COALESCE(record->'children', '[]'::jsonb) @> jsonb_build_array($2::jsonb)
-                     RETURNING record",
-                    &[&parent, &Json(&child)],
-                )
-                .await
-                .map_err(|e| unavailable(&e))?;
-            if let Some(row) = linked {
-                self.announce(&decode(&row)?);
-            }
+        if let Some(Json(parent)) = row.get::<_, Option<Json<TaskRecord>>>(1) {
+            self.announce(&parent);
+            self.announce_changed(&parent);
         }
         if record.status == TaskStatus::Queued {
-            announce_ready(&tx, c.pool).await?;
+            self.local.post_ready(c.pool);
         }
-        self.announce_changed(&tx, record).await?;
-        tx.commit().await.map_err(|e| unavailable(&e))?;
+        self.announce_changed(record);
         Ok(Inserted::New(record.clone()))
     }
 
     pub async fn get(&self, id: Uuid) -> Option<TaskRecord> {
+        self.read(id).await.ok().flatten()
+    }
+
+    /// The task, `None` if there is none, or why the database cannot say.
+    pub async fn read(&self, id: Uuid) -> Result<Option<TaskRecord>, StoreError> {
         let found = async {
             let client = self.client().await?;
             let row = client
@@ -194,7 +218,7 @@ impl PostgresStore {
             row.as_ref().map(decode).transpose()
         }
         .await;
-        self.noted(found).ok().flatten()
+        self.noted(found)
     }
 
     /// Applies `change` under the row's lock and writes the record back.
@@ -222,7 +246,16 @@ impl PostgresStore {
         id: Uuid,
         transition: Transition,
     ) -> Result<(), TransitionError> {
-        match self.change(id, |t| transition.apply(t)).await {
+        let outcome = self
+            .local
+            .queue_transition(id, transition)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "the task store's writer has stopped".to_string(),
+                ))
+            });
+        match outcome {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(refused)) => Err(refused),
             Err(e) => Err(TransitionError::Store(e.to_string())),
@@ -237,48 +270,45 @@ impl PostgresStore {
         change: impl FnOnce(&mut TaskRecord) -> Result<(), TransitionError> + Send,
     ) -> Result<Result<TaskRecord, TransitionError>, StoreError> {
         let result = async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(|e| unavailable(&e))?;
-            let Some(row) = tx
-                .query_opt(
-                    "SELECT record FROM wasmhive_tasks WHERE id = $1 FOR UPDATE",
-                    &[&id],
-                )
-                .await
-                .map_err(|e| unavailable(&e))?
-            else {
-                return Ok(Err(TransitionError::NotFound(id)));
-            };
-            let mut record = decode(&row)?;
-            let before = Columns::of(&record);
-            let (was_queued, old_pool) = (
-                before.record.status == TaskStatus::Queued && !before.parked,
-                before.pool.to_string(),
-            );
-            if let Err(refused) = change(&mut record) {
-                return Ok(Err(refused));
-            }
-            let c = Columns::of(&record);
-            let queued = record.status == TaskStatus::Queued && !c.parked;
-            // A claim lives while its task stays queued in the same pool; a
-            // running attempt keeps its node and lease.
-            let keep_claim = (queued && was_queued && c.pool == old_pool)
-                || record.status == TaskStatus::Running;
-            if record.status == TaskStatus::Running {
-                // A start lost with the database is an attempt run again
-                // (its outcome is then refused): what at-least-once allows,
-                // so the start does not wait for the WAL flush. Inserts and
-                // outcomes do.
-                tx.batch_execute("SET LOCAL synchronous_commit = off")
-                    .await
-                    .map_err(|e| unavailable(&e))?;
-            }
-            tx.execute(
+            let client = self.client().await?;
+            let select = prepared(
+                &client,
+                "SELECT record FROM wasmhive_tasks WHERE id = $1 FOR UPDATE",
+            )
+            .await?;
+            let update = prepared(
+                &client,
                 "UPDATE wasmhive_tasks SET kind = $2, pool = $3, status = $4, priority = $5,
                      attempt = $6, due_at = $7, finished_at = $8, parked = $9, record = $10,
                      claimed_by = CASE WHEN $11 THEN claimed_by END,
                      lease_until = CASE WHEN $11 THEN lease_until END
                  WHERE id = $1",
+            )
+            .await?;
+            let (tx, rows) = Tx::begin_with(client, "BEGIN", &select, &[&id]).await?;
+            let Some(row) = rows.first() else {
+                tx.rollback().await;
+                return Ok(Err(TransitionError::NotFound(id)));
+            };
+            let mut record = decode(row)?;
+            let before = record.clone();
+            if let Err(refused) = change(&mut record) {
+                tx.rollback().await;
+                return Ok(Err(refused));
+            }
+            let c = Columns::of(&record);
+            let keep_claim = keeps_claim(&before, &record);
+            // A start lost with the database is an attempt run again (its
+            // outcome is then refused): what at-least-once allows, so the
+            // start does not wait for the WAL flush. Inserts and outcomes do.
+            let before_update = if record.status == TaskStatus::Running {
+                "SET LOCAL synchronous_commit = off"
+            } else {
+                ""
+            };
+            tx.commit_with(
+                before_update,
+                &update,
                 &[
                     &id,
                     &record.kind,
@@ -293,22 +323,9 @@ impl PostgresStore {
                     &keep_claim,
                 ],
             )
-            .await
-            .map_err(|e| unavailable(&e))?;
-            if queued && !keep_claim {
-                announce_ready(&tx, c.pool).await?;
-            }
-            self.announce_changed(&tx, &record).await?;
-            tx.commit().await.map_err(|e| unavailable(&e))?;
-            if !keep_claim {
-                self.local.release(id);
-            }
-            if queued && !keep_claim {
-                self.local.waker(c.pool).notify_one();
-            }
-            if record.status == TaskStatus::RetryWait {
-                self.local.due_changed.notify_one();
-            }
+            .await?;
+            self.local.settle(&record, keep_claim);
+            self.local.announce_change(&self.node, &record);
             Ok(Ok(record))
         }
         .await;
@@ -318,14 +335,15 @@ impl PostgresStore {
             // rescues the attempt instead of it staying `running` for good.
             self.local.release(id);
         }
-        let result = self.noted(result)?;
-        if let Ok(record) = &result {
-            self.announce(record);
-        }
-        Ok(result)
+        self.noted(result)
     }
 
     pub async fn list(&self, filter: &TaskFilter) -> Vec<TaskRecord> {
+        self.query(filter).await.unwrap_or_default()
+    }
+
+    /// The tasks `filter` selects, or why the database cannot say.
+    pub async fn query(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
         let found = async {
             let client = self.client().await?;
             let status = filter.status.map(TaskStatus::as_str);
@@ -342,7 +360,7 @@ impl PostgresStore {
             rows.iter().map(decode).collect::<Result<Vec<_>, _>>()
         }
         .await;
-        self.noted(found).unwrap_or_default()
+        self.noted(found)
     }
 
     /// Retries due at `now`, soonest first, and when the next one is due.

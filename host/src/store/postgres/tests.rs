@@ -259,3 +259,84 @@ async fn a_daemon_claims_only_the_kinds_it_has_loaded() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_inserts_and_transitions_share_batches_and_each_gets_its_own_outcome()
+-> TestResult {
+    use crate::store::{AttemptPlugin, Inserted, Transition, TransitionError};
+    use std::time::SystemTime;
+    let pg = server()?;
+    let store = PostgresStore::connect(&pg.url(), "node-a", &pool(4)).await?;
+    // 200 inserts at once, ten of them under one idempotency key: one task
+    // for the key, every caller given it.
+    let inserts = (0..200).map(|i| {
+        let store = store.clone();
+        let mut task = queued("echo");
+        if i % 20 == 0 {
+            task.idempotency_key = Some("once".into());
+        }
+        async move { store.insert(task).await }
+    });
+    let inserted = futures::future::join_all(inserts).await;
+    let mut new = Vec::new();
+    let mut keyed = std::collections::HashSet::new();
+    for outcome in inserted {
+        match outcome? {
+            Inserted::New(t) => {
+                if t.idempotency_key.is_some() {
+                    keyed.insert(t.task_id);
+                }
+                new.push(t.task_id);
+            }
+            Inserted::Existing(t) => {
+                keyed.insert(t.task_id);
+            }
+        }
+    }
+    assert_eq!(new.len(), 191, "190 without a key and one with it");
+    assert_eq!(keyed.len(), 1, "every keyed caller got the same task");
+    let claimed = store.claim("batch", 500, true, &every_kind()).await;
+    assert_eq!(claimed.len(), 191);
+    let start = |attempt| Transition::Start {
+        attempt,
+        plugin: AttemptPlugin {
+            name: "echo".into(),
+            version: "1.0.0".into(),
+        },
+        category: "batch".into(),
+        at: SystemTime::now(),
+    };
+    // Every task started twice at once: exactly one start of each wins,
+    // whichever batch they fall in; the other is stale. And one start of a
+    // task that does not exist is refused without failing the others.
+    let missing = uuid::Uuid::new_v4();
+    let starts = new
+        .iter()
+        .chain(new.iter())
+        .chain(std::iter::once(&missing))
+        .map(|id| {
+            let store = store.clone();
+            let id = *id;
+            let start = start(1);
+            async move { (id, store.transition(id, start).await) }
+        });
+    let mut won = std::collections::HashMap::new();
+    for (id, outcome) in futures::future::join_all(starts).await {
+        match outcome {
+            Ok(()) => *won.entry(id).or_insert(0) += 1,
+            Err(TransitionError::Illegal {
+                from: "running", ..
+            }) => {}
+            Err(TransitionError::NotFound(gone)) => assert_eq!(gone, missing),
+            Err(other) => panic!("unexpected refusal of {id}: {other}"),
+        }
+    }
+    assert_eq!(won.len(), new.len());
+    assert!(won.values().all(|n| *n == 1), "one start per task");
+    for id in &new {
+        let task = store.get(*id).await.ok_or("the task is gone")?;
+        assert_eq!(task.status, crate::task::TaskStatus::Running);
+        assert_eq!(task.attempts, 1);
+    }
+    Ok(())
+}
