@@ -6,23 +6,6 @@ use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-async fn submit_batch(daemon: &Daemon, tasks: Vec<Value>) -> Result<Vec<String>> {
-    let (status, body) = daemon
-        .request(
-            reqwest::Method::POST,
-            "/api/v1/tasks/batch",
-            Some(json!({ "tasks": tasks })),
-        )
-        .await?;
-    ensure!(status == 202, "batch refused ({status}): {body}");
-    Ok(body["tasks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t["task_id"].as_str().map(str::to_string))
-        .collect())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_accepted_task_finishes_across_a_kill_9() -> Result<()> {
     // One worker: the 5000 tasks take several seconds, so the kill lands in
@@ -36,7 +19,7 @@ async fn every_accepted_task_finishes_across_a_kill_9() -> Result<()> {
         let chunk = (0..1000)
             .map(|_| json!({ "kind": "busy", "payload": { "ms": 2 } }))
             .collect();
-        ids.extend(submit_batch(&daemon, chunk).await?);
+        ids.extend(daemon.submit_batch(chunk).await?);
     }
     assert_eq!(ids.len(), 5000);
     // Let part of the work finish, then kill the daemon without warning.

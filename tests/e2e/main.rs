@@ -15,6 +15,7 @@ mod api;
 mod authoring;
 mod client;
 mod clocked;
+mod cluster;
 mod dashboard;
 mod durability;
 mod handlers;

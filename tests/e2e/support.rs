@@ -258,6 +258,29 @@ impl Daemon {
         self.request(reqwest::Method::GET, path, None).await
     }
 
+    /// Submits `tasks` in one `POST /api/v1/tasks/batch`; their ids, in order.
+    pub async fn submit_batch(&self, tasks: Vec<Value>) -> Result<Vec<String>> {
+        let (status, body) = self
+            .request(
+                reqwest::Method::POST,
+                "/api/v1/tasks/batch",
+                Some(json!({ "tasks": tasks })),
+            )
+            .await?;
+        ensure!(status == 202, "batch refused ({status}): {body}");
+        body["tasks"]
+            .as_array()
+            .context("the batch answer lists no tasks")?
+            .iter()
+            .map(|t| {
+                t["task_id"]
+                    .as_str()
+                    .map(str::to_string)
+                    .with_context(|| format!("no id: {t}"))
+            })
+            .collect()
+    }
+
     /// Submits a task and waits up to 60 s for it to finish.
     pub async fn run(&self, kind: &str, payload: Value) -> Result<Value> {
         self.run_with(json!({ "kind": kind, "payload": payload }))
