@@ -27,6 +27,7 @@ impl<R: AttemptRunner> Scheduler<R> {
         let clock = self.inner.clock.clone();
         let store = self.inner.store.clone();
         let mut uncommitted = None;
+        let mut settling: Option<tokio::task::JoinHandle<()>> = None;
         let runner = self.inner.runner.clone();
         while let Some(job) = pool
             .take(worker, || clock.now(), || runner.kinds(), &mut stop)
@@ -38,17 +39,27 @@ impl<R: AttemptRunner> Scheduler<R> {
             let ran = std::panic::AssertUnwindSafe(self.run_job(&pool, job))
                 .catch_unwind()
                 .await;
-            if let Err(panic) = ran {
-                self.contain_panic(id, &panic_message(panic.as_ref())).await;
+            match ran {
+                Ok(Some(next)) => {
+                    // The worker moves on while its outcome is recorded, but
+                    // not while the previous one still is: the outcomes in
+                    // flight are bounded to one per worker.
+                    if let Some(previous) = settling.replace(next) {
+                        let _ = previous.await;
+                    }
+                }
+                Ok(None) => {}
+                Err(panic) => self.contain_panic(id, &panic_message(panic.as_ref())).await,
             }
-            // Outcomes not yet durable are bounded to one per worker: the
-            // worker moves on while its outcome commits, but not while the
-            // previous one is still uncommitted. A crash then re-runs at
-            // most two tasks per worker that had finished.
+            // Outcomes not yet durable are bounded likewise: a crash re-runs
+            // at most three tasks per worker that had finished.
             if let Some(mark) = uncommitted.replace(store.mark()) {
                 store.durable(mark).await;
             }
             pool.release(worker);
+        }
+        if let Some(last) = settling {
+            let _ = last.await;
         }
     }
 
@@ -78,23 +89,27 @@ impl<R: AttemptRunner> Scheduler<R> {
         }
     }
 
-    /// One job from a pool: resolve, admit, run, settle.
-    pub(super) async fn run_job(&self, pool: &Arc<CategoryPool>, job: Job) {
+    /// One job from a pool: resolve, admit, run; the outcome is recorded
+    /// by the task returned (if the job ran), so the worker can take its
+    /// next job while a database commits it.
+    pub(super) async fn run_job(
+        &self,
+        pool: &Arc<CategoryPool>,
+        job: Job,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         let inner = &self.inner;
         let id = job.task_id;
-        let Some(task) = inner.store.claimed(id).await else {
-            return;
-        };
+        let task = inner.store.claimed(id).await?;
         if task.status != TaskStatus::Queued {
-            return; // cancelled while queued
+            return None; // cancelled while queued
         }
         let Some(plugin) = inner.runner.resolve(&task.kind) else {
             self.no_handler(&task, &pool.name).await;
-            return;
+            return None;
         };
         if plugin.category() != pool.name {
             self.move_to_pool(&task, plugin.category()).await;
-            return;
+            return None;
         }
         let limit = tenancy::limit(
             plugin.limits().max_concurrency,
@@ -105,16 +120,14 @@ impl<R: AttemptRunner> Scheduler<R> {
             .plugin_slots
             .take_or_hold(plugin.name(), limit, job, pool)
         {
-            return; // back in the pool when one of its attempts ends
+            return None; // back in the pool when one of its attempts ends
         }
         let _slot = tenancy::SlotGuard {
             slots: inner.plugin_slots.clone(),
             plugin: plugin.name().to_string(),
         };
 
-        let Some(mut admitted) = self.admit(&plugin, &task, pool).await else {
-            return;
-        };
+        let mut admitted = self.admit(&plugin, &task, pool).await?;
 
         // Register the cancel token before the task turns `running`, so a
         // cancel in between is never lost.
@@ -134,7 +147,7 @@ impl<R: AttemptRunner> Scheduler<R> {
         };
         if !self.step(id, start).await {
             self.forget_running(id);
-            return; // dropping `admitted` gives its trial slots back
+            return None; // dropping `admitted` gives its trial slots back
         }
         inner.metrics.started(&pool.name, job.enqueued.elapsed());
 
@@ -201,19 +214,28 @@ impl<R: AttemptRunner> Scheduler<R> {
                 self.release(breaker.name()).await;
             }
         }
-        self.settle(
-            &task,
-            attempt_no,
-            version,
-            started_wall,
-            run_time,
-            outcome,
-            &pool.name,
-        )
-        .await;
-        // Only now is the attempt over: shutdown waits for the running set
-        // to empty, and must find the outcome recorded when it does.
-        self.forget_running(id);
+        let this = self.clone();
+        let pool = pool.name.clone();
+        Some(tokio::spawn(async move {
+            let settled = std::panic::AssertUnwindSafe(this.settle(
+                &task,
+                attempt_no,
+                version,
+                started_wall,
+                run_time,
+                outcome,
+                &pool,
+            ))
+            .catch_unwind()
+            .await;
+            match settled {
+                // Only now is the attempt over: shutdown waits for the
+                // running set to empty, and must find the outcome recorded
+                // when it does.
+                Ok(()) => this.forget_running(id),
+                Err(panic) => this.contain_panic(id, &panic_message(panic.as_ref())).await,
+            }
+        }))
     }
 
     /// Asks every breaker the attempt depends on; parks the task on the

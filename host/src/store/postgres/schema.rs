@@ -62,6 +62,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         expires_at timestamptz NOT NULL
     );
     ALTER TABLE wasmhive_nodes ADD COLUMN workers jsonb NOT NULL DEFAULT '{}';",
+    // 4: claims, give-backs and lease renewals change no indexed column, so
+    // PostgreSQL updates those rows in place (HOT: no new index entries, no
+    // dead ones for the next claim to skip): the running attempts are
+    // indexed by id, not by lease (rescue reads the few there are), and
+    // pages keep room for the new row versions.
+    "DROP INDEX wasmhive_tasks_leases;
+    CREATE INDEX wasmhive_tasks_running ON wasmhive_tasks (id) WHERE status = 'running';
+    ALTER TABLE wasmhive_tasks SET (fillfactor = 70);",
 ];
 
 /// Applies the migrations this database has not had; returns the schema

@@ -211,8 +211,10 @@ impl PostgresStore {
     pub async fn read(&self, id: Uuid) -> Result<Option<TaskRecord>, StoreError> {
         let found = async {
             let client = self.client().await?;
+            let select =
+                prepared(&client, "SELECT record FROM wasmhive_tasks WHERE id = $1").await?;
             let row = client
-                .query_opt("SELECT record FROM wasmhive_tasks WHERE id = $1", &[&id])
+                .query_opt(&select, &[&id])
                 .await
                 .map_err(|e| unavailable(&e))?;
             row.as_ref().map(decode).transpose()
