@@ -51,6 +51,10 @@ pub struct Page {
     pub links: Vec<String>,
     /// The character encoding the bytes were decoded from.
     pub charset: String,
+    /// The page's language (`<html lang>`), if it says.
+    pub lang: Option<String>,
+    /// The page's canonical URL (`<link rel=canonical>`), else its own.
+    pub canonical: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -154,7 +158,9 @@ pub fn extract(
         for root in &roots {
             for h in root.select(&sel) {
                 let level = h.value().name().as_bytes().get(1).map_or(1, |b| b - b'0');
-                let text = squash(&h.text().collect::<String>());
+                let mut text = String::new();
+                collect_text(*h, &mut text);
+                let text = squash(&text);
                 if !text.is_empty() {
                     headings.push(Heading { level, text });
                 }
@@ -186,8 +192,20 @@ pub fn extract(
             }
         }
     }
+    let lang = first(&doc, "html[lang]")
+        .and_then(|h| h.value().attr("lang"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string);
+    let canonical = first(&doc, "link[rel~='canonical'][href]")
+        .and_then(|l| l.value().attr("href"))
+        .and_then(|href| base.join(href.trim()).ok())
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .map_or_else(|| url.to_string(), |u| u.to_string());
     Ok(Page {
         url: url.to_string(),
+        lang,
+        canonical,
         title,
         description,
         headings,
@@ -209,12 +227,28 @@ fn meta(doc: &Html, selector: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// Appends what a reader sees of `node`. A line break in the HTML source
+/// is a space (a soft break, not the end of a sentence), except inside
+/// `<pre>`, whose lines are kept; Sphinx-style `¶` heading links are
+/// chrome.
 fn collect_text(node: ego_tree::NodeRef<'_, Node>, out: &mut String) {
+    collect(node, out, false);
+}
+
+fn collect(node: ego_tree::NodeRef<'_, Node>, out: &mut String, in_pre: bool) {
     match node.value() {
-        Node::Text(t) => out.push_str(&t.text),
+        Node::Text(t) if in_pre => out.push_str(&t.text),
+        Node::Text(t) => out.extend(
+            t.text
+                .chars()
+                .map(|c| if c == '\n' || c == '\r' { ' ' } else { c }),
+        ),
         Node::Element(e) => {
             let name = e.name();
-            let hidden = e.attr("hidden").is_some()
+            let headerlink =
+                e.has_class("headerlink", scraper::CaseSensitivity::AsciiCaseInsensitive);
+            let hidden = headerlink
+                || e.attr("hidden").is_some()
                 || e.attr("aria-hidden")
                     .is_some_and(|v| v.eq_ignore_ascii_case("true"))
                 || e.attr("role")
@@ -226,8 +260,9 @@ fn collect_text(node: ego_tree::NodeRef<'_, Node>, out: &mut String) {
             if block {
                 out.push('\n');
             }
+            let in_pre = in_pre || name == "pre";
             for child in node.children() {
-                collect_text(child, out);
+                collect(child, out, in_pre);
             }
             if block {
                 out.push('\n');
@@ -303,6 +338,28 @@ mod tests {
         let costs = extract(HTML, &url, Some("main p"), "UTF-8")?;
         assert_eq!(costs.text, "Orders ship in two days.\nFree over 50 euro.");
         assert!(extract(HTML, &url, Some("p[["), "UTF-8").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn soft_line_breaks_heading_links_pre_language_and_canonical() -> Result<(), String> {
+        let html = "<html lang=\"en\"><head><title>T</title>\
+            <link rel=\"canonical\" href=\"/docs/intro.html\"></head><body><main>\
+            <h2 id=\"setup\">Setting up<a class=\"headerlink\" href=\"#setup\">¶</a></h2>\
+            <p>The server\nstarts when\r\nyou run it.</p>\
+            <pre>fn main() {\n    run();\n}</pre></main></body></html>";
+        let url =
+            Url::parse("http://127.0.0.1:8000/docs/intro.html?x=1").map_err(|e| e.to_string())?;
+        let page = extract(html, &url, None, "UTF-8")?;
+        assert_eq!(
+            page.text,
+            "Setting up\nThe server starts when you run it.\nfn main() {\nrun();\n}"
+        );
+        assert_eq!(page.headings[0].text, "Setting up");
+        assert_eq!(page.lang.as_deref(), Some("en"));
+        assert_eq!(page.canonical, "http://127.0.0.1:8000/docs/intro.html");
+        let bare = extract("<p>x</p>", &url, None, "UTF-8")?;
+        assert_eq!((bare.lang, bare.canonical.as_str()), (None, url.as_str()));
         Ok(())
     }
 
