@@ -13,6 +13,13 @@
 //! while the database is idle goes at once, and those asked while a batch
 //! is in flight form the next one, so batches grow with the load.
 //!
+//! A start is also a compare-and-set on the claim: the row must be claimed
+//! by this daemon (or by none). A claim whose lease ran out while its job
+//! waited here (a daemon too loaded to renew in time) may have been taken
+//! by another daemon; the start of the one that lost it is refused, so the
+//! attempt runs once, on the daemon that holds the row. A start also takes
+//! a fresh lease, so the attempt is not rescued before its first renewal.
+//!
 //! Rows are locked in id order by every batch, so concurrent batches never
 //! deadlock one another; a single-row change ([`PostgresStore::update`])
 //! locks one row only. Only transitions are batched: a change given as a
@@ -83,14 +90,14 @@ impl Local {
 }
 
 /// Writes the queued transitions until the store is dropped.
-pub(super) async fn write(pool: Pool, local: Weak<Local>, node: String) {
+pub(super) async fn write(pool: Pool, local: Weak<Local>, node: String, lease_s: f64) {
     drive(
         local,
         |l| &l.batch,
         |l| l.batch_filled.clone(),
         move |local, batch| {
             let (pool, node) = (pool.clone(), node.clone());
-            async move { flush(&pool, &local, &node, batch).await }
+            async move { flush(&pool, &local, &node, lease_s, batch).await }
         },
     )
     .await;
@@ -157,12 +164,12 @@ async fn drive<T, F, Fut>(
 }
 
 /// Writes one batch and tells each transition's caller what it came to.
-async fn flush(pool: &Pool, local: &Weak<Local>, node: &str, batch: Vec<Pending>) {
+async fn flush(pool: &Pool, local: &Weak<Local>, node: &str, lease_s: f64, batch: Vec<Pending>) {
     let (asked, senders): (Vec<(Uuid, Transition)>, Vec<_>) = batch
         .into_iter()
         .map(|p| ((p.id, p.transition), p.done))
         .unzip();
-    let written = apply(pool, &asked).await;
+    let written = apply(pool, node, lease_s, &asked).await;
     let Some(local) = local.upgrade() else {
         return;
     };
@@ -172,6 +179,9 @@ async fn flush(pool: &Pool, local: &Weak<Local>, node: &str, batch: Vec<Pending>
                 local.announce_change(node, outcome);
             }
             for (record, keep_claim) in &settled {
+                if record.status == TaskStatus::Running {
+                    local.hold(&[record.task_id]);
+                }
                 local.settle(record, *keep_claim);
             }
             for (outcome, done) in outcomes.into_iter().zip(senders) {
@@ -198,12 +208,18 @@ struct Locked {
     /// transition of the batch.
     keep_claim: bool,
     changed: bool,
+    /// The daemon whose claim (or running attempt) the row is, if any.
+    claimed_by: Option<String>,
+    /// Whether a transition of the batch started an attempt.
+    started: bool,
 }
 
 /// The transaction: each transition's outcome in the order asked, and the
 /// rows it changed with whether their claim stays.
 async fn apply(
     pool: &Pool,
+    node: &str,
+    lease_s: f64,
     asked: &[(Uuid, Transition)],
 ) -> Result<
     (
@@ -215,7 +231,7 @@ async fn apply(
     let client = super::pooled(pool).await?;
     let select = prepared(
         &client,
-        "SELECT record FROM wasmhive_tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        "SELECT record, claimed_by FROM wasmhive_tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
     .await?;
     let update = prepared(
@@ -223,13 +239,15 @@ async fn apply(
         "UPDATE wasmhive_tasks AS t SET kind = u.kind, pool = u.pool, status = u.status,
              priority = u.priority, attempt = u.attempt, due_at = u.due_at,
              finished_at = u.finished_at, parked = u.parked, record = u.record,
-             claimed_by = CASE WHEN u.keep THEN t.claimed_by END,
-             lease_until = CASE WHEN u.keep THEN t.lease_until END
+             claimed_by = CASE WHEN u.start THEN $13 WHEN u.keep THEN t.claimed_by END,
+             lease_until = CASE
+                 WHEN u.start THEN now() + make_interval(secs => $14)
+                 WHEN u.keep THEN t.lease_until END
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::smallint[],
                      $6::int[], $7::timestamptz[], $8::timestamptz[], $9::bool[],
-                     $10::jsonb[], $11::bool[])
+                     $10::jsonb[], $11::bool[], $12::bool[])
              AS u(id, kind, pool, status, priority, attempt, due_at, finished_at, parked,
-                  record, keep)
+                  record, keep, start)
          WHERE t.id = u.id",
     )
     .await?;
@@ -246,6 +264,8 @@ async fn apply(
                 record,
                 keep_claim: true,
                 changed: false,
+                claimed_by: row.get("claimed_by"),
+                started: false,
             },
         );
     }
@@ -255,10 +275,19 @@ async fn apply(
             outcomes.push(Err(TransitionError::NotFound(*id)));
             continue;
         };
+        let start = matches!(transition, Transition::Start { .. });
+        if start && row.claimed_by.as_deref().is_some_and(|by| by != node) {
+            outcomes.push(Err(TransitionError::Illegal {
+                from: "claimed by another daemon",
+                transition: "start",
+            }));
+            continue;
+        }
         let mut next = row.record.clone();
         match transition.clone().apply(&mut next) {
             Ok(()) => {
                 row.keep_claim &= keeps_claim(&row.record, &next);
+                row.started |= start;
                 row.record = next;
                 row.changed = true;
                 outcomes.push(Ok(row.record.clone()));
@@ -266,34 +295,43 @@ async fn apply(
             Err(refused) => outcomes.push(Err(refused)),
         }
     }
-    let mut settled: Vec<(TaskRecord, bool)> = rows
+    let mut settled: Vec<(TaskRecord, bool, bool)> = rows
         .into_values()
         .filter(|r| r.changed)
-        .map(|r| (r.record, r.keep_claim))
+        .map(|r| {
+            // Started, and still running when the batch ends: the attempt
+            // is this daemon's, on a fresh lease.
+            let start = r.started && r.record.status == TaskStatus::Running;
+            (r.record, r.keep_claim, start)
+        })
         .collect();
     if settled.is_empty() {
         tx.rollback().await;
-        return Ok((outcomes, settled));
+        return Ok((outcomes, Vec::new()));
     }
-    settled.sort_unstable_by_key(|(r, _)| r.task_id);
+    settled.sort_unstable_by_key(|(r, _, _)| r.task_id);
     {
-        let columns: Vec<Columns<'_>> = settled.iter().map(|(r, _)| Columns::of(r)).collect();
-        let u_ids: Vec<Uuid> = settled.iter().map(|(r, _)| r.task_id).collect();
-        let kinds: Vec<&str> = settled.iter().map(|(r, _)| r.kind.as_str()).collect();
+        let columns: Vec<Columns<'_>> = settled.iter().map(|(r, _, _)| Columns::of(r)).collect();
+        let u_ids: Vec<Uuid> = settled.iter().map(|(r, _, _)| r.task_id).collect();
+        let kinds: Vec<&str> = settled.iter().map(|(r, _, _)| r.kind.as_str()).collect();
         let pools: Vec<&str> = columns.iter().map(|c| c.pool).collect();
-        let statuses: Vec<&str> = settled.iter().map(|(r, _)| r.status.as_str()).collect();
+        let statuses: Vec<&str> = settled.iter().map(|(r, _, _)| r.status.as_str()).collect();
         let priorities: Vec<i16> = columns.iter().map(|c| c.priority).collect();
         let attempts: Vec<i32> = columns.iter().map(|c| c.attempt).collect();
         let due: Vec<Option<SystemTime>> = columns.iter().map(|c| c.due_at).collect();
         let finished: Vec<Option<SystemTime>> =
-            settled.iter().map(|(r, _)| r.finished_at).collect();
+            settled.iter().map(|(r, _, _)| r.finished_at).collect();
         let parked: Vec<bool> = columns.iter().map(|c| c.parked).collect();
-        let records: Vec<Json<&TaskRecord>> = settled.iter().map(|(r, _)| Json(r)).collect();
-        let keep: Vec<bool> = settled.iter().map(|(_, k)| *k).collect();
+        let records: Vec<Json<&TaskRecord>> = settled.iter().map(|(r, _, _)| Json(r)).collect();
+        let keep: Vec<bool> = settled.iter().map(|(_, k, _)| *k).collect();
+        let start: Vec<bool> = settled.iter().map(|(_, _, s)| *s).collect();
         // A start lost with the database is an attempt run again (its outcome
         // is then refused): what at-least-once allows, so a batch of starts
         // only does not wait for the WAL flush. Outcomes do.
-        let before = if settled.iter().all(|(r, _)| r.status == TaskStatus::Running) {
+        let before = if settled
+            .iter()
+            .all(|(r, _, _)| r.status == TaskStatus::Running)
+        {
             "SET LOCAL synchronous_commit = off"
         } else {
             ""
@@ -313,10 +351,14 @@ async fn apply(
                 &parked,
                 &records,
                 &keep,
+                &start,
+                &node,
+                &lease_s,
             ],
         )
         .await?;
     }
+    let settled = settled.into_iter().map(|(r, k, _)| (r, k)).collect();
     Ok((outcomes, settled))
 }
 

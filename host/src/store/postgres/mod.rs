@@ -262,10 +262,12 @@ impl PostgresStore {
             inserts_filled: Arc::default(),
             prefetched: Mutex::default(),
         });
+        let lease_s = options.lease.as_secs_f64().max(0.001);
         tokio::spawn(batch::write(
             pool.clone(),
             Arc::downgrade(&local),
             node.to_string(),
+            lease_s,
         ));
         tokio::spawn(batch::write_inserts(
             pool.clone(),
@@ -285,7 +287,6 @@ impl PostgresStore {
             node.to_string(),
             options.poll_every,
         ));
-        let lease_s = options.lease.as_secs_f64().max(0.001);
         tokio::spawn(renew_leases(
             pool.clone(),
             Arc::downgrade(&local),

@@ -222,6 +222,62 @@ async fn an_attempt_whose_lease_ran_out_is_rescued_and_its_late_outcome_refused(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_claim_that_lapsed_and_was_taken_cannot_be_started_by_the_daemon_that_lost_it()
+-> TestResult {
+    use crate::store::{AttemptPlugin, Transition, TransitionError};
+    use crate::task::TaskStatus;
+    use std::time::SystemTime;
+    let pg = server()?;
+    let a = PostgresStore::connect(&pg.url(), "node-a", &pool(2)).await?;
+    let b = PostgresStore::connect(&pg.url(), "node-b", &pool(2)).await?;
+    let task = queued("echo");
+    let id = task.task_id;
+    a.insert(task).await?;
+    assert_eq!(a.claim("batch", 1, true, &every_kind()).await.len(), 1);
+    // Node A is too loaded to renew: its claim's lease runs out while the
+    // job waits for a worker there, and node B claims the task.
+    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client
+        .execute(
+            "UPDATE wasmhive_tasks SET lease_until = now() - interval '1 second' WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    assert_eq!(b.claim("batch", 1, true, &every_kind()).await.len(), 1);
+    let start = || Transition::Start {
+        attempt: 1,
+        plugin: AttemptPlugin {
+            name: "echo".into(),
+            version: "1.0.0".into(),
+        },
+        category: "batch".into(),
+        at: SystemTime::now(),
+    };
+    assert!(
+        matches!(
+            a.transition(id, start()).await,
+            Err(TransitionError::Illegal {
+                transition: "start",
+                ..
+            })
+        ),
+        "the claim is node B's now"
+    );
+    b.transition(id, start()).await?;
+    let row = client
+        .query_one(
+            "SELECT claimed_by, lease_until > now() FROM wasmhive_tasks WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("node-b"));
+    assert!(row.get::<_, bool>(1), "a start takes a fresh lease");
+    assert_eq!(a.get(id).await.map(|t| t.status), Some(TaskStatus::Running));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_daemon_claims_only_the_kinds_it_has_loaded() -> TestResult {
     use crate::store::TaskRecord;
     use crate::task::Priority;
