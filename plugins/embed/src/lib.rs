@@ -2,15 +2,22 @@
 //! stored passages.
 //!
 //! - `{texts: [..]}` → `{model, dim, vectors}`;
-//! - `{documents: [{id, text, metadata?}], collection, chunk_words?, overlap_words?}`:
-//!   each document is cut into overlapping passages (`wasmhive_embedder::chunk`),
-//!   each passage embedded and upserted into `collection` as point
-//!   `<id>#<n>` with the document's metadata plus `doc_id`, `chunk` and the
-//!   passage `text` → `{collection, model, documents, chunks}`.
+//! - `{documents: [{id, text, sections?, metadata?}], collection, chunk_words?, overlap_words?}`:
+//!   each document is cut into overlapping passages (`wasmhive_embedder::chunk`)
+//!   — section by section when it has `sections: [{anchor?, title, text}]`,
+//!   so no passage straddles two sections — each passage embedded and
+//!   upserted into `collection` as point `<id>#<n>` with the document's
+//!   metadata plus `doc_id`, `chunk`, the passage `text`, its `section`
+//!   and `context` (the document's title › the section's), and a `url`
+//!   ending in the section's `#anchor` → `{collection, model, documents, chunks}`.
+//!   A passage is embedded with its context line first: a passage deep in
+//!   a section still says what page and section it is about.
 //!
 //! The backend is the manifest's choice (`wasmhive_embedder::configured`).
-//! Known limit: when a document shrinks, passages past its new length stay
-//! in the collection until deleted.
+//! Each document's passages replace the ones it had (`vectors`'
+//! `replace-document`): when a page shrinks, its old trailing passages go.
+//! Their texts (context line first) are indexed for BM25 beside the
+//! vectors, for `rag`'s hybrid search.
 
 use serde::Deserialize;
 use wasmhive_sdk::{Context, Error, Handler, Info, vectors};
@@ -36,14 +43,30 @@ pub struct Document {
     pub id: String,
     pub text: String,
     #[serde(default)]
+    pub sections: Vec<Section>,
+    #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A part of a document under one heading.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Section {
+    pub anchor: Option<String>,
+    #[serde(default)]
+    pub title: String,
+    pub text: String,
 }
 
 /// One passage to store.
 #[derive(Debug, PartialEq)]
 pub struct Passage {
+    /// The document it is from.
+    pub document: String,
     pub id: String,
     pub text: String,
+    /// What is embedded: the context line, then the text.
+    pub embedded: String,
     pub metadata: serde_json::Value,
 }
 
@@ -51,19 +74,56 @@ pub struct Passage {
 pub fn passages(documents: &[Document], words: usize, overlap: usize) -> Vec<Passage> {
     let mut out = Vec::new();
     for doc in documents {
-        for (n, text) in wasmhive_embedder::chunk(&doc.text, words, overlap)
-            .into_iter()
-            .enumerate()
-        {
-            let mut metadata = doc.metadata.clone();
-            metadata.insert("doc_id".into(), doc.id.clone().into());
-            metadata.insert("chunk".into(), n.into());
-            metadata.insert("text".into(), text.clone().into());
-            out.push(Passage {
-                id: format!("{}#{n}", doc.id),
-                text,
-                metadata: serde_json::Value::Object(metadata),
-            });
+        let title = doc
+            .metadata
+            .get("title")
+            .and_then(|t| t.as_str())
+            .unwrap_or("");
+        let url = doc.metadata.get("url").and_then(|u| u.as_str());
+        let parts: Vec<(Option<&str>, &str, &str)> = if doc.sections.is_empty() {
+            vec![(None, "", doc.text.as_str())]
+        } else {
+            doc.sections
+                .iter()
+                .map(|s| (s.anchor.as_deref(), s.title.as_str(), s.text.as_str()))
+                .collect()
+        };
+        let mut n = 0;
+        for (anchor, section, text) in parts {
+            let context = match (title.is_empty(), section.is_empty() || section == title) {
+                (true, _) => section.to_string(),
+                (false, true) => title.to_string(),
+                (false, false) => format!("{title} › {section}"),
+            };
+            for chunk in wasmhive_embedder::chunk(text, words, overlap) {
+                let mut metadata = doc.metadata.clone();
+                metadata.insert("doc_id".into(), doc.id.clone().into());
+                metadata.insert("chunk".into(), n.into());
+                metadata.insert("text".into(), chunk.clone().into());
+                if !section.is_empty() {
+                    metadata.insert("section".into(), section.into());
+                }
+                if !context.is_empty() {
+                    metadata.insert("context".into(), context.clone().into());
+                }
+                if let (Some(url), Some(anchor)) = (url, anchor) {
+                    let page = url.split('#').next().unwrap_or(url);
+                    metadata.insert("url".into(), format!("{page}#{anchor}").into());
+                }
+                let embedded = if context.is_empty() {
+                    chunk.clone()
+                } else {
+                    format!("{context}\n{chunk}")
+                };
+                out.push(Passage {
+                    document: doc.id.clone(),
+                    id: format!("{}#{n}", doc.id),
+                    text: chunk,
+                    embedded,
+                    metadata: serde_json::Value::Object(metadata),
+                });
+                n += 1;
+            }
         }
     }
     out
@@ -105,27 +165,41 @@ impl Handler for Embed {
                 let passages = passages(&documents, words, overlap);
                 let mut model = String::new();
                 let total = passages.len().max(1);
-                for (i, batch) in passages.chunks(BATCH).enumerate() {
-                    let texts: Vec<String> = batch.iter().map(|p| p.text.clone()).collect();
+                // Embedded in batches across documents (few calls to a
+                // remote endpoint), then each document's passages replace
+                // what it had: a page that shrank loses its old tail.
+                let mut points: Vec<vectors::Passage> = Vec::with_capacity(passages.len());
+                for batch in passages.chunks(BATCH) {
+                    let texts: Vec<String> = batch.iter().map(|p| p.embedded.clone()).collect();
                     let (name, vectors) = wasmhive_embedder::configured::embed_all(&texts)?;
                     model = name;
-                    let points: Vec<vectors::Point> = batch
-                        .iter()
-                        .zip(vectors)
-                        .map(|(p, vector)| vectors::Point {
-                            id: p.id.clone(),
-                            vector,
-                            metadata: p.metadata.to_string(),
-                        })
-                        .collect();
-                    vectors::upsert(&collection, &points)
-                        .map_err(wasmhive_sdk::store::vector_error)?;
-                    let done = ((i + 1) * BATCH).min(total);
+                    points.extend(
+                        batch
+                            .iter()
+                            .zip(vectors)
+                            .map(|(p, vector)| vectors::Passage {
+                                id: p.id.clone(),
+                                vector,
+                                text: p.embedded.clone(),
+                                metadata: p.metadata.to_string(),
+                            }),
+                    );
                     ctx.progress(
-                        (done * 100 / total) as u8,
-                        &format!("{done}/{total} passages stored"),
+                        (points.len() * 80 / total) as u8,
+                        &format!("{}/{total} passages embedded", points.len()),
                     );
                 }
+                let mut at = 0;
+                for doc in &documents {
+                    let n = passages[at..]
+                        .iter()
+                        .take_while(|p| p.document == doc.id)
+                        .count();
+                    vectors::replace_document(&collection, &doc.id, &points[at..at + n])
+                        .map_err(wasmhive_sdk::store::vector_error)?;
+                    at += n;
+                }
+                ctx.progress(100, &format!("{total} passages stored"));
                 Ok(serde_json::json!({
                     "collection": collection,
                     "model": model,
@@ -151,6 +225,7 @@ mod tests {
         let doc = Document {
             id: "https://example.com/a".into(),
             text: "one two three four five".into(),
+            sections: Vec::new(),
             metadata: serde_json::from_str(r#"{"title":"A"}"#).unwrap_or_default(),
         };
         let p = passages(&[doc], 3, 1);
@@ -160,5 +235,34 @@ mod tests {
         assert_eq!(p[1].metadata["title"], "A");
         assert_eq!(p[1].metadata["chunk"], 1);
         assert_eq!(p[1].metadata["doc_id"], "https://example.com/a");
+        assert_eq!(p[1].embedded, "A\nthree four five");
+    }
+
+    #[test]
+    fn sections_are_chunked_apart_and_cited_by_anchor() {
+        let doc: Document = serde_json::from_value(serde_json::json!({
+            "id": "https://example.com/json.html",
+            "text": "ignored when there are sections",
+            "sections": [
+                { "anchor": null, "title": "", "text": "Intro words here" },
+                { "anchor": "basic-usage", "title": "Basic usage", "text": "Basic usage\ncall dumps now" },
+            ],
+            "metadata": { "url": "https://example.com/json.html", "title": "json" },
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let p = passages(&[doc], 50, 10);
+        assert_eq!(p.len(), 2, "one passage per section");
+        assert_eq!(p[0].metadata["url"], "https://example.com/json.html");
+        assert_eq!(
+            p[1].metadata["url"],
+            "https://example.com/json.html#basic-usage"
+        );
+        assert_eq!(p[1].metadata["context"], "json › Basic usage");
+        assert_eq!(p[1].metadata["section"], "Basic usage");
+        assert_eq!(p[1].id, "https://example.com/json.html#1");
+        assert_eq!(
+            p[1].embedded,
+            "json › Basic usage\nBasic usage\ncall dumps now"
+        );
     }
 }

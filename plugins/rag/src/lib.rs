@@ -1,13 +1,13 @@
 //! Bundled handler `rag`: answers `{query, brand | collection, k?}` from a
 //! vector collection, with citations `{url, title, passage, score}`.
 //!
-//! The query is embedded the way `embed` stored the passages, the nearest
-//! passages are fetched and re-ranked by `similarity + 0.5 × term overlap`
-//! (the share of the query's terms the passage contains, a term matching
-//! its inflections by a common prefix of 5+ characters): hashed embeddings
-//! are noisy on short queries, and an exact term is strong evidence. The
-//! best passage per page becomes a citation; its `score` is that combined
-//! relevance.
+//! The query is embedded the way `embed` stored the passages and searched
+//! both ways in the host (`vectors.search`: the cosine ranking and BM25
+//! over the passages' texts, fused by reciprocal rank): hashed embeddings
+//! are noisy on short queries and know no term weights, while BM25 weighs
+//! a rare, exact term highly. Of the [`CANDIDATES`] best passages the best
+//! one per page becomes a citation, cited at its section (`url#anchor`);
+//! its `score` is the fused score.
 //! The answer is extractive by default: the sentences of the top passages
 //! closest to the query. With a chat endpoint configured (`chat_url`), the
 //! answer is generated from the numbered passages; when that call fails
@@ -35,13 +35,23 @@ pub struct Payload {
 /// A passage found for the query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Found {
+    /// The page (document) it is from: one citation per page.
+    pub page: String,
+    /// Where it is: the page, with the section's `#anchor` when it has one.
     pub url: String,
     pub title: String,
     pub text: String,
     pub score: f32,
 }
 
-/// Weight of the term overlap in the relevance of passages and sentences.
+/// Passages re-ranked per query: many more than are cited, so the best
+/// passage of a page is found even when the vector ranks it low.
+const CANDIDATES: u32 = 200;
+
+/// How much a passage's share of the query terms lifts its fused score.
+const RERANK_OVERLAP: f32 = 0.0;
+
+/// Weight of the term overlap in the relevance of sentences.
 const OVERLAP: f32 = 0.5;
 
 /// The share of `query`'s terms found in `text` (0 when it has none).
@@ -76,11 +86,25 @@ impl Found {
             .or(meta["doc_id"].as_str())
             .unwrap_or(&hit.id)
             .to_string();
+        let page = meta["doc_id"]
+            .as_str()
+            .unwrap_or_else(|| url.split('#').next().unwrap_or(&url))
+            .to_string();
         let passage = text("text");
+        // The context line (page › section) is part of what was embedded,
+        // and counts for the term overlap too.
+        let context = text("context");
+        let title = match (text("title"), text("section")) {
+            (t, s) if s.is_empty() || s == t => t,
+            (t, s) if t.is_empty() => s,
+            (t, s) => format!("{t} › {s}"),
+        };
+        let matched = format!("{context}\n{passage}");
         Found {
+            page,
             url,
-            title: text("title"),
-            score: hit.score + OVERLAP * overlap(query, &passage),
+            title,
+            score: hit.score * (1.0 + RERANK_OVERLAP * overlap(query, &matched)),
             text: passage,
         }
     }
@@ -89,13 +113,15 @@ impl Found {
 /// The best passage of each page, best first, at most `k`; passages that
 /// point away from the query (score ≤ 0) are not evidence and are dropped.
 pub fn best_per_page(found: &[Found], k: usize) -> Vec<Found> {
-    let mut out: Vec<Found> = Vec::new();
+    let mut best: std::collections::HashMap<&str, &Found> = std::collections::HashMap::new();
     for f in found.iter().filter(|f| f.score > 0.0) {
-        if !out.iter().any(|o| o.url == f.url) {
-            out.push(f.clone());
+        let slot = best.entry(f.page.as_str()).or_insert(f);
+        if f.score > slot.score {
+            *slot = f;
         }
     }
-    out.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut out: Vec<Found> = best.into_values().cloned().collect();
+    out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.url.cmp(&b.url)));
     out.truncate(k);
     out
 }
@@ -187,7 +213,7 @@ impl Handler for Rag {
         let k = payload.k.unwrap_or(3).clamp(1, 20) as usize;
         let (_, vectors) = wasmhive_embedder::configured::embed_all(&[query.to_string()])?;
         let vector = vectors.into_iter().next().unwrap_or_default();
-        let hits = vectors::query(&collection, &vector, (k * 4).max(20) as u32)
+        let hits = vectors::search(&collection, &vector, query, CANDIDATES)
             .map_err(wasmhive_sdk::store::vector_error)?;
         let terms = wasmhive_embedder::terms(query);
         let found: Vec<Found> = hits.iter().map(|h| Found::from_hit(h, &terms)).collect();
@@ -245,6 +271,7 @@ mod tests {
 
     fn found(url: &str, text: &str, score: f32) -> Found {
         Found {
+            page: url.into(),
             url: url.into(),
             title: url.into(),
             text: text.into(),
@@ -257,10 +284,11 @@ mod tests {
         let all = [
             found("a", "x", 0.5),
             found("b", "y", 0.9),
-            found("a", "z", 0.4),
+            found("a", "z", 0.7),
             found("c", "w", 0.1),
         ];
         let top = best_per_page(&all, 2);
+        assert_eq!(top[1].text, "z", "the page's best passage, not its first");
         assert!(best_per_page(&[found("x", "y", -0.1)], 3).is_empty());
         let urls: Vec<&str> = top.iter().map(|f| f.url.as_str()).collect();
         assert_eq!(urls, ["b", "a"]);

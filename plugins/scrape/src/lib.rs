@@ -5,11 +5,16 @@
 //! charset, extracts title, description, headings, main text and absolute
 //! links (`page.rs`), and follows same-site links breadth-first up to
 //! `depth` (default 0: the page alone) and `max_pages` (default 20, at most
-//! 100). With `ingest` (the default when `brand` is set) each page goes to
-//! an `embed` child task that chunks and stores it in the brand's
-//! collection (`collection` overrides it; without either, the site's host);
-//! the scrape waits for its children while its budget lasts and reports
-//! what was stored. `render: true` fetches pages through the rendering
+//! [`MAX_PAGES`]). With `ingest` (the default when `brand` is set) the
+//! pages go, [`PAGES_PER_CHILD`] to a task, to `embed` child tasks that
+//! chunk them by section and store them in the brand's collection
+//! (`collection` overrides it; without either, the site's host); the
+//! scrape waits for its children while its budget lasts and reports what
+//! was stored. Before that, what the crawl learned of the site (`site.rs`:
+//! the title suffix and the lines every page repeats) is taken out, and
+//! pages that are not content are left out and reported: index pages
+//! (mostly links: a table of contents, a generated index), pages that ask
+//! `noindex`, and duplicates (the same canonical URL, or the same text). `render: true` fetches pages through the rendering
 //! endpoint configured as `render_url` (a headless-browser service taking
 //! `?url=`), whose host the operator binds to the `browser` breaker.
 //!
@@ -18,6 +23,7 @@
 
 pub mod page;
 pub mod robots;
+pub mod site;
 
 use robots::Robots;
 use serde::Deserialize;
@@ -33,6 +39,14 @@ struct Scrape;
 pub const AGENT: &str = "wasmhive";
 /// Characters of each page's text kept in the task result.
 pub const TEXT_IN_RESULT: usize = 20_000;
+/// Most pages one task may crawl.
+pub const MAX_PAGES: u32 = 1000;
+/// Pages per `embed` child (fewer when their text passes [`TEXT_PER_CHILD`]).
+pub const PAGES_PER_CHILD: usize = 20;
+/// Bytes of page text per `embed` child, about.
+pub const TEXT_PER_CHILD: usize = 512 * 1024;
+/// A page whose main text is at least this share link text is an index.
+pub const INDEX_DENSITY: f32 = 0.6;
 /// Time kept back from the task's budget to report.
 const MARGIN: Duration = Duration::from_millis(500);
 
@@ -154,7 +168,7 @@ impl Handler for Scrape {
             None
         };
         let max_depth = payload.depth.unwrap_or(0).min(10);
-        let max_pages = payload.max_pages.unwrap_or(20).clamp(1, 100) as usize;
+        let max_pages = payload.max_pages.unwrap_or(20).clamp(1, MAX_PAGES) as usize;
         let mut crawl = Crawl {
             deadline: ctx.deadline() - MARGIN,
             user_agent: wasmhive_sdk::config("user_agent")
@@ -287,39 +301,112 @@ fn page_json(p: &page::Page, status: u16) -> serde_json::Value {
     })
 }
 
-/// Submits one `embed` child per page and waits for them while the budget
-/// lasts; reports what was stored.
+/// Why a fetched page is not ingested, if it is not.
+pub fn left_out(
+    page: &page::Page,
+    canonicals: &mut HashSet<String>,
+    digests: &mut HashSet<u64>,
+    text: &str,
+) -> Option<&'static str> {
+    use std::hash::{Hash, Hasher};
+    if page.noindex {
+        return Some("noindex");
+    }
+    if page.link_density >= INDEX_DENSITY {
+        return Some("index page (mostly links)");
+    }
+    if !text.chars().any(char::is_alphanumeric) {
+        return Some("no text");
+    }
+    if !canonicals.insert(page.canonical.clone()) {
+        return Some("duplicate (same canonical URL)");
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    if !digests.insert(h.finish()) {
+        return Some("duplicate (same text)");
+    }
+    None
+}
+
+/// The document `embed` stores for `page`: cited by its canonical URL
+/// (when that is on the same site), cut in sections, chrome removed.
+pub fn document(p: &page::Page, chrome: &site::Chrome, brand: Option<&str>) -> serde_json::Value {
+    let url = match (Url::parse(&p.canonical), Url::parse(&p.url)) {
+        (Ok(c), Ok(u)) if same_site(&u, &c) => p.canonical.clone(),
+        _ => p.url.clone(),
+    };
+    let title = chrome.title(&p.title);
+    let sections: Vec<serde_json::Value> = p
+        .sections
+        .iter()
+        .map(|s| {
+            serde_json::json!({ "anchor": s.anchor, "title": s.title, "text": chrome.text(&s.text) })
+        })
+        .filter(|s| s["text"].as_str().is_some_and(|t| !t.is_empty()))
+        .collect();
+    let text = [p.description.clone(), chrome.text(&p.text)]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let mut metadata = serde_json::json!({ "url": url, "title": title, "brand": brand });
+    if let Some(lang) = &p.lang {
+        metadata["lang"] = lang.clone().into();
+    }
+    serde_json::json!({ "id": url, "text": text, "sections": sections, "metadata": metadata })
+}
+
+/// Submits the pages worth storing to `embed` children, several pages to
+/// a child, and waits for them while the budget lasts; reports what was
+/// stored and what was left out.
 fn ingest_pages(
     pages: &[(page::Page, u16)],
     collection: &str,
     brand: Option<&str>,
     deadline: Instant,
 ) -> Result<serde_json::Value, Error> {
-    let mut submitted = 0;
-    for (p, _) in pages {
-        let text = [p.title.as_str(), p.description.as_str(), p.text.as_str()]
-            .iter()
-            .filter(|s| !s.is_empty())
-            .copied()
-            .collect::<Vec<_>>()
-            .join("\n\n");
-        if !text.chars().any(char::is_alphanumeric) {
+    let all: Vec<&page::Page> = pages.iter().map(|(p, _)| p).collect();
+    let chrome = site::Chrome::learn(&all);
+    let (mut canonicals, mut digests) = (HashSet::new(), HashSet::new());
+    let mut left = Vec::new();
+    let mut documents = Vec::new();
+    for p in all {
+        let text = chrome.text(&p.text);
+        if let Some(reason) = left_out(p, &mut canonicals, &mut digests, &text) {
+            left.push(serde_json::json!({ "url": p.url, "reason": reason }));
             continue;
         }
-        let document = serde_json::json!({
-            "id": p.url,
-            "text": text,
-            "metadata": { "url": p.url, "title": p.title, "brand": brand },
-        });
-        let child = serde_json::json!({ "documents": [document], "collection": collection });
+        documents.push(document(p, &chrome, brand));
+    }
+    let mut submitted = 0;
+    let mut batch: Vec<serde_json::Value> = Vec::new();
+    let mut bytes = 0;
+    let mut send = |batch: &mut Vec<serde_json::Value>| -> Result<(), Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let child = serde_json::json!({ "documents": batch, "collection": collection });
         wasmhive_sdk::submit("embed", &child, Priority::Normal)
             .map_err(|e| Error::Fatal(format!("could not submit the embed child: {e}")))?;
         submitted += 1;
+        batch.clear();
+        Ok(())
+    };
+    for document in documents.iter() {
+        let size = document["text"].as_str().map_or(0, str::len);
+        if !batch.is_empty() && (batch.len() >= PAGES_PER_CHILD || bytes + size > TEXT_PER_CHILD) {
+            send(&mut batch)?;
+            bytes = 0;
+        }
+        bytes += size;
+        batch.push(document.clone());
     }
+    send(&mut batch)?;
     let children = wasmhive_sdk::wait_for_children(deadline, |finished, total| {
         wasmhive_sdk::progress(
             (80 + finished * 20 / total.max(1)) as u8,
-            &format!("{finished}/{total} page(s) stored"),
+            &format!("{finished}/{total} batch(es) of pages stored"),
         );
     });
     let count = |s: &str| children.iter().filter(|c| c.status == s).count();
@@ -337,6 +424,8 @@ fn ingest_pages(
         .count();
     Ok(serde_json::json!({
         "collection": collection,
+        "documents": documents.len(),
+        "left_out": left,
         "children": submitted,
         "succeeded": count("succeeded"),
         "failed": count("failed"),

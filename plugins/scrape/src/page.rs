@@ -55,6 +55,29 @@ pub struct Page {
     pub lang: Option<String>,
     /// The page's canonical URL (`<link rel=canonical>`), else its own.
     pub canonical: String,
+    /// The main text cut at its headings, in page order (the text before
+    /// the first heading is a section without a title). `text` is their
+    /// texts joined.
+    #[serde(skip)]
+    pub sections: Vec<Section>,
+    /// The share of the main text's characters that are link text: near 1
+    /// on an index, a table of contents or a site map.
+    pub link_density: f32,
+    /// `<meta name="robots" content="noindex">`: the page asks not to be
+    /// indexed.
+    pub noindex: bool,
+}
+
+/// A part of the main text under one heading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    /// The fragment that links to it: the heading's `id`, its own `¶`
+    /// link's, or the enclosing section's.
+    pub anchor: Option<String>,
+    /// The heading's text (empty before the first heading).
+    pub title: String,
+    /// Its text, the heading's line first, one line per block.
+    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -136,12 +159,33 @@ pub fn extract(
             .into_iter()
             .collect(),
     };
-    let mut text = String::new();
+    let mut walk = Walk::default();
     for root in &roots {
-        collect_text(**root, &mut text);
-        text.push('\n');
+        collect(**root, &mut walk, false);
+        walk.raw.push('\n');
     }
-    let text = tidy(&text);
+    let link_density = if walk.chars == 0 {
+        0.0
+    } else {
+        walk.link_chars as f32 / walk.chars as f32
+    };
+    let sections = walk.sections();
+    let text = sections
+        .iter()
+        .map(|s| s.text.as_str())
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let noindex = doc
+        .select(&Selector::parse("meta[name]").map_err(|e| e.to_string())?)
+        .any(|m| {
+            m.value().attr("name").is_some_and(|n| {
+                n.eq_ignore_ascii_case("robots") || n.eq_ignore_ascii_case("wasmhive")
+            }) && m
+                .value()
+                .attr("content")
+                .is_some_and(|c| c.to_ascii_lowercase().contains("noindex"))
+        });
 
     let title = first(&doc, "title")
         .map(|t| squash(&t.text().collect::<String>()))
@@ -158,9 +202,9 @@ pub fn extract(
         for root in &roots {
             for h in root.select(&sel) {
                 let level = h.value().name().as_bytes().get(1).map_or(1, |b| b - b'0');
-                let mut text = String::new();
-                collect_text(*h, &mut text);
-                let text = squash(&text);
+                let mut walk = Walk::default();
+                collect(*h, &mut walk, false);
+                let text = squash(&walk.raw);
                 if !text.is_empty() {
                     headings.push(Heading { level, text });
                 }
@@ -212,6 +256,9 @@ pub fn extract(
         text,
         links,
         charset: charset.to_string(),
+        sections,
+        link_density,
+        noindex,
     })
 }
 
@@ -227,22 +274,109 @@ fn meta(doc: &Html, selector: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// Appends what a reader sees of `node`. A line break in the HTML source
-/// is a space (a soft break, not the end of a sentence), except inside
-/// `<pre>`, whose lines are kept; Sphinx-style `¶` heading links are
-/// chrome.
-fn collect_text(node: ego_tree::NodeRef<'_, Node>, out: &mut String) {
-    collect(node, out, false);
+/// The text walk: what a reader sees, with where each heading starts.
+#[derive(Default)]
+struct Walk {
+    raw: String,
+    /// Per heading: where its line starts in `raw`, its anchor and text.
+    heads: Vec<(usize, Option<String>, String)>,
+    /// Non-space characters seen, and those inside links.
+    chars: usize,
+    link_chars: usize,
+    in_link: bool,
 }
 
-fn collect(node: ego_tree::NodeRef<'_, Node>, out: &mut String, in_pre: bool) {
+impl Walk {
+    fn push_text(&mut self, text: &str, in_pre: bool) {
+        let seen = text.chars().filter(|c| !c.is_whitespace()).count();
+        self.chars += seen;
+        if self.in_link {
+            self.link_chars += seen;
+        }
+        if in_pre {
+            self.raw.push_str(text);
+        } else {
+            // A line break in the HTML source is a space (a soft break,
+            // not the end of a sentence).
+            self.raw.extend(
+                text.chars()
+                    .map(|c| if c == '\n' || c == '\r' { ' ' } else { c }),
+            );
+        }
+    }
+
+    /// The raw text cut at the headings, each part tidied.
+    fn sections(&self) -> Vec<Section> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let mut current: (Option<String>, String) = (None, String::new());
+        for (at, anchor, title) in &self.heads {
+            let text = tidy(&self.raw[start..*at]);
+            if !text.is_empty() || !current.1.is_empty() {
+                out.push(Section {
+                    anchor: current.0.take(),
+                    title: std::mem::take(&mut current.1),
+                    text,
+                });
+            }
+            start = *at;
+            current = (anchor.clone(), title.clone());
+        }
+        let text = tidy(&self.raw[start..]);
+        if !text.is_empty() || !current.1.is_empty() {
+            out.push(Section {
+                anchor: current.0,
+                title: current.1,
+                text,
+            });
+        }
+        out
+    }
+}
+
+/// The fragment that links to heading `h`: its `id`, the target of its
+/// own `¶` link, or the id of the element it heads (Sphinx's `<section
+/// id>`, whose first child the heading is).
+fn anchor_of(h: ElementRef<'_>) -> Option<String> {
+    if let Some(id) = h.value().id() {
+        return Some(id.to_string());
+    }
+    let own_link = h
+        .children()
+        .filter_map(ElementRef::wrap)
+        .filter(|a| a.value().name() == "a")
+        .filter_map(|a| a.value().attr("href"))
+        .find_map(|href| href.strip_prefix('#').filter(|f| !f.is_empty()));
+    if let Some(fragment) = own_link {
+        return Some(fragment.to_string());
+    }
+    let parent = h.parent().and_then(ElementRef::wrap)?;
+    let first = parent.children().filter_map(ElementRef::wrap).next()?;
+    (first.id() == h.id())
+        .then(|| parent.value().id().map(str::to_string))
+        .flatten()
+}
+
+/// A link to a fragment of the page whose text is only symbols (`#`,
+/// `¶`, `🔗`): a heading's permalink, chrome.
+fn is_symbol_anchor(node: ego_tree::NodeRef<'_, Node>) -> bool {
+    let Some(a) = ElementRef::wrap(node) else {
+        return false;
+    };
+    a.value().name() == "a"
+        && a.value().attr("href").is_some_and(|h| h.starts_with('#'))
+        && !a.text().any(|t| t.chars().any(char::is_alphanumeric))
+}
+
+fn is_heading(name: &str) -> bool {
+    matches!(name, "h1" | "h2" | "h3" | "h4" | "h5" | "h6")
+}
+
+/// Appends what a reader sees of `node`. Inside `<pre>` lines are kept;
+/// Sphinx-style `¶` heading links are chrome.
+fn collect(node: ego_tree::NodeRef<'_, Node>, walk: &mut Walk, in_pre: bool) {
     match node.value() {
-        Node::Text(t) if in_pre => out.push_str(&t.text),
-        Node::Text(t) => out.extend(
-            t.text
-                .chars()
-                .map(|c| if c == '\n' || c == '\r' { ' ' } else { c }),
-        ),
+        Node::Text(t) => walk.push_text(&t.text, in_pre),
         Node::Element(e) => {
             let name = e.name();
             let headerlink =
@@ -253,19 +387,34 @@ fn collect(node: ego_tree::NodeRef<'_, Node>, out: &mut String, in_pre: bool) {
                     .is_some_and(|v| v.eq_ignore_ascii_case("true"))
                 || e.attr("role")
                     .is_some_and(|r| r.eq_ignore_ascii_case("navigation"));
-            if SKIP.contains(&name) || hidden {
+            if SKIP.contains(&name) || hidden || is_symbol_anchor(node) {
                 return;
             }
             let block = BLOCK.contains(&name);
             if block {
-                out.push('\n');
+                walk.raw.push('\n');
             }
+            if is_heading(name)
+                && let Some(h) = ElementRef::wrap(node)
+            {
+                let mut own = Walk::default();
+                for child in node.children() {
+                    collect(child, &mut own, false);
+                }
+                let title = squash(&own.raw);
+                if !title.is_empty() {
+                    walk.heads.push((walk.raw.len(), anchor_of(h), title));
+                }
+            }
+            let was_link = walk.in_link;
+            walk.in_link |= name == "a" && e.attr("href").is_some();
             let in_pre = in_pre || name == "pre";
             for child in node.children() {
-                collect(child, out, in_pre);
+                collect(child, walk, in_pre);
             }
+            walk.in_link = was_link;
             if block {
-                out.push('\n');
+                walk.raw.push('\n');
             }
         }
         _ => {}
@@ -360,6 +509,51 @@ mod tests {
         assert_eq!(page.canonical, "http://127.0.0.1:8000/docs/intro.html");
         let bare = extract("<p>x</p>", &url, None, "UTF-8")?;
         assert_eq!((bare.lang, bare.canonical.as_str()), (None, url.as_str()));
+        Ok(())
+    }
+
+    #[test]
+    fn sections_follow_headings_with_their_anchors() -> Result<(), String> {
+        let html = "<html><body><div role=\"main\"><p>Intro.</p>\
+            <section id=\"basic-usage\"><h2>Basic usage<a class=\"headerlink\" \
+            href=\"#basic-usage\">¶</a></h2><p>Call <a href=\"x.html\">dumps</a>.</p>\
+            <h3 id=\"own\">Own id</h3><p>Text.</p><h3>Linked<a href=\"#lnk\">#</a></h3>\
+            <p>More.</p></section></div></body></html>";
+        let url = Url::parse("http://127.0.0.1:8000/json.html").map_err(|e| e.to_string())?;
+        let page = extract(html, &url, None, "UTF-8")?;
+        let parts: Vec<(Option<&str>, &str, &str)> = page
+            .sections
+            .iter()
+            .map(|s| (s.anchor.as_deref(), s.title.as_str(), s.text.as_str()))
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                (None, "", "Intro."),
+                (
+                    Some("basic-usage"),
+                    "Basic usage",
+                    "Basic usage\nCall dumps."
+                ),
+                (Some("own"), "Own id", "Own id\nText."),
+                (Some("lnk"), "Linked", "Linked\nMore."),
+            ]
+        );
+        assert_eq!(
+            page.text,
+            "Intro.\nBasic usage\nCall dumps.\nOwn id\nText.\nLinked\nMore."
+        );
+        assert!(page.link_density > 0.0 && page.link_density < 0.3);
+        assert!(!page.noindex);
+        let index = extract(
+            "<html><head><meta name=\"robots\" content=\"NOINDEX, follow\"></head>\
+             <body><ul><li><a href=\"a\">Alpha module</a></li><li><a href=\"b\">Beta</a></li></ul></body></html>",
+            &url,
+            None,
+            "UTF-8",
+        )?;
+        assert!(index.link_density > 0.99, "{}", index.link_density);
+        assert!(index.noindex);
         Ok(())
     }
 
