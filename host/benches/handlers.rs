@@ -18,7 +18,6 @@ use axum::extract::Path as UrlPath;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use std::path::Path;
 use std::time::{Duration, Instant};
 use support::Result;
 use wasmhive::Daemon;
@@ -96,16 +95,6 @@ fn html(body: String) -> impl IntoResponse {
     )
 }
 
-/// Installs a bundled handler with `manifest`.
-fn install_handler(dir: &Path, name: &str, manifest: &str) -> Result<()> {
-    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/plugins")
-        .join(format!("{name}.wasm"));
-    std::fs::write(dir.join(format!("{name}.toml")), manifest)?;
-    std::fs::copy(built, dir.join(format!("{name}.wasm")))?;
-    Ok(())
-}
-
 fn task(kind: &str, payload: serde_json::Value) -> NewTask {
     support::task(kind, payload, Priority::Normal)
 }
@@ -136,17 +125,17 @@ async fn async_main() -> Result<()> {
     config.vectors.max_mb = 2048;
     std::fs::create_dir_all(&config.plugins)?;
     let port = site.rsplit(':').next().unwrap_or("0");
-    install_handler(
+    support::install_handler(
         &config.plugins,
         "scrape",
         &format!("category = \"scraping\"\n[capabilities]\nhttp = [\"127.0.0.1:{port}\"]\n"),
     )?;
-    install_handler(
+    support::install_handler(
         &config.plugins,
         "embed",
         "category = \"embedding\"\n[limits]\nmemory_mb = 256\n[capabilities]\nvectors = [\"*\"]\n",
     )?;
-    install_handler(
+    support::install_handler(
         &config.plugins,
         "rag",
         "category = \"rag\"\n[capabilities]\nvectors = [\"*\"]\n",
@@ -268,6 +257,7 @@ async fn async_main() -> Result<()> {
                     "{{\"url\":\"http://bench/{i}\",\"title\":\"page {i}\",\"text\":\"{}\"}}",
                     text(i, 60)
                 ),
+                text: Some(text(i, 60)),
             });
             if points.len() == 10_000 {
                 vectors.upsert(&collection, std::mem::take(&mut points))?;

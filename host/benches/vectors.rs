@@ -42,6 +42,7 @@ fn fill(dim: usize, max_mb: u64) -> Result<()> {
                         .map(|j| ((id * 31 + j as u64 * 17) % 97 + 1) as f32)
                         .collect(),
                     metadata: format!("{{\"url\":\"http://docs/{id}\"}}"),
+                    text: None,
                 }
             })
             .collect();

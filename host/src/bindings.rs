@@ -26,4 +26,4 @@ pub use self::wasmhive::plugin::{admin, host, vectors};
 pub const WIT_PACKAGE: &str = "wasmhive:plugin";
 /// The version of [`WIT_PACKAGE`] this host implements; plugins built against
 /// a semver-compatible version load.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.1.1";

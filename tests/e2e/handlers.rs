@@ -116,13 +116,19 @@ async fn scrape_ingests_a_site_and_rag_answers_from_the_right_page() -> Result<(
             .is_some_and(|e| e.contains("localhost") && e.contains("allowlist")),
         "{away}"
     );
-    // Ingest: one embed child per page, all stored before the scrape ended.
+    // Ingest: every page with content in one embed child (20 pages to a
+    // child), all stored before the scrape ended.
     let ingest = &result["ingest"];
     assert_eq!(ingest["collection"], "brand-acme");
-    assert_eq!(ingest["children"].as_u64(), Some(pages.len() as u64));
+    assert_eq!(
+        ingest["documents"].as_u64(),
+        Some(pages.len() as u64),
+        "{ingest}"
+    );
+    assert_eq!(ingest["children"].as_u64(), Some(1), "{ingest}");
     assert_eq!(ingest["succeeded"], ingest["children"], "{ingest}");
     let children = task["children"].as_array().context("no children")?;
-    assert_eq!(children.len(), pages.len());
+    assert_eq!(children.len(), 1);
     let (_, child) = daemon
         .get(&format!(
             "/api/v1/tasks/{}",
@@ -147,9 +153,10 @@ async fn scrape_ingests_a_site_and_rag_answers_from_the_right_page() -> Result<(
             .await?;
         ensure!(status == 200, "query answered {status}: {answer}");
         let result = &answer["result"];
+        let cited = result["citations"][0]["url"].as_str().unwrap_or_default();
         assert_eq!(
-            result["citations"][0]["url"],
-            site.url(page),
+            cited.split('#').next(),
+            Some(site.url(page).as_str()),
             "{question}: {result}"
         );
         assert_eq!(result["mode"], "extractive");
@@ -158,6 +165,72 @@ async fn scrape_ingests_a_site_and_rag_answers_from_the_right_page() -> Result<(
             "{result}"
         );
     }
+    Ok(())
+}
+
+/// The points collection `name` holds, from the maintenance health report.
+async fn points_in(daemon: &Daemon, name: &str) -> Result<u64> {
+    let task = daemon
+        .run("maintenance", json!({ "action": "health" }))
+        .await?;
+    let collections = task["result"]["health"]["vectors"]["collections"]
+        .as_array()
+        .with_context(|| format!("no collections: {task}"))?;
+    Ok(collections
+        .iter()
+        .find(|c| c["name"] == name)
+        .and_then(|c| c["points"].as_u64())
+        .unwrap_or(0))
+}
+
+#[tokio::test]
+async fn a_page_that_shrank_loses_its_old_passages_and_answers_cite_its_section() -> Result<()> {
+    let site = Site::start().await?;
+    let dirs = Dirs::new()?;
+    dirs.install_handler("scrape", &scrape_manifest(&site))?;
+    dirs.install_handler("embed", embed_manifest())?;
+    dirs.install_handler("rag", &rag_manifest("", ""))?;
+    dirs.install_handler(
+        "maintenance",
+        "category = \"maintenance\"\n[capabilities]\nadmin = true\n",
+    )?;
+    let daemon = Daemon::start(&dirs).await?;
+    let scrape = json!({ "url": site.url("/changing.html"), "brand": "Shrink" });
+    let first = daemon.run("scrape", scrape.clone()).await?;
+    ensure!(first["status"] == "succeeded", "{first}");
+    let long = points_in(&daemon, "brand-shrink").await?;
+    ensure!(long >= 4, "the long page is several passages: {long}");
+    // Asked in other words than the page's, the answer cites the section.
+    let (_, answer) = daemon
+        .request(
+            reqwest::Method::POST,
+            "/api/hp/query",
+            Some(json!({ "query": "how do I mend a punctured tyre", "brand": "Shrink" })),
+        )
+        .await?;
+    let cited = &answer["result"]["citations"][0];
+    assert_eq!(
+        cited["url"],
+        format!("{}#repairs", site.url("/changing.html")),
+        "{answer}"
+    );
+    assert_eq!(cited["title"], "Workshop › Repairs", "{answer}");
+
+    // The page is now one short section: its old passages go.
+    let second = daemon.run("scrape", scrape).await?;
+    ensure!(second["status"] == "succeeded", "{second}");
+    assert_eq!(points_in(&daemon, "brand-shrink").await?, 1);
+    let (_, answer) = daemon
+        .request(
+            reqwest::Method::POST,
+            "/api/hp/query",
+            Some(json!({ "query": "punctured tyre", "brand": "Shrink" })),
+        )
+        .await?;
+    let passage = answer["result"]["citations"][0]["passage"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(passage.contains("closed"), "{answer}");
     Ok(())
 }
 

@@ -104,6 +104,26 @@ async fn site(State(hits): State<Hits>, uri: Uri) -> Response {
             )
                 .into_response()
         }
+        // Long on the first fetch, one short section after.
+        "/changing.html" if hits.of("/changing.html") <= 1 => {
+            let words = |topic: &str| format!("<p>{}</p>", topic.repeat(40));
+            html(page(
+                "Workshop",
+                &format!(
+                    "<section id=\"hours\"><h2>Opening hours</h2>{}</section>\
+                     <section id=\"repairs\"><h2>Repairs<a class=\"headerlink\" href=\"#repairs\">¶</a></h2>\
+                     <p>We fix flat tyres, replace inner tubes and patch punctures while you wait.</p>{}</section>\
+                     <section id=\"rentals\"><h2>Rentals</h2>{}</section>",
+                    words("The shop opens at nine on weekdays and at ten on saturdays. "),
+                    words("Wheel truing and brake adjustment take an hour. "),
+                    words("City bikes can be rented by the day or by the week. "),
+                ),
+            ))
+        }
+        "/changing.html" => html(page(
+            "Workshop",
+            "<p>The workshop is closed for the winter; flat tyre repairs resume in spring.</p>",
+        )),
         "/private/secret.html" => html(page("Secret", "<p>Internal pricing.</p>")),
         // 2 MiB of HTML, over a 1 MiB response cap.
         "/big.html" => html(page("Big", &"<p>filler text</p>".repeat(2 << 16))),

@@ -15,7 +15,8 @@
 //!   natively (their logic: parsing, extraction, embedding), then every
 //!   test of the host workspace.
 //! - `bench`: builds the plugins (and installs PostgreSQL for the cluster
-//!   benchmark when missing) and runs the benchmarks (release profile).
+//!   benchmark, and unpacks Debian's python3.11-doc for the retrieval
+//!   benchmark, when missing) and runs the benchmarks (release profile).
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -58,6 +59,7 @@ fn main() -> Result<()> {
         "bench" => {
             build_plugins(&root)?;
             ensure_postgres()?;
+            ensure_eval_docs(&root)?;
             let mut cmd = cargo();
             cmd.current_dir(&root)
                 .args(["bench", "--package", "wasmhive"])
@@ -201,6 +203,47 @@ fn postgres_installed() -> bool {
                 .any(|v| v.path().join("bin/postgres").exists())
         })
         .unwrap_or(false)
+}
+
+/// The documentation set the retrieval benchmark crawls: Debian's
+/// `python3.11-doc` (Sphinx HTML, ~530 pages), unpacked once under
+/// `target/bench-data` (downloaded with `apt-get download`, not installed).
+const EVAL_DOCS_PACKAGE: &str = "python3.11-doc";
+
+fn ensure_eval_docs(root: &Path) -> Result<()> {
+    let dir = root.join("target/bench-data").join(EVAL_DOCS_PACKAGE);
+    if dir
+        .join("usr/share/doc/python3.11/html/index.html")
+        .exists()
+    {
+        return Ok(());
+    }
+    eprintln!("fetching Debian's {EVAL_DOCS_PACKAGE} for the retrieval benchmark");
+    let download = root.join("target/bench-data/download");
+    std::fs::create_dir_all(&download)?;
+    let fetch = || {
+        run(Command::new("apt-get")
+            .args(["download", EVAL_DOCS_PACKAGE])
+            .current_dir(&download))
+    };
+    fetch()
+        .or_else(|_| {
+            run(Command::new("apt-get").args(["update", "-q"]))?;
+            fetch()
+        })
+        .with_context(|| {
+            format!("apt-get download {EVAL_DOCS_PACKAGE} (needs apt and its package lists)")
+        })?;
+    let deb = std::fs::read_dir(&download)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(EVAL_DOCS_PACKAGE) && n.ends_with(".deb"))
+        })
+        .with_context(|| format!("no {EVAL_DOCS_PACKAGE} .deb in {}", download.display()))?;
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir))
 }
 
 /// Installs a Debian package, refreshing the package lists first if the

@@ -48,6 +48,16 @@ pub fn config(root: &Path, batch_workers: usize) -> Config {
     config
 }
 
+/// Installs the built bundled handler `name` with `manifest`.
+pub fn install_handler(dir: &Path, name: &str, manifest: &str) -> Result<()> {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins")
+        .join(format!("{name}.wasm"));
+    std::fs::write(dir.join(format!("{name}.toml")), manifest)?;
+    std::fs::copy(built, dir.join(format!("{name}.wasm")))?;
+    Ok(())
+}
+
 /// Starts an in-process daemon on `root` with `fixtures` installed.
 pub async fn start(root: &Path, fixtures: &[&str], batch_workers: usize) -> Result<Daemon> {
     let config = config(root, batch_workers);

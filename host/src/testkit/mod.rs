@@ -161,6 +161,9 @@ impl Harness {
                     id: p.id.clone(),
                     vector: p.vector.clone(),
                     metadata: p.metadata.to_string(),
+                    // A fixture's passage text (`metadata.text`) is indexed
+                    // for BM25 as `embed` indexes what it stores.
+                    text: p.metadata["text"].as_str().map(str::to_string),
                 })
                 .collect();
             let stored = plugin

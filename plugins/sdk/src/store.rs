@@ -62,6 +62,17 @@ pub fn vector_error(message: String) -> Error {
     }
 }
 
+/// The interface's hits with their metadata parsed.
+fn typed(hits: Vec<vectors::Hit>) -> Vec<Hit> {
+    hits.into_iter()
+        .map(|h| Hit {
+            id: h.id,
+            score: h.score,
+            metadata: serde_json::from_str(&h.metadata).unwrap_or_default(),
+        })
+        .collect()
+}
+
 impl Collection {
     pub fn name(&self) -> &str {
         &self.name
@@ -83,14 +94,34 @@ impl Collection {
     /// The `k` points most similar to `vector`, best first.
     pub fn query(&self, vector: &[f32], k: u32) -> Result<Vec<Hit>, Error> {
         let hits = vectors::query(&self.name, vector, k).map_err(vector_error)?;
-        Ok(hits
-            .into_iter()
-            .map(|h| Hit {
-                id: h.id,
-                score: h.score,
-                metadata: serde_json::from_str(&h.metadata).unwrap_or_default(),
+        Ok(typed(hits))
+    }
+
+    /// Makes `passages` (point, text) the points of `document`, deleting
+    /// the ones it had that are not among them; their texts are indexed
+    /// for [`search`](Self::search). Returns how many were deleted.
+    pub fn replace_document(
+        &self,
+        document: &str,
+        passages: &[(Point, String)],
+    ) -> Result<u32, Error> {
+        let passages: Vec<vectors::Passage> = passages
+            .iter()
+            .map(|(p, text)| vectors::Passage {
+                id: p.id.clone(),
+                vector: p.vector.clone(),
+                text: text.clone(),
+                metadata: p.metadata.to_string(),
             })
-            .collect())
+            .collect();
+        vectors::replace_document(&self.name, document, &passages).map_err(vector_error)
+    }
+
+    /// The `k` best points for a query as a vector and as text: cosine and
+    /// BM25 rankings fused by reciprocal rank (either may be empty).
+    pub fn search(&self, vector: &[f32], text: &str, k: u32) -> Result<Vec<Hit>, Error> {
+        let hits = vectors::search(&self.name, vector, text, k).map_err(vector_error)?;
+        Ok(typed(hits))
     }
 
     /// Deletes points by id; returns how many existed.

@@ -16,9 +16,11 @@
 //! holds indices), and vectors live in blocks of at most [`BLOCK_BYTES`],
 //! so growing a big collection never reallocates (or doubles) its vectors.
 
+use super::lexical::{Lexical, fuse};
 use hashbrown::HashTable;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
+use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 
 /// Most bytes of vectors in one block (a block holds at least one point).
@@ -75,7 +77,16 @@ pub struct Collection {
     hasher: RandomState,
     /// Heap bytes of the id and metadata strings.
     strings: usize,
+    /// The passages' texts, for BM25.
+    lexical: Lexical,
+    /// Per document: the points its last replacement stored.
+    documents: HashMap<Box<str>, Vec<Box<str>>>,
+    /// Heap bytes of `documents`' strings and lists.
+    document_bytes: usize,
 }
+
+/// Points each side of a hybrid search ranks before they are fused.
+pub const FUSED_DEPTH: usize = 100;
 
 impl Collection {
     pub fn new(dim: usize) -> Collection {
@@ -88,6 +99,9 @@ impl Collection {
             slot: HashTable::new(),
             hasher: RandomState::new(),
             strings: 0,
+            lexical: Lexical::default(),
+            documents: HashMap::new(),
+            document_bytes: 0,
         }
     }
 
@@ -141,6 +155,63 @@ impl Collection {
             + self.block_bytes(self.len(), last_cap)
             + self.slot.allocation_size()
             + self.strings
+            + self.lexical.bytes()
+            + self.document_bytes
+            + self.documents.capacity() * 48
+    }
+
+    /// Indexes point `id`'s text for BM25 (`None`: it has none).
+    pub fn set_text(&mut self, id: &str, text: Option<&str>) {
+        match text {
+            Some(t) => self.lexical.insert(id, t),
+            None => {
+                self.lexical.remove(id);
+            }
+        }
+    }
+
+    /// The points document `document` was last given.
+    pub fn document(&self, document: &str) -> &[Box<str>] {
+        self.documents.get(document).map_or(&[], Vec::as_slice)
+    }
+
+    /// Records `ids` as the points of `document`.
+    pub fn set_document(&mut self, document: &str, ids: Vec<Box<str>>) {
+        let size = |d: &str, ids: &[Box<str>]| {
+            heap(d.len()) + ids.len() * 16 + ids.iter().map(|i| heap(i.len())).sum::<usize>()
+        };
+        if let Some(old) = self.documents.get(document) {
+            self.document_bytes -= size(document, old);
+        }
+        if ids.is_empty() {
+            self.documents.remove(document);
+        } else {
+            self.document_bytes += size(document, &ids);
+            self.documents.insert(document.into(), ids);
+        }
+    }
+
+    /// The `k` best points for a query given as a unit vector and as text:
+    /// each side's best [`FUSED_DEPTH`] fused by reciprocal rank (`score`
+    /// is the fused score). Either side may be absent.
+    pub fn hybrid(&self, unit: Option<&[f32]>, text: &str, k: usize) -> Vec<(String, f32, String)> {
+        let depth = FUSED_DEPTH.max(k);
+        let by_vector = unit.map(|u| self.query(u, depth)).unwrap_or_default();
+        let by_text = self.lexical.search(text, depth);
+        let lists = [
+            by_vector
+                .iter()
+                .map(|(id, _, _)| id.as_str())
+                .collect::<Vec<_>>(),
+            by_text.iter().map(|(id, _)| *id).collect(),
+        ];
+        fuse(&lists, k)
+            .into_iter()
+            .filter_map(|(id, score)| {
+                self.find(id)
+                    .map(|i| (id.to_string(), score, self.metadata[i].to_string()))
+            })
+            .collect()
     }
 
     /// What [`bytes`](Self::bytes) would be after upserting `points`
@@ -198,7 +269,10 @@ impl Collection {
             + block_list
             + self.block_bytes(after, last_cap)
             + table
-            + strings.max(0) as usize;
+            + strings.max(0) as usize
+            + self.lexical.bytes()
+            + self.document_bytes
+            + self.documents.capacity() * 48;
         (bytes, added)
     }
 
@@ -236,6 +310,7 @@ impl Collection {
     /// Removes a point (the last one moves into its place). Returns whether
     /// there was such a point.
     pub fn delete(&mut self, id: &str) -> bool {
+        self.lexical.remove(id);
         let hash = self.hasher.hash_one(id);
         let ids = &self.ids;
         let Ok(entry) = self.slot.find_entry(hash, |&i| &*ids[i as usize] == id) else {

@@ -13,10 +13,11 @@
 //! mistakes (wrong dimension, bad metadata) are errors it sees, not outages.
 
 pub mod index;
+pub mod lexical;
 pub mod store;
 
 use super::Caller;
-use crate::bindings::vectors::{self, Hit, Point};
+use crate::bindings::vectors::{self, Hit, Passage, Point};
 use crate::breaker::BreakerSet;
 use std::sync::Arc;
 pub use store::{NewPoint, Quota, Usage, VectorConfig, VectorError, VectorStore};
@@ -66,6 +67,17 @@ impl Scope {
     }
 }
 
+/// The store's hits as the interface returns them.
+fn to_wit(hits: Vec<store::Hit>) -> Vec<Hit> {
+    hits.into_iter()
+        .map(|h| Hit {
+            id: h.id,
+            score: h.score,
+            metadata: h.metadata,
+        })
+        .collect()
+}
+
 /// Per-attempt state of the `vectors` interface.
 pub struct Vectors {
     caller: Caller,
@@ -94,6 +106,16 @@ impl Vectors {
     pub fn scoped(mut self, scope: Scope) -> Self {
         self.scope = scope;
         self
+    }
+
+    /// The quota of `collection` when it is one of the plugin's own.
+    fn quota(&self, collection: &str) -> Option<Quota> {
+        self.scope.owns(collection).then(|| Quota {
+            namespace: self.scope.plugin.to_string(),
+            max_points: self.scope.max_points,
+            max_bytes: self.scope.max_bytes,
+            setting: format!("[limits] in {}", self.caller.manifest_file),
+        })
     }
 
     /// Runs `op` on a blocking thread if the plugin holds the grant and
@@ -140,16 +162,47 @@ impl vectors::Host for Vectors {
                 id: p.id,
                 vector: p.vector,
                 metadata: p.metadata,
+                text: None,
             })
             .collect();
-        let quota = self.scope.owns(&collection).then(|| Quota {
-            namespace: self.scope.plugin.to_string(),
-            max_points: self.scope.max_points,
-            max_bytes: self.scope.max_bytes,
-            setting: format!("[limits] in {}", self.caller.manifest_file),
-        });
+        let quota = self.quota(&collection);
         self.call(move |s| s.upsert_within(&collection, points, quota.as_ref()))
             .await
+    }
+
+    async fn replace_document(
+        &mut self,
+        collection: String,
+        document: String,
+        passages: Vec<Passage>,
+    ) -> Result<u32, String> {
+        let collection = self.scope.resolve(&collection)?;
+        let points: Vec<NewPoint> = passages
+            .into_iter()
+            .map(|p| NewPoint {
+                id: p.id,
+                vector: p.vector,
+                metadata: p.metadata,
+                text: Some(p.text),
+            })
+            .collect();
+        let quota = self.quota(&collection);
+        self.call(move |s| s.replace_document(&collection, &document, points, quota.as_ref()))
+            .await
+    }
+
+    async fn search(
+        &mut self,
+        collection: String,
+        vector: Vec<f32>,
+        text: String,
+        k: u32,
+    ) -> Result<Vec<Hit>, String> {
+        let collection = self.scope.resolve(&collection)?;
+        let hits = self
+            .call(move |s| s.search(&collection, &vector, &text, k))
+            .await?;
+        Ok(to_wit(hits))
     }
 
     async fn query(
@@ -160,14 +213,7 @@ impl vectors::Host for Vectors {
     ) -> Result<Vec<Hit>, String> {
         let collection = self.scope.resolve(&collection)?;
         let hits = self.call(move |s| s.query(&collection, &vector, k)).await?;
-        Ok(hits
-            .into_iter()
-            .map(|h| Hit {
-                id: h.id,
-                score: h.score,
-                metadata: h.metadata,
-            })
-            .collect())
+        Ok(to_wit(hits))
     }
 
     async fn delete(&mut self, collection: String, ids: Vec<String>) -> Result<u32, String> {

@@ -67,7 +67,12 @@ pub struct NewPoint {
     pub vector: Vec<f32>,
     /// A JSON document.
     pub metadata: String,
+    /// The text BM25 indexes for it (a passage), if any.
+    pub text: Option<String>,
 }
+
+/// Longest passage text, bytes.
+pub const MAX_TEXT: usize = 64 * 1024;
 
 /// What one plugin may keep in the collections of its namespace
 /// (`<namespace>:<name>`).
@@ -146,6 +151,18 @@ impl VectorStore {
              );",
         )
         .map_err(fail)?;
+        // Version 2: a point's passage text (for BM25) and its document.
+        let has_text = conn
+            .prepare("SELECT 1 FROM pragma_table_info('points') WHERE name = 'text'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(fail)?;
+        if !has_text {
+            conn.execute_batch(
+                "ALTER TABLE points ADD COLUMN text TEXT;
+                 ALTER TABLE points ADD COLUMN document TEXT;",
+            )
+            .map_err(fail)?;
+        }
         let mut collections = HashMap::new();
         let used;
         {
@@ -161,20 +178,38 @@ impl VectorStore {
                 collections.insert(name, Collection::new(dim));
             }
             let mut stmt = conn
-                .prepare("SELECT collection, id, vector, metadata FROM points")
+                .prepare(
+                    "SELECT collection, id, vector, metadata, text, document FROM points
+                     ORDER BY collection, document, rowid",
+                )
                 .map_err(fail)?;
             let mut rows = stmt.query([]).map_err(fail)?;
+            let mut documents: HashMap<(String, String), Vec<Box<str>>> = HashMap::new();
             while let Some(row) = rows.next().map_err(fail)? {
                 let name: String = row.get(0).map_err(fail)?;
                 let id: String = row.get(1).map_err(fail)?;
                 let blob: Vec<u8> = row.get(2).map_err(fail)?;
                 let metadata: String = row.get(3).map_err(fail)?;
+                let text: Option<String> = row.get(4).map_err(fail)?;
+                let document: Option<String> = row.get(5).map_err(fail)?;
                 let Some(c) = collections.get_mut(&name) else {
                     continue;
                 };
                 let vector = from_blob(&blob);
                 if vector.len() == c.dim() {
+                    c.set_text(&id, text.as_deref());
+                    if let Some(d) = document {
+                        documents
+                            .entry((name, d))
+                            .or_default()
+                            .push(id.as_str().into());
+                    }
                     c.upsert(id, &vector, metadata);
+                }
+            }
+            for ((name, document), ids) in documents {
+                if let Some(c) = collections.get_mut(&name) {
+                    c.set_document(&document, ids);
                 }
             }
             used = collections.values().map(Collection::bytes).sum();
@@ -234,6 +269,39 @@ impl VectorStore {
         points: Vec<NewPoint>,
         quota: Option<&Quota>,
     ) -> Result<u32, VectorError> {
+        self.change(name, points, quota, None).map(|(n, _)| n)
+    }
+
+    /// Makes `points` the points of `document` in `name`: they are
+    /// upserted and the document's other points (those its last
+    /// replacement stored that are not among them) deleted, in one change
+    /// of the file. Returns how many were deleted.
+    pub fn replace_document(
+        &self,
+        name: &str,
+        document: &str,
+        points: Vec<NewPoint>,
+        quota: Option<&Quota>,
+    ) -> Result<u32, VectorError> {
+        if document.is_empty() || document.len() > MAX_ID {
+            return Err(VectorError::Invalid(format!(
+                "document ids are 1 to {MAX_ID} bytes; got {}",
+                document.len()
+            )));
+        }
+        self.change(name, points, quota, Some(document))
+            .map(|(_, deleted)| deleted)
+    }
+
+    /// Upserts `points` (as `document`'s, replacing it, when given):
+    /// (points written, points deleted).
+    fn change(
+        &self,
+        name: &str,
+        points: Vec<NewPoint>,
+        quota: Option<&Quota>,
+        document: Option<&str>,
+    ) -> Result<(u32, u32), VectorError> {
         check_name(name)?;
         if points.len() > MAX_BATCH {
             return Err(VectorError::Invalid(format!(
@@ -241,11 +309,32 @@ impl VectorStore {
                 points.len()
             )));
         }
-        let Some(first) = points.first() else {
-            return Ok(0);
-        };
         let _order = self.changes.lock().map_err(poisoned)?;
         let existing = self.collection(name);
+        // The document's points that the new ones do not replace.
+        let stale: Vec<String> = match (document, &existing) {
+            (Some(d), Some(c)) => {
+                let c = c.read().map_err(poisoned)?;
+                let new: std::collections::HashSet<&str> =
+                    points.iter().map(|p| p.id.as_str()).collect();
+                c.document(d)
+                    .iter()
+                    .filter(|id| !new.contains(&***id))
+                    .map(|id| id.to_string())
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let Some(first) = points.first() else {
+            if stale.is_empty() {
+                return Ok((0, 0));
+            }
+            let deleted = self.delete_locked(name, &stale)?;
+            if let (Some(d), Some(c)) = (document, &existing) {
+                c.write().map_err(poisoned)?.set_document(d, Vec::new());
+            }
+            return Ok((0, deleted));
+        };
         let dim = match &existing {
             Some(c) => c.read().map_err(poisoned)?.dim(),
             None => first.vector.len(),
@@ -259,6 +348,12 @@ impl VectorStore {
         let mut units = Vec::with_capacity(points.len());
         for p in &points {
             check_point(p, dim)?;
+            if p.text.as_ref().is_some_and(|t| t.len() > MAX_TEXT) {
+                return Err(VectorError::Invalid(format!(
+                    "point `{}`: a text of more than {MAX_TEXT} bytes",
+                    p.id
+                )));
+            }
             let unit = normalize(&p.vector).ok_or_else(|| {
                 VectorError::Invalid(format!(
                     "point `{}` is a zero vector or has a NaN/infinite component",
@@ -276,6 +371,13 @@ impl VectorStore {
             None => (0, 0, Collection::new(dim).bytes_after(pairs())),
         };
         let len_after = len_now + fresh;
+        // The inverted index grows by about a posting (8 bytes) per
+        // distinct term: bounded by a byte per byte of text.
+        let text_bytes: usize = points
+            .iter()
+            .map(|p| p.text.as_ref().map_or(0, |t| t.len() + 64))
+            .sum();
+        let after = after + text_bytes;
         let grows = after.saturating_sub(now);
         let used = self.used_bytes();
         let max = usize::try_from(self.config.max_mb << 20).unwrap_or(usize::MAX);
@@ -313,7 +415,7 @@ impl VectorStore {
         }
         if let Some(conn) = &self.conn {
             let mut conn = conn.lock().map_err(poisoned)?;
-            write_points(&mut conn, name, dim, &points, &units)
+            write_points(&mut conn, name, dim, &points, &units, document, &stale)
                 .map_err(|e| VectorError::Storage(e.to_string()))?;
         }
         let collection = match existing {
@@ -330,12 +432,75 @@ impl VectorStore {
         let mut c = collection.write().map_err(poisoned)?;
         let before = c.bytes();
         let n = points.len();
+        let mut deleted = 0u32;
+        for id in &stale {
+            deleted += u32::from(c.delete(id));
+        }
+        let mut ids: Vec<Box<str>> = Vec::new();
         for (p, unit) in points.into_iter().zip(units) {
+            c.set_text(&p.id, p.text.as_deref());
+            if document.is_some() {
+                ids.push(p.id.as_str().into());
+            }
             c.upsert(p.id, &unit, p.metadata);
+        }
+        if let Some(d) = document {
+            ids.sort_unstable();
+            ids.dedup();
+            c.set_document(d, ids);
         }
         let grew = c.bytes() as isize - before as isize;
         *self.used.lock().map_err(poisoned)? = used.saturating_add_signed(grew);
-        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        Ok((u32::try_from(n).unwrap_or(u32::MAX), deleted))
+    }
+
+    /// The `k` best points for a query given as a vector and as text (the
+    /// cosine and BM25 rankings fused by reciprocal rank; an empty vector
+    /// or text leaves that side out). Blocking.
+    pub fn search(
+        &self,
+        name: &str,
+        vector: &[f32],
+        text: &str,
+        k: u32,
+    ) -> Result<Vec<Hit>, VectorError> {
+        check_name(name)?;
+        let k = k as usize;
+        if k > MAX_K {
+            return Err(VectorError::Invalid(format!("k = {k}; at most {MAX_K}")));
+        }
+        if text.len() > MAX_TEXT {
+            return Err(VectorError::Invalid(format!(
+                "a query text of more than {MAX_TEXT} bytes"
+            )));
+        }
+        let Some(collection) = self.collection(name) else {
+            return Ok(Vec::new());
+        };
+        let c = collection.read().map_err(poisoned)?;
+        let unit = if vector.is_empty() {
+            None
+        } else if vector.len() != c.dim() {
+            return Err(VectorError::Invalid(format!(
+                "the query has {} dimensions; collection `{name}` has {}",
+                vector.len(),
+                c.dim()
+            )));
+        } else {
+            Some(normalize(vector).ok_or_else(|| {
+                VectorError::Invalid(
+                    "the query is a zero vector or has a NaN/infinite component".into(),
+                )
+            })?)
+        };
+        Ok(c.hybrid(unit.as_deref(), text, k)
+            .into_iter()
+            .map(|(id, score, metadata)| Hit {
+                id,
+                score,
+                metadata,
+            })
+            .collect())
     }
 
     /// The `k` points most similar to `vector`, best first. CPU-bound over
@@ -376,6 +541,11 @@ impl VectorStore {
     pub fn delete(&self, name: &str, ids: &[String]) -> Result<u32, VectorError> {
         check_name(name)?;
         let _order = self.changes.lock().map_err(poisoned)?;
+        self.delete_locked(name, ids)
+    }
+
+    /// [`delete`](Self::delete), the change lock held.
+    fn delete_locked(&self, name: &str, ids: &[String]) -> Result<u32, VectorError> {
         let Some(collection) = self.collection(name) else {
             return Ok(0);
         };
@@ -403,6 +573,21 @@ impl VectorStore {
         Ok(match self.collection(name) {
             Some(c) => c.read().map_err(poisoned)?.len() as u64,
             None => 0,
+        })
+    }
+
+    /// Every point of `name` as its id and metadata (none when it does not
+    /// exist): what an export or an offline evaluation reads.
+    pub fn points(&self, name: &str) -> Result<Vec<(String, String)>, VectorError> {
+        check_name(name)?;
+        Ok(match self.collection(name) {
+            Some(c) => c
+                .read()
+                .map_err(poisoned)?
+                .points()
+                .map(|(id, _, metadata)| (id.to_string(), metadata.to_string()))
+                .collect(),
+            None => Vec::new(),
         })
     }
 
@@ -507,18 +692,34 @@ fn write_points(
     dim: usize,
     points: &[NewPoint],
     units: &[Vec<f32>],
+    document: Option<&str>,
+    stale: &[String],
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
+    {
+        let mut del = tx.prepare_cached("DELETE FROM points WHERE collection = ?1 AND id = ?2")?;
+        for id in stale {
+            del.execute(params![name, id])?;
+        }
+    }
     tx.execute(
         "INSERT OR IGNORE INTO collections (name, dim) VALUES (?1, ?2)",
         params![name, dim as i64],
     )?;
     {
         let mut put = tx.prepare_cached(
-            "INSERT OR REPLACE INTO points (collection, id, vector, metadata) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR REPLACE INTO points (collection, id, vector, metadata, text, document)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         for (p, unit) in points.iter().zip(units) {
-            put.execute(params![name, p.id, to_blob(unit), p.metadata])?;
+            put.execute(params![
+                name,
+                p.id,
+                to_blob(unit),
+                p.metadata,
+                p.text,
+                document
+            ])?;
         }
     }
     tx.commit()

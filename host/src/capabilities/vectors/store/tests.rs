@@ -5,6 +5,7 @@ fn point(id: &str, v: &[f32]) -> NewPoint {
         id: id.into(),
         vector: v.to_vec(),
         metadata: format!("{{\"id\":\"{id}\"}}"),
+        text: None,
     }
 }
 
@@ -127,4 +128,100 @@ fn a_namespace_quota_counts_its_own_collections_only() {
     // What is held is what the collections really allocated.
     let held = store.usage("squat").bytes;
     assert!((3 * (2 * 4 + 32)..64 * 1024).contains(&held), "{held}");
+}
+
+fn passage(id: &str, v: &[f32], text: &str) -> NewPoint {
+    NewPoint {
+        text: Some(text.into()),
+        ..point(id, v)
+    }
+}
+
+#[test]
+fn a_replaced_document_loses_its_old_tail_and_its_texts_are_searched_after_a_reopen()
+-> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let path = dir.path().join("vectors.db");
+    let e = |e: VectorError| e.to_string();
+    {
+        let store = VectorStore::open(&path, VectorConfig::default())?;
+        let long = vec![
+            passage("page#0", &[1.0, 0.0], "json encoder and decoder"),
+            passage("page#1", &[0.9, 0.1], "dumps serialises an object"),
+            passage("page#2", &[0.8, 0.2], "old trailing passage about pickles"),
+        ];
+        assert_eq!(store.replace_document("docs", "page", long, None), Ok(0));
+        store
+            .replace_document(
+                "docs",
+                "other",
+                vec![passage("other#0", &[0.0, 1.0], "csv files")],
+                None,
+            )
+            .map_err(e)?;
+        // The page shrank to two passages: the third goes.
+        let short = vec![
+            passage("page#0", &[1.0, 0.0], "json encoder and decoder"),
+            passage("page#1", &[0.9, 0.1], "dumps serialises an object"),
+        ];
+        assert_eq!(store.replace_document("docs", "page", short, None), Ok(1));
+    }
+    let store = VectorStore::open(&path, VectorConfig::default())?;
+    assert_eq!(store.count("docs").map_err(e)?, 3);
+    let hits = store.search("docs", &[], "pickles", 5).map_err(e)?;
+    assert!(
+        hits.is_empty(),
+        "the deleted passage's text is gone: {hits:?}"
+    );
+    // Text alone, vector alone, and both: the term decides a tie of the
+    // vectors, the vector finds what shares no term.
+    let by_text = store
+        .search("docs", &[], "serialising objects", 5)
+        .map_err(e)?;
+    assert_eq!(by_text[0].id, "page#1");
+    let by_vector = store.search("docs", &[0.0, 1.0], "", 5).map_err(e)?;
+    assert_eq!(by_vector[0].id, "other#0");
+    let both = store.search("docs", &[0.0, 1.0], "csv", 5).map_err(e)?;
+    assert_eq!(both[0].id, "other#0");
+    assert!(both[0].score > both[1].score);
+    // An empty replacement removes the document; it survives nothing.
+    assert_eq!(
+        store.replace_document("docs", "page", Vec::new(), None),
+        Ok(2)
+    );
+    assert_eq!(store.count("docs").map_err(e)?, 1);
+    assert!(
+        store.search("docs", &[1.0], "x", 5).is_err(),
+        "wrong dimension"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_text_index_is_counted_in_the_memory_the_store_reports() -> Result<(), String> {
+    let store = VectorStore::in_memory(VectorConfig::default());
+    let plain: Vec<NewPoint> = (0..200)
+        .map(|i| point(&format!("a{i}"), &[1.0, i as f32]))
+        .collect();
+    store.upsert("plain", plain).map_err(|e| e.to_string())?;
+    let without = store.used_bytes();
+    let words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda";
+    let texts: Vec<NewPoint> = (0..200)
+        .map(|i| {
+            passage(
+                &format!("a{i}"),
+                &[1.0, i as f32],
+                &format!("{words} word{i}"),
+            )
+        })
+        .collect();
+    store
+        .replace_document("texts", "d", texts, None)
+        .map_err(|e| e.to_string())?;
+    assert!(
+        store.used_bytes() > 2 * without,
+        "{} vs {without}",
+        store.used_bytes()
+    );
+    Ok(())
 }
