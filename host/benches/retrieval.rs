@@ -223,6 +223,21 @@ async fn async_main() -> Result<()> {
         html_pages,
         questions.len()
     );
+    // The crawl alone first (extraction, no ingest): what the fetching
+    // and parsing cost, apart from the embedding and storing.
+    let start = Instant::now();
+    let fetched = run(
+        &daemon,
+        "scrape",
+        serde_json::json!({ "url": format!("{site}/index.html"), "depth": 6, "max_pages": 1000 }),
+    )
+    .await?;
+    let took = start.elapsed();
+    let pages = fetched["pages"].as_array().map_or(0, Vec::len);
+    println!(
+        "crawl only:      {pages} pages in {took:.1?} = {:.0} pages/s",
+        pages as f64 / took.as_secs_f64()
+    );
     let start = Instant::now();
     let crawled = run(
         &daemon,

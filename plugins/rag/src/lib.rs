@@ -2,10 +2,12 @@
 //! vector collection, with citations `{url, title, passage, score}`.
 //!
 //! The query is embedded the way `embed` stored the passages and searched
-//! both ways in the host (`vectors.search`: the cosine ranking and BM25
-//! over the passages' texts, fused by reciprocal rank): hashed embeddings
-//! are noisy on short queries and know no term weights, while BM25 weighs
-//! a rare, exact term highly. Of the [`CANDIDATES`] best passages the best
+//! both ways in the host (`vectors.query`, the cosine ranking, and
+//! `vectors.search` with text only, BM25 over the passages' texts), and
+//! the two rankings are fused by weighted reciprocal rank ([`fuse`];
+//! `[config] vector_weight` and `lexical_weight`, 1 and 2): hashed
+//! embeddings are noisy on short queries and know no term weights, while
+//! BM25 weighs a rare, exact term highly. Of the [`CANDIDATES`] best passages the best
 //! one per page becomes a citation, cited at its section (`url#anchor`);
 //! its `score` is the fused score.
 //! The answer is extractive by default: the sentences of the top passages
@@ -47,6 +49,42 @@ pub struct Found {
 /// Passages re-ranked per query: many more than are cited, so the best
 /// passage of a page is found even when the vector ranks it low.
 const CANDIDATES: u32 = 200;
+
+/// Reciprocal rank fusion's constant (Cormack et al., 2009).
+const RRF_K: f32 = 60.0;
+/// The weight of the cosine ranking in the fusion.
+pub const VECTOR_WEIGHT: f32 = 1.0;
+/// The weight of the BM25 ranking: the local embedder hashes words and
+/// knows no term weights, so BM25's ranking is the stronger of the two
+/// (see the retrieval benchmark in the README).
+pub const LEXICAL_WEIGHT: f32 = 2.0;
+
+/// Weighted reciprocal rank fusion of rankings (each best first): a hit
+/// scores `weight / (RRF_K + rank)` in each ranking it is in; the union,
+/// best first, at most `k`.
+pub fn fuse(rankings: &[(f32, &[vectors::Hit])], k: usize) -> Vec<vectors::Hit> {
+    let mut fused: Vec<vectors::Hit> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (weight, hits) in rankings {
+        for (rank, hit) in hits.iter().enumerate() {
+            let add = weight / (RRF_K + rank as f32 + 1.0);
+            match at.get(&hit.id) {
+                Some(&i) => fused[i].score += add,
+                None => {
+                    at.insert(hit.id.clone(), fused.len());
+                    fused.push(vectors::Hit {
+                        id: hit.id.clone(),
+                        score: add,
+                        metadata: hit.metadata.clone(),
+                    });
+                }
+            }
+        }
+    }
+    fused.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+    fused.truncate(k);
+    fused
+}
 
 /// How much a passage's share of the query terms lifts its fused score.
 const RERANK_OVERLAP: f32 = 0.0;
@@ -213,8 +251,25 @@ impl Handler for Rag {
         let k = payload.k.unwrap_or(3).clamp(1, 20) as usize;
         let (_, vectors) = wasmhive_embedder::configured::embed_all(&[query.to_string()])?;
         let vector = vectors.into_iter().next().unwrap_or_default();
-        let hits = vectors::search(&collection, &vector, query, CANDIDATES)
+        // Each side ranked alone by the host, fused here with the weights
+        // of this manifest ([config] lexical_weight, vector_weight).
+        let by_vector = vectors::query(&collection, &vector, CANDIDATES)
             .map_err(wasmhive_sdk::store::vector_error)?;
+        let by_text = vectors::search(&collection, &[], query, CANDIDATES)
+            .map_err(wasmhive_sdk::store::vector_error)?;
+        let weight = |key: &str, default: f32| {
+            wasmhive_sdk::config(key)
+                .and_then(|v| v.parse::<f32>().ok())
+                .filter(|w| w.is_finite() && *w >= 0.0)
+                .unwrap_or(default)
+        };
+        let hits = fuse(
+            &[
+                (weight("vector_weight", VECTOR_WEIGHT), &by_vector),
+                (weight("lexical_weight", LEXICAL_WEIGHT), &by_text),
+            ],
+            CANDIDATES as usize,
+        );
         let terms = wasmhive_embedder::terms(query);
         let found: Vec<Found> = hits.iter().map(|h| Found::from_hit(h, &terms)).collect();
         let top = best_per_page(&found, k);
@@ -292,6 +347,21 @@ mod tests {
         assert!(best_per_page(&[found("x", "y", -0.1)], 3).is_empty());
         let urls: Vec<&str> = top.iter().map(|f| f.url.as_str()).collect();
         assert_eq!(urls, ["b", "a"]);
+    }
+
+    #[test]
+    fn fusion_weighs_each_ranking_and_rewards_agreement() {
+        let hit = |id: &str| vectors::Hit {
+            id: id.into(),
+            score: 0.0,
+            metadata: "{}".into(),
+        };
+        let by_vector = [hit("v"), hit("both")];
+        let by_text = [hit("t"), hit("both")];
+        let fused = fuse(&[(1.0, &by_vector), (2.0, &by_text)], 3);
+        let ids: Vec<&str> = fused.iter().map(|h| h.id.as_str()).collect();
+        assert_eq!(ids, ["both", "t", "v"]);
+        assert_eq!(fuse(&[(1.0, &by_vector)], 1).len(), 1);
     }
 
     #[test]

@@ -177,6 +177,15 @@ impl Handler for Scrape {
             robots: HashMap::new(),
         };
 
+        let brand = payload.brand.clone();
+        let mut ingest = payload.ingest.unwrap_or(brand.is_some()).then(|| {
+            let collection = payload.collection.clone().unwrap_or_else(|| {
+                wasmhive_sdk::brand_collection(
+                    brand.as_deref().or(start.host_str()).unwrap_or("default"),
+                )
+            });
+            Ingest::new(collection, brand.as_deref())
+        });
         let mut queue = VecDeque::from([(start.clone(), 0u32)]);
         let mut seen: HashSet<String> = HashSet::from([start.to_string()]);
         let mut pages: Vec<(page::Page, u16)> = Vec::new();
@@ -257,6 +266,9 @@ impl Handler for Scrape {
                     }
                 }
             }
+            if let Some(ingest) = &mut ingest {
+                ingest.add(&page)?;
+            }
             pages.push((page, response.status));
             let done = pages.len();
             wasmhive_sdk::progress(
@@ -265,21 +277,14 @@ impl Handler for Scrape {
             );
         }
 
-        let brand = payload.brand.clone();
-        let ingest = payload.ingest.unwrap_or(brand.is_some());
         let mut result = serde_json::json!({
             "url": start.as_str(),
             "pages": pages.iter().map(|(p, status)| page_json(p, *status)).collect::<Vec<_>>(),
             "skipped": skipped,
             "errors": errors,
         });
-        if ingest {
-            let collection = payload.collection.clone().unwrap_or_else(|| {
-                wasmhive_sdk::brand_collection(
-                    brand.as_deref().or(start.host_str()).unwrap_or("default"),
-                )
-            });
-            result["ingest"] = ingest_pages(&pages, &collection, brand.as_deref(), crawl.deadline)?;
+        if let Some(ingest) = ingest {
+            result["ingest"] = ingest.finish(crawl.deadline)?;
         }
         wasmhive_sdk::progress(100, "done");
         Ok(result)
@@ -357,87 +362,144 @@ pub fn document(p: &page::Page, chrome: &site::Chrome, brand: Option<&str>) -> s
     serde_json::json!({ "id": url, "text": text, "sections": sections, "metadata": metadata })
 }
 
-/// Submits the pages worth storing to `embed` children, several pages to
-/// a child, and waits for them while the budget lasts; reports what was
-/// stored and what was left out.
-fn ingest_pages(
-    pages: &[(page::Page, u16)],
-    collection: &str,
-    brand: Option<&str>,
-    deadline: Instant,
-) -> Result<serde_json::Value, Error> {
-    let all: Vec<&page::Page> = pages.iter().map(|(p, _)| p).collect();
-    let chrome = site::Chrome::learn(&all);
-    let (mut canonicals, mut digests) = (HashSet::new(), HashSet::new());
-    let mut left = Vec::new();
-    let mut documents = Vec::new();
-    for p in all {
-        let text = chrome.text(&p.text);
-        if let Some(reason) = left_out(p, &mut canonicals, &mut digests, &text) {
-            left.push(serde_json::json!({ "url": p.url, "reason": reason }));
-            continue;
+/// Pages on their way to `embed` children, sent while the crawl goes on
+/// (the embedding runs beside the fetching). The site's chrome is learned
+/// from the first [`LEARN_FROM`] pages (all of them in a smaller crawl);
+/// pages fetched until then wait.
+struct Ingest<'a> {
+    collection: String,
+    brand: Option<&'a str>,
+    chrome: Option<site::Chrome>,
+    waiting: Vec<page::Page>,
+    canonicals: HashSet<String>,
+    digests: HashSet<u64>,
+    left: Vec<serde_json::Value>,
+    batch: Vec<serde_json::Value>,
+    bytes: usize,
+    documents: usize,
+    submitted: usize,
+}
+
+/// Pages the site's chrome is learned from.
+pub const LEARN_FROM: usize = 20;
+
+impl<'a> Ingest<'a> {
+    fn new(collection: String, brand: Option<&'a str>) -> Self {
+        Ingest {
+            collection,
+            brand,
+            chrome: None,
+            waiting: Vec::new(),
+            canonicals: HashSet::new(),
+            digests: HashSet::new(),
+            left: Vec::new(),
+            batch: Vec::new(),
+            bytes: 0,
+            documents: 0,
+            submitted: 0,
         }
-        documents.push(document(p, &chrome, brand));
     }
-    let mut submitted = 0;
-    let mut batch: Vec<serde_json::Value> = Vec::new();
-    let mut bytes = 0;
-    let mut send = |batch: &mut Vec<serde_json::Value>| -> Result<(), Error> {
-        if batch.is_empty() {
+
+    fn add(&mut self, p: &page::Page) -> Result<(), Error> {
+        if self.chrome.is_some() {
+            return self.take(p);
+        }
+        self.waiting.push(p.clone());
+        if self.waiting.len() >= LEARN_FROM {
+            self.learn()?;
+        }
+        Ok(())
+    }
+
+    fn learn(&mut self) -> Result<(), Error> {
+        let waiting = std::mem::take(&mut self.waiting);
+        let refs: Vec<&page::Page> = waiting.iter().collect();
+        self.chrome = Some(site::Chrome::learn(&refs));
+        for p in &waiting {
+            self.take(p)?;
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, p: &page::Page) -> Result<(), Error> {
+        let chrome = self.chrome.clone().unwrap_or_default();
+        let text = chrome.text(&p.text);
+        if let Some(reason) = left_out(p, &mut self.canonicals, &mut self.digests, &text) {
+            self.left
+                .push(serde_json::json!({ "url": p.url, "reason": reason }));
             return Ok(());
         }
-        let child = serde_json::json!({ "documents": batch, "collection": collection });
+        let document = document(p, &chrome, self.brand);
+        let size = document["text"].as_str().map_or(0, str::len);
+        if !self.batch.is_empty()
+            && (self.batch.len() >= PAGES_PER_CHILD || self.bytes + size > TEXT_PER_CHILD)
+        {
+            self.send()?;
+        }
+        self.bytes += size;
+        self.documents += 1;
+        self.batch.push(document);
+        Ok(())
+    }
+
+    fn send(&mut self) -> Result<(), Error> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.bytes = 0;
+        let child = serde_json::json!({ "documents": batch, "collection": self.collection });
         wasmhive_sdk::submit("embed", &child, Priority::Normal)
             .map_err(|e| Error::Fatal(format!("could not submit the embed child: {e}")))?;
-        submitted += 1;
-        batch.clear();
+        self.submitted += 1;
         Ok(())
-    };
-    for document in documents.iter() {
-        let size = document["text"].as_str().map_or(0, str::len);
-        if !batch.is_empty() && (batch.len() >= PAGES_PER_CHILD || bytes + size > TEXT_PER_CHILD) {
-            send(&mut batch)?;
-            bytes = 0;
-        }
-        bytes += size;
-        batch.push(document.clone());
     }
-    send(&mut batch)?;
-    let children = wasmhive_sdk::wait_for_children(deadline, |finished, total| {
-        wasmhive_sdk::progress(
-            (80 + finished * 20 / total.max(1)) as u8,
-            &format!("{finished}/{total} batch(es) of pages stored"),
-        );
-    });
-    let count = |s: &str| children.iter().filter(|c| c.status == s).count();
-    let failures: Vec<serde_json::Value> = children
-        .iter()
-        .filter_map(|c| {
-            c.error
-                .as_ref()
-                .map(|e| serde_json::json!({ "task_id": c.id, "error": e }))
-        })
-        .collect();
-    let finished = children
-        .iter()
-        .filter(|c| wasmhive_sdk::is_finished(c))
-        .count();
-    Ok(serde_json::json!({
-        "collection": collection,
-        "documents": documents.len(),
-        "left_out": left,
-        "children": submitted,
-        "succeeded": count("succeeded"),
-        "failed": count("failed"),
-        "pending": children.len() - finished,
-        "chunks": children
+
+    /// Sends what is left and waits for the children while the budget
+    /// lasts; reports what was stored and what was left out.
+    fn finish(mut self, deadline: Instant) -> Result<serde_json::Value, Error> {
+        if self.chrome.is_none() {
+            self.learn()?;
+        }
+        self.send()?;
+        let (collection, documents, left, submitted) =
+            (self.collection, self.documents, self.left, self.submitted);
+        let children = wasmhive_sdk::wait_for_children(deadline, |finished, total| {
+            wasmhive_sdk::progress(
+                (80 + finished * 20 / total.max(1)) as u8,
+                &format!("{finished}/{total} batch(es) of pages stored"),
+            );
+        });
+        let count = |s: &str| children.iter().filter(|c| c.status == s).count();
+        let failures: Vec<serde_json::Value> = children
             .iter()
-            .filter_map(|c| c.result.as_deref())
-            .filter_map(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-            .filter_map(|r| r["chunks"].as_u64())
-            .sum::<u64>(),
-        "failures": failures,
-    }))
+            .filter_map(|c| {
+                c.error
+                    .as_ref()
+                    .map(|e| serde_json::json!({ "task_id": c.id, "error": e }))
+            })
+            .collect();
+        let finished = children
+            .iter()
+            .filter(|c| wasmhive_sdk::is_finished(c))
+            .count();
+        Ok(serde_json::json!({
+            "collection": collection,
+            "documents": documents,
+            "left_out": left,
+            "children": submitted,
+            "succeeded": count("succeeded"),
+            "failed": count("failed"),
+            "pending": children.len() - finished,
+            "chunks": children
+                .iter()
+                .filter_map(|c| c.result.as_deref())
+                .filter_map(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+                .filter_map(|r| r["chunks"].as_u64())
+                .sum::<u64>(),
+            "failures": failures,
+        }))
+    }
 }
 
 wasmhive_sdk::handler!(Scrape);

@@ -70,6 +70,22 @@ pub struct Lexical {
     /// Postings that point at tombstones.
     dead_postings: usize,
     live_postings: usize,
+    /// Heap bytes of the dictionary's words, the ids (in the map and in
+    /// the entries, tombstones included) and the
+    /// postings lists' buffers, kept as they change so that
+    /// [`Lexical::bytes`] is O(1).
+    word_bytes: usize,
+    id_bytes: usize,
+    list_bytes: usize,
+}
+
+/// Heap bytes the allocator takes for a string of `len` bytes.
+fn string(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        (len + 8).next_multiple_of(16).max(32)
+    }
 }
 
 impl Lexical {
@@ -100,8 +116,12 @@ impl Lexical {
             let number = *self.dictionary.entry(term.into()).or_insert(next);
             if number == next {
                 self.postings.push(Vec::new());
+                self.word_bytes += string(term.len());
             }
-            self.postings[number as usize].push((serial, n));
+            let list = &mut self.postings[number as usize];
+            let before = list.capacity();
+            list.push((serial, n));
+            self.list_bytes += (list.capacity() - before) * 8;
             self.live_postings += 1;
         }
         let len = u32::try_from(terms.len()).unwrap_or(u32::MAX);
@@ -113,6 +133,7 @@ impl Lexical {
             live: true,
         });
         self.serial.insert(id.into(), serial);
+        self.id_bytes += 2 * string(id.len());
     }
 
     /// Forgets point `id`'s text; whether it had one.
@@ -120,6 +141,8 @@ impl Lexical {
         let Some(serial) = self.serial.remove(id) else {
             return false;
         };
+        // The map's copy goes now; the entry's with its tombstone.
+        self.id_bytes -= string(id.len());
         let entry = &mut self.entries[serial as usize];
         entry.live = false;
         self.total_len -= u64::from(entry.len);
@@ -143,9 +166,12 @@ impl Lexical {
             if e.live {
                 renumber[old] = Some(u32::try_from(entries.len()).unwrap_or(u32::MAX));
                 entries.push(e.clone());
+            } else {
+                self.id_bytes -= string(e.id.len());
             }
         }
         let mut live = 0;
+        let mut list_bytes = 0;
         for list in &mut self.postings {
             list.retain_mut(|(s, _)| match renumber[*s as usize] {
                 Some(new) => {
@@ -156,7 +182,9 @@ impl Lexical {
             });
             list.shrink_to_fit();
             live += list.len();
+            list_bytes += list.capacity() * 8;
         }
+        self.list_bytes = list_bytes;
         // Terms no live passage has keep their number (and an empty list).
         for s in self.serial.values_mut() {
             if let Some(new) = renumber[*s as usize] {
@@ -209,13 +237,6 @@ impl Lexical {
     /// Bytes its tables, lists and strings allocate (hash tables at
     /// hashbrown's layout, strings at the allocator's granule).
     pub fn bytes(&self) -> usize {
-        let string = |len: usize| {
-            if len == 0 {
-                0
-            } else {
-                (len + 8).next_multiple_of(16).max(32)
-            }
-        };
         let table = |items: usize, slot: usize| {
             if items == 0 {
                 return 0;
@@ -223,14 +244,11 @@ impl Lexical {
             let buckets = (items * 8).div_ceil(7).next_power_of_two().max(4);
             buckets * slot + buckets + 16
         };
-        let words: usize = self.dictionary.keys().map(|k| string(k.len())).sum();
-        let ids: usize = self.serial.keys().map(|k| string(k.len())).sum::<usize>() * 2;
-        let lists: usize = self.postings.iter().map(|l| l.capacity() * 8).sum();
         table(self.dictionary.len(), 24)
             + table(self.serial.len(), 24)
-            + words
-            + ids
-            + lists
+            + self.word_bytes
+            + self.id_bytes
+            + self.list_bytes
             + self.postings.capacity() * 24
             + self.entries.capacity() * std::mem::size_of::<Entry>()
     }
@@ -296,6 +314,31 @@ mod tests {
         assert!(index.entries.len() < 2000, "tombstones are dropped");
         assert_eq!(index.len(), 1);
         assert_eq!(index.search("delta", 5)[0].0, "b");
+    }
+
+    #[test]
+    fn the_bytes_kept_as_it_changes_match_a_recount() {
+        let mut index = Lexical::default();
+        for i in 0..300 {
+            index.insert(
+                &format!("id{i}"),
+                &format!("word{} shared text {i}", i % 17),
+            );
+        }
+        for i in 0..200 {
+            index.remove(&format!("id{i}"));
+        }
+        let lists: usize = index.postings.iter().map(|l| l.capacity() * 8).sum();
+        let words: usize = index.dictionary.keys().map(|k| string(k.len())).sum();
+        let ids: usize = index.serial.keys().map(|k| string(k.len())).sum::<usize>()
+            + index
+                .entries
+                .iter()
+                .map(|e| string(e.id.len()))
+                .sum::<usize>();
+        assert_eq!(index.list_bytes, lists);
+        assert_eq!(index.word_bytes, words);
+        assert_eq!(index.id_bytes, ids);
     }
 
     #[test]
