@@ -12,6 +12,11 @@
 //! text with its context line, stemmed: the host's own BM25 index, alone),
 //! ranked the same way (a page by its best passage), in the same run.
 //!
+//! Each embedder is a pass of its own (a fresh daemon): by default the
+//! hashed `local` one and the host's `all-minilm-l6-v2-static`; `--
+//! --embedder NAME` (repeatable) chooses, e.g. `all-minilm-l6-v2` (the
+//! encoder itself: minutes of ingest on 2 cores). `-- --set KEY=VALUE`
+//! adds to rag's `[config]` (`lexical_weight`, `vector_weight`).
 //! `WASMHIVE_EVAL_DOCS` points at another copy of the HTML tree;
 //! `-- --verbose` prints each question's ranks.
 //! Figures are printed, never asserted.
@@ -181,8 +186,32 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The embedders compared by default: the hashed words inside the sandbox,
+/// and the host's static all-MiniLM-L6-v2 (`cargo xtask models`).
+const EMBEDDERS: [&str; 2] = ["local", "all-minilm-l6-v2-static"];
+
 async fn async_main() -> Result<()> {
-    let verbose = std::env::args().any(|a| a == "--verbose");
+    let args: Vec<String> = std::env::args().collect();
+    let verbose = args.iter().any(|a| a == "--verbose");
+    // `--embedder NAME` (repeatable) picks the embedders to compare.
+    let chosen: Vec<String> = args
+        .windows(2)
+        .filter(|w| w[0] == "--embedder")
+        .map(|w| w[1].clone())
+        .collect();
+    // `--set KEY=VALUE` (repeatable) adds to rag's [config], e.g.
+    // `--set lexical_weight=1`.
+    let settings: String = args
+        .windows(2)
+        .filter(|w| w[0] == "--set")
+        .filter_map(|w| w[1].split_once('='))
+        .map(|(k, v)| format!("{k} = \"{v}\"\n"))
+        .collect();
+    let embedders: Vec<String> = if chosen.is_empty() {
+        EMBEDDERS.iter().map(|e| e.to_string()).collect()
+    } else {
+        chosen
+    };
     let docs = docs_root()?;
     let questions: Vec<Question> = include_str!("retrieval/python-3.11.jsonl")
         .lines()
@@ -190,15 +219,28 @@ async fn async_main() -> Result<()> {
         .map(serde_json::from_str)
         .collect::<std::result::Result<_, _>>()?;
     let site = serve(docs.clone()).await?;
-    let html_pages = walk(&docs)?;
+    println!(
+        "== corpus: Debian python3.11-doc, {} HTML files, {} questions",
+        walk(&docs)?,
+        questions.len()
+    );
+    for (i, embedder) in embedders.iter().enumerate() {
+        println!("== embedder: {embedder}");
+        pass(&site, embedder, &settings, &questions, i == 0, verbose).await?;
+    }
+    Ok(())
+}
 
-    let root = tempfile::tempdir()?;
-    let mut config = support::config(root.path(), 2);
-    config.vectors.max_mb = 2048;
-    std::fs::create_dir_all(&config.plugins)?;
-    let port = site.rsplit(':').next().unwrap_or("0");
+/// The manifests of scrape, embed and rag, with `embedder` configured.
+fn install(plugins: &Path, port: &str, embedder: &str, settings: &str) -> Result<()> {
+    let grant = if embedder == "local" {
+        String::new()
+    } else {
+        format!("models = [\"{embedder}\"]\n")
+    };
+    let config = format!("[config]\nembedder = \"{embedder}\"\n");
     support::install_handler(
-        &config.plugins,
+        plugins,
         "scrape",
         &format!(
             "category = \"scraping\"\n[limits]\ntimeout_s = 1800\nmemory_mb = 512\nmax_children = 100\n\
@@ -206,38 +248,60 @@ async fn async_main() -> Result<()> {
         ),
     )?;
     support::install_handler(
-        &config.plugins,
+        plugins,
         "embed",
-        "category = \"embedding\"\n[limits]\ntimeout_s = 600\nmemory_mb = 512\n[capabilities]\nvectors = [\"*\"]\n",
+        &format!(
+            "category = \"embedding\"\n[limits]\ntimeout_s = 1800\nmemory_mb = 512\n\
+             [capabilities]\nvectors = [\"*\"]\n{grant}{config}"
+        ),
     )?;
     support::install_handler(
-        &config.plugins,
+        plugins,
         "rag",
-        "category = \"rag\"\n[limits]\nmemory_mb = 256\n[capabilities]\nvectors = [\"*\"]\n",
+        &format!(
+            "category = \"rag\"\n[limits]\nmemory_mb = 256\n[capabilities]\nvectors = [\"*\"]\n{grant}{config}{settings}"
+        ),
     )?;
+    Ok(())
+}
+
+/// Crawls, ingests and asks every question with one embedder; the crawl
+/// alone and the BM25 baseline too when `first`.
+async fn pass(
+    site: &str,
+    embedder: &str,
+    settings: &str,
+    questions: &[Question],
+    first: bool,
+    verbose: bool,
+) -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut config = support::config(root.path(), 2);
+    config.vectors.max_mb = 2048;
+    config.models = Some(support::models_dir());
+    std::fs::create_dir_all(&config.plugins)?;
+    let port = site.rsplit(':').next().unwrap_or("0");
+    install(&config.plugins, port, embedder, settings)?;
     let daemon = Daemon::start(config).await?;
     daemon.ready().await;
 
-    println!(
-        "== corpus: Debian python3.11-doc, {} HTML files, {} questions",
-        html_pages,
-        questions.len()
-    );
-    // The crawl alone first (extraction, no ingest): what the fetching
-    // and parsing cost, apart from the embedding and storing.
-    let start = Instant::now();
-    let fetched = run(
-        &daemon,
-        "scrape",
-        serde_json::json!({ "url": format!("{site}/index.html"), "depth": 6, "max_pages": 1000 }),
-    )
-    .await?;
-    let took = start.elapsed();
-    let pages = fetched["pages"].as_array().map_or(0, Vec::len);
-    println!(
-        "crawl only:      {pages} pages in {took:.1?} = {:.0} pages/s",
-        pages as f64 / took.as_secs_f64()
-    );
+    if first {
+        // The crawl alone first (extraction, no ingest): what the fetching
+        // and parsing cost, apart from the embedding and storing.
+        let start = Instant::now();
+        let fetched = run(
+            &daemon,
+            "scrape",
+            serde_json::json!({ "url": format!("{site}/index.html"), "depth": 6, "max_pages": 1000 }),
+        )
+        .await?;
+        let took = start.elapsed();
+        let pages = fetched["pages"].as_array().map_or(0, Vec::len);
+        println!(
+            "crawl only:      {pages} pages in {took:.1?} = {:.0} pages/s",
+            pages as f64 / took.as_secs_f64()
+        );
+    }
     let start = Instant::now();
     let crawled = run(
         &daemon,
@@ -280,7 +344,7 @@ async fn async_main() -> Result<()> {
     for (id, metadata) in &points {
         let meta: serde_json::Value = serde_json::from_str(metadata).unwrap_or_default();
         let url = meta["url"].as_str().unwrap_or(id);
-        pages_of.insert(id.clone(), page_of(&site, url));
+        pages_of.insert(id.clone(), page_of(site, url));
         let text = meta["text"].as_str().unwrap_or_default();
         match meta["context"].as_str() {
             Some(context) => bm25.insert(id, &format!("{context}\n{text}")),
@@ -292,7 +356,7 @@ async fn async_main() -> Result<()> {
     let mut baseline = Scores::default();
     let mut latencies = Vec::new();
     let mut baseline_latencies = Vec::new();
-    for question in &questions {
+    for question in questions {
         let asked = Instant::now();
         let answer = run(
             &daemon,
@@ -306,7 +370,7 @@ async fn async_main() -> Result<()> {
             .map(|c| {
                 c.iter()
                     .filter_map(|c| c["url"].as_str())
-                    .map(|u| page_of(&site, u))
+                    .map(|u| page_of(site, u))
                     .collect()
             })
             .unwrap_or_default();
@@ -351,7 +415,7 @@ async fn async_main() -> Result<()> {
     println!(
         "{}",
         system.line(
-            "wasmhive rag (whole task)",
+            &format!("rag, {embedder} (whole task)"),
             &format!(
                 "p50 {:.1?}  p99 {:.1?}",
                 percentile(&latencies, 0.5),
@@ -359,17 +423,19 @@ async fn async_main() -> Result<()> {
             )
         )
     );
-    println!(
-        "{}",
-        baseline.line(
-            "BM25 alone, same passages",
-            &format!(
-                "p50 {:.1?}  p99 {:.1?} (in process)",
-                percentile(&baseline_latencies, 0.5),
-                percentile(&baseline_latencies, 0.99)
+    if first {
+        println!(
+            "{}",
+            baseline.line(
+                "BM25 alone, same passages",
+                &format!(
+                    "p50 {:.1?}  p99 {:.1?} (in process)",
+                    percentile(&baseline_latencies, 0.5),
+                    percentile(&baseline_latencies, 0.99)
+                )
             )
-        )
-    );
+        );
+    }
     println!("passages: {}", points.len());
     daemon.shutdown().await;
     Ok(())

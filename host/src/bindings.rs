@@ -20,10 +20,10 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::wasmhive::plugin::types::{LogLevel, Priority};
-pub use self::wasmhive::plugin::{admin, host, vectors};
+pub use self::wasmhive::plugin::{admin, host, models, vectors};
 
 /// The WIT package version this host implements.
 pub const WIT_PACKAGE: &str = "wasmhive:plugin";
 /// The version of [`WIT_PACKAGE`] this host implements; plugins built against
 /// a semver-compatible version load.
-pub const WIT_VERSION: &str = "0.1.1";
+pub const WIT_VERSION: &str = "0.1.2";

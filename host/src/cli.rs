@@ -190,6 +190,10 @@ pub struct ServeArgs {
     /// Data directory (compile cache; task store) [default: wasmhive-data].
     #[arg(long, env = "WASMHIVE_DATA")]
     pub data: Option<PathBuf>,
+    /// Embedding models directory, one directory per model (`cargo xtask
+    /// models` fetches all-MiniLM-L6-v2) [default: <data>/models].
+    #[arg(long, env = "WASMHIVE_MODELS")]
+    pub models: Option<PathBuf>,
     /// Task store: sqlite (durable, in the data directory), memory, or a
     /// PostgreSQL URL (postgres://user:password@host/db) shared by several
     /// daemons [default: sqlite].
@@ -215,6 +219,9 @@ impl ServeArgs {
         }
         if let Some(data) = &self.data {
             config.data = data.clone();
+        }
+        if let Some(models) = &self.models {
+            config.models = Some(models.clone());
         }
         if let Some(store) = &self.store {
             config.store.choose(store.clone());

@@ -59,6 +59,9 @@ pub struct Config {
     pub vectors: crate::capabilities::vectors::VectorConfig,
     /// Outbound HTTP of plugins.
     pub http: crate::capabilities::http::HttpConfig,
+    /// The embedding models directory (the `models` capability: one
+    /// directory per model) [default: `<data>/models`].
+    pub models: Option<PathBuf>,
 }
 
 /// Which task store, and how it keeps data.
@@ -213,6 +216,15 @@ pub fn default_pools() -> BTreeMap<String, usize> {
     .collect()
 }
 
+impl Config {
+    /// Where the `models` capability reads its models.
+    pub fn models_dir(&self) -> PathBuf {
+        self.models
+            .clone()
+            .unwrap_or_else(|| self.data.join("models"))
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -230,6 +242,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             vectors: Default::default(),
             http: Default::default(),
+            models: None,
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::breaker::BreakerSet;
 use crate::capabilities::Services;
 use crate::capabilities::http::HttpShared;
 use crate::capabilities::http::resolve::OwnAddresses;
+use crate::capabilities::models::ModelSet;
 use crate::capabilities::vectors::VectorStore;
 use crate::clock::{Clock, SystemClock};
 use crate::config::StoreBackend;
@@ -121,6 +122,7 @@ impl Daemon {
             vectors: Some(Arc::new(vectors)),
             breakers: Some(breakers.clone()),
             http: Arc::new(http),
+            models: Some(Arc::new(ModelSet::new(config.models_dir()))),
         };
         let runtime = Arc::new(Runtime::new(
             &config.runtime,

@@ -20,6 +20,7 @@ mod dashboard;
 mod durability;
 mod handlers;
 mod hostile;
+mod models;
 mod postgres;
 mod reload;
 mod scheduling;

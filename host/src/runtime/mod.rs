@@ -24,7 +24,9 @@ pub mod reload;
 pub mod sandbox;
 pub mod settings;
 
-use crate::bindings::{self, HandlerPre, WIT_PACKAGE, WIT_VERSION, admin, host, vectors, wasmhive};
+use crate::bindings::{
+    self, HandlerPre, WIT_PACKAGE, WIT_VERSION, admin, host, models, vectors, wasmhive,
+};
 use crate::capabilities::Caller;
 use crate::capabilities::Grants;
 use crate::capabilities::http::allow::Allowlist;
@@ -208,6 +210,7 @@ impl Runtime {
         host::add_to_linker::<HostState, HasSelf<_>>(&mut linker, |s| &mut s.host_api)?;
         vectors::add_to_linker::<HostState, HasSelf<_>>(&mut linker, |s| &mut s.vectors)?;
         admin::add_to_linker::<HostState, HasSelf<_>>(&mut linker, |s| &mut s.admin)?;
+        models::add_to_linker::<HostState, HasSelf<_>>(&mut linker, |s| &mut s.models)?;
         Ok(linker)
     }
 

@@ -12,6 +12,7 @@ use crate::capabilities::Caller;
 use crate::capabilities::admin::Admin;
 use crate::capabilities::host_api::HostApi;
 use crate::capabilities::http::HttpPolicy;
+use crate::capabilities::models::Models;
 use crate::capabilities::submit::Submit;
 use crate::capabilities::tasks::TaskHost;
 use crate::capabilities::vectors::Vectors;
@@ -137,6 +138,7 @@ pub struct HostState {
     pub(super) host_api: HostApi,
     pub(super) vectors: Vectors,
     pub(super) admin: Admin,
+    pub(super) models: Models,
     limiter: MemoryLimiter,
     deadline: Instant,
     cancel: CancelToken,
@@ -206,6 +208,13 @@ impl HostState {
                 services.breakers.clone(),
             )
             .scoped(grants.vector_scope.clone()),
+            models: Models::new(
+                caller.clone(),
+                grants.models.clone(),
+                services.models.clone(),
+                deadline,
+                cancel.clone(),
+            ),
             admin: Admin::new(caller, grants.admin, tasks, services.vectors.clone()),
             limiter: MemoryLimiter::new(memory_cap_bytes),
             deadline,

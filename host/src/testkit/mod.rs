@@ -22,6 +22,7 @@ pub mod report;
 use crate::capabilities::Services;
 use crate::capabilities::http::replay::Recording;
 use crate::capabilities::http::{HttpShared, Mode};
+use crate::capabilities::models::ModelSet;
 use crate::capabilities::vectors::{NewPoint, VectorConfig, VectorStore};
 use crate::runtime::manifest::Manifest;
 use crate::runtime::plugin::PluginVersion;
@@ -121,6 +122,9 @@ impl Harness {
             vectors: Some(vectors.clone()),
             breakers: None,
             http: http.clone(),
+            // The daemon's models, when WASMHIVE_MODELS names their directory.
+            models: std::env::var_os("WASMHIVE_MODELS")
+                .map(|dir| Arc::new(ModelSet::new(dir.into()))),
         };
         let rt = RuntimeConfig {
             max_instances: 8,

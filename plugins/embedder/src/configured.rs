@@ -1,7 +1,10 @@
 //! The embedding backend a handler's manifest chose: `[config] embedder =
-//! "local"` (default, this crate) or `"openai"` (an OpenAI-compatible
-//! endpoint, `openai_url` / `openai_model` / `openai_api_key`). The `embed`
-//! and `rag` handlers must agree, or queries and stored vectors differ.
+//! "local"` (default, this crate: hashed words, no model), `"openai"` (an
+//! OpenAI-compatible endpoint, `openai_url` / `openai_model` /
+//! `openai_api_key`), or the name of one of the host's models (e.g.
+//! `"all-minilm-l6-v2-static"`, which `[capabilities] models` must grant).
+//! The `embed` and `rag` handlers must agree, or queries and stored vectors
+//! differ.
 
 use wasmhive_sdk::TaskError;
 use wasmhive_sdk::openai::Endpoint;
@@ -31,8 +34,9 @@ pub fn embed_all(texts: &[String]) -> Result<(String, Vec<Vec<f32>>), TaskError>
             })?;
             Ok((endpoint.model, vectors))
         }
-        Some(other) => Err(TaskError::Fatal(format!(
-            "[config] embedder = \"{other}\": use \"local\" or \"openai\""
-        ))),
+        Some(model) => {
+            let vectors = wasmhive_sdk::models::embed(model, texts)?;
+            Ok((model.to_string(), vectors))
+        }
     }
 }

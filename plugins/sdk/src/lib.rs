@@ -10,7 +10,8 @@
 //! `docs/writing-a-handler.md` for the whole guide.
 //!
 //! The raw contract is here too: [`Guest`] and [`export_handler!`], and the
-//! host interfaces [`host`], [`vectors`] and [`admin`].
+//! host interfaces [`host`], [`vectors`] and [`admin`]; [`models`] asks the
+//! host for sentence embeddings.
 
 #[allow(unsafe_code, clippy::all, missing_docs)]
 pub mod bindings {
@@ -26,6 +27,7 @@ pub mod bindings {
 
 pub mod handler;
 pub mod http;
+pub mod models;
 pub mod openai;
 pub mod store;
 
@@ -34,6 +36,7 @@ pub use store::{Hit, Point, collection};
 
 pub use bindings::wasmhive::plugin::types::{LogLevel, Priority};
 pub use bindings::wasmhive::plugin::{admin, host, vectors};
+// `models` is the typed wrapper of `bindings::wasmhive::plugin::models`.
 pub use bindings::{Guest, PluginInfo, Task, TaskError};
 pub use host::Child;
 

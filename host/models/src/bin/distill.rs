@@ -1,0 +1,45 @@
+//! `distill ENCODER_DIR OUT_DIR`: a static model (model2vec's layout) from a
+//! BERT sentence encoder (sentence-transformers' layout). The result is
+//! written beside `OUT_DIR` and moved into place when complete.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
+    let [src, dst] = &args[..] else {
+        eprintln!("usage: distill ENCODER_DIR OUT_DIR");
+        return ExitCode::from(2);
+    };
+    let tmp = dst.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let started = Instant::now();
+    let mut last = 0;
+    let outcome = wasmhive_models::table::distill(src, &tmp, |done, total| {
+        let percent = done * 100 / total.max(1);
+        if percent >= last + 10 || done == total {
+            last = percent;
+            eprintln!("distilling {}: {done}/{total} tokens", src.display());
+        }
+    })
+    .and_then(|()| {
+        let _ = std::fs::remove_dir_all(dst);
+        std::fs::rename(&tmp, dst).map_err(|e| format!("{}: {e}", dst.display()))
+    });
+    match outcome {
+        Ok(()) => {
+            eprintln!(
+                "distilled {} into {} in {:.1} s",
+                src.display(),
+                dst.display(),
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("distill: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
