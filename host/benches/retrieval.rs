@@ -112,9 +112,10 @@ async fn file(root: &Path, path: &str) -> Response {
 /// Runs a task to its end; returns the finished record's result.
 async fn run(daemon: &Daemon, kind: &str, payload: serde_json::Value) -> Result<serde_json::Value> {
     let scheduler = daemon.scheduler();
-    let submitted = scheduler
-        .submit(support::task(kind, payload, Priority::Normal))
-        .await?;
+    let mut task = support::task(kind, payload, Priority::Normal);
+    // The manifests' ceiling: an ingest with the encoder takes minutes.
+    task.timeout_s = Some(1800);
+    let submitted = scheduler.submit(task).await?;
     let done = scheduler
         .wait(submitted.task.task_id, Duration::from_secs(1800))
         .await

@@ -2,11 +2,12 @@
 //! exhaustively.
 //!
 //! Vectors are L2-normalised on the way in, so cosine similarity is a dot
-//! product. A query scans every point (exact, no recall loss) keeping the
-//! best `k` in a min-heap; the dot product is written in 8 lanes so the
-//! compiler vectorises it. Measured by `cargo xtask bench` (see the README):
-//! exhaustive search stays interactive at the sizes a single daemon holds;
-//! an approximate index (HNSW) is the step after that.
+//! product. Below [`APPROXIMATE_FROM`] points a query scans every point
+//! (exact, no recall loss) keeping the best `k` in a min-heap; the dot
+//! product is written in 8 lanes so the compiler vectorises it. From there
+//! on, an inverted file ([`Ivf`], `ivf.rs`) narrows the scan to the points
+//! of the lists nearest the query. Measured by `cargo xtask bench` (see the
+//! README).
 //!
 //! Memory is accounted as allocated, not as a nominal per-point figure: the
 //! capacity of every buffer, the hash table's allocation and each string's
@@ -16,6 +17,7 @@
 //! holds indices), and vectors live in blocks of at most [`BLOCK_BYTES`],
 //! so growing a big collection never reallocates (or doubles) its vectors.
 
+use super::ivf::{self, Ivf};
 use super::lexical::{Lexical, fuse};
 use hashbrown::HashTable;
 use std::cmp::{Ordering, Reverse};
@@ -25,6 +27,11 @@ use std::hash::{BuildHasher, RandomState};
 
 /// Most bytes of vectors in one block (a block holds at least one point).
 pub const BLOCK_BYTES: usize = 64 * 1024;
+
+/// Points from which a collection is searched through its inverted file.
+pub const APPROXIMATE_FROM: usize = 100_000;
+/// Lists of the inverted file a query scans.
+pub const PROBES: usize = 48;
 
 /// Heap bytes the allocator takes for a string of `len` bytes: glibc's
 /// chunk (8 bytes of header, 16-byte granules, 32 at least); none for an
@@ -83,6 +90,12 @@ pub struct Collection {
     documents: HashMap<Box<str>, Vec<Box<str>>>,
     /// Heap bytes of `documents`' strings and lists.
     document_bytes: usize,
+    /// The approximate index, once the collection is big enough.
+    ivf: Option<Ivf>,
+    /// Points from which it is built (0: never).
+    approximate_from: usize,
+    /// Its lists a query scans.
+    probes: usize,
 }
 
 /// Points each side of a hybrid search ranks before they are fused.
@@ -102,6 +115,57 @@ impl Collection {
             lexical: Lexical::default(),
             documents: HashMap::new(),
             document_bytes: 0,
+            ivf: None,
+            approximate_from: APPROXIMATE_FROM,
+            probes: PROBES,
+        }
+    }
+
+    /// Sets from how many points it is searched approximately (0: never),
+    /// and how many lists a query scans then.
+    pub fn approximate(mut self, from: usize, probes: usize) -> Collection {
+        self.approximate_from = from;
+        self.probes = probes.max(1);
+        self
+    }
+
+    /// Sets how many lists of the inverted file a query scans.
+    pub fn set_probes(&mut self, probes: usize) {
+        self.probes = probes.max(1);
+    }
+
+    /// Whether queries go through the inverted file, and its lists.
+    pub fn index_lists(&self) -> Option<usize> {
+        self.ivf.as_ref().map(Ivf::lists)
+    }
+
+    /// Builds the inverted file when the collection reaches the threshold,
+    /// rebuilds it when it has grown fourfold since, and drops it when the
+    /// collection has shrunk below half the threshold.
+    fn reindex(&mut self) {
+        let n = self.len();
+        let from = self.approximate_from;
+        let due = match &self.ivf {
+            _ if from == 0 => false,
+            None => n >= from,
+            Some(ivf) => n >= ivf.trained_for.saturating_mul(4),
+        };
+        if due {
+            let started = std::time::Instant::now();
+            let (dim, per_block, blocks) = (self.dim, self.per_block, &self.blocks);
+            let ivf = Ivf::train(dim, n, |i| {
+                let at = (i % per_block) * dim;
+                &blocks[i / per_block][at..at + dim]
+            });
+            tracing::info!(
+                points = n,
+                lists = ivf.lists(),
+                ms = started.elapsed().as_millis() as u64,
+                "vector collection indexed (inverted file)"
+            );
+            self.ivf = Some(ivf);
+        } else if self.ivf.is_some() && n < from / 2 {
+            self.ivf = None;
         }
     }
 
@@ -158,6 +222,7 @@ impl Collection {
             + self.lexical.bytes()
             + self.document_bytes
             + self.documents.capacity() * 48
+            + self.ivf.as_ref().map_or(0, Ivf::bytes)
     }
 
     /// Indexes point `id`'s text for BM25 (`None`: it has none).
@@ -264,7 +329,20 @@ impl Collection {
         } else {
             table_bytes(after)
         };
+        // The inverted file: what it holds and will hold, or what a first
+        // training (or a retraining) takes.
+        let trains = self.approximate_from != 0
+            && match &self.ivf {
+                None => after >= self.approximate_from,
+                Some(ivf) => after >= ivf.trained_for.saturating_mul(4),
+            };
+        let index = if trains {
+            ivf::lists_for(after) * (self.dim * 4 + 24) + after * 16
+        } else {
+            self.ivf.as_ref().map_or(0, |i| i.bytes_after(added))
+        };
         let bytes = std::mem::size_of::<Collection>()
+            + index
             + vecs
             + block_list
             + self.block_bytes(after, last_cap)
@@ -283,6 +361,9 @@ impl Collection {
             self.strings = self.strings + heap(metadata.len()) - heap(self.metadata[i].len());
             self.vector_mut(i).copy_from_slice(unit);
             self.metadata[i] = metadata.into_boxed_str();
+            if let Some(ivf) = &mut self.ivf {
+                ivf.update(i, unit);
+            }
             return;
         }
         let i = self.ids.len();
@@ -305,6 +386,10 @@ impl Collection {
             .insert_unique(hash, i as u32, |&j| hasher.hash_one(&*ids[j as usize]));
         self.ids.push(id.into_boxed_str());
         self.metadata.push(metadata.into_boxed_str());
+        if let Some(ivf) = &mut self.ivf {
+            ivf.add(i, unit);
+        }
+        self.reindex();
     }
 
     /// Removes a point (the last one moves into its place). Returns whether
@@ -336,6 +421,10 @@ impl Collection {
         self.strings -= heap(self.ids[i].len()) + heap(self.metadata[i].len());
         self.ids.swap_remove(i);
         self.metadata.swap_remove(i);
+        if let Some(ivf) = &mut self.ivf {
+            ivf.remove_swap(i);
+        }
+        self.reindex();
         true
     }
 
@@ -346,17 +435,28 @@ impl Collection {
             return Vec::new();
         }
         let mut best: BinaryHeap<Reverse<Scored>> = BinaryHeap::with_capacity(k + 1);
-        let points = self
-            .blocks
-            .iter()
-            .flat_map(|b| b.chunks_exact(self.dim.max(1)));
-        for (i, point) in points.enumerate() {
-            let score = dot(point, query);
+        let mut keep = |i: usize, score: f32| {
             if best.len() < k {
                 best.push(Reverse(Scored(score, i)));
             } else if best.peek().is_some_and(|worst| score > worst.0.0) {
                 best.pop();
                 best.push(Reverse(Scored(score, i)));
+            }
+        };
+        match &self.ivf {
+            Some(ivf) => {
+                for i in ivf.candidates(query, self.probes) {
+                    keep(i, dot(self.vector(i), query));
+                }
+            }
+            None => {
+                let points = self
+                    .blocks
+                    .iter()
+                    .flat_map(|b| b.chunks_exact(self.dim.max(1)));
+                for (i, point) in points.enumerate() {
+                    keep(i, dot(point, query));
+                }
             }
         }
         let mut hits: Vec<Scored> = best.into_iter().map(|r| r.0).collect();
@@ -436,6 +536,74 @@ mod tests {
 
     fn unit(v: &[f32]) -> Vec<f32> {
         normalize(v).unwrap_or_default()
+    }
+
+    /// Deterministic points around `dim` directions.
+    fn clustered(n: usize, dim: usize) -> Vec<Vec<f32>> {
+        let mut state = 42u64;
+        let mut noise = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        (0..n)
+            .map(|i| {
+                let v: Vec<f32> = (0..dim)
+                    .map(|j| if j == i % dim { 2.0 } else { 0.0 } + noise())
+                    .collect();
+                unit(&v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_big_collection_is_searched_through_its_inverted_file_and_finds_what_a_scan_finds() {
+        let dim = 16;
+        let points = clustered(6000, dim);
+        let mut approx = Collection::new(dim).approximate(2000, 8);
+        let mut exact = Collection::new(dim).approximate(0, 1);
+        for (i, p) in points.iter().enumerate() {
+            // The prediction made before each upsert bounds the real size,
+            // also across the upsert that trains the index.
+            let (predicted, _) = approx.bytes_after([(format!("p{i}").as_str(), "{}")]);
+            approx.upsert(format!("p{i}"), p, "{}".into());
+            exact.upsert(format!("p{i}"), p, "{}".into());
+            assert!(approx.bytes() <= predicted, "point {i}");
+            assert_eq!(approx.index_lists().is_some(), i + 1 >= 2000, "point {i}");
+        }
+        assert_eq!(exact.index_lists(), None);
+        let recall = |approx: &Collection, exact: &Collection| {
+            let (mut found, mut wanted) = (0, 0);
+            for q in points.iter().step_by(61) {
+                let truth: Vec<String> = exact.query(q, 10).into_iter().map(|h| h.0).collect();
+                let got: Vec<String> = approx.query(q, 10).into_iter().map(|h| h.0).collect();
+                wanted += truth.len();
+                found += truth.iter().filter(|t| got.contains(t)).count();
+            }
+            found as f64 / wanted.max(1) as f64
+        };
+        let r = recall(&approx, &exact);
+        assert!(r >= 0.9, "recall@10 {r}");
+        // Changes after the training are followed: moved and deleted
+        // points are found (or not) as in the exact scan.
+        for i in (0..6000).step_by(3) {
+            assert!(approx.delete(&format!("p{i}")) && exact.delete(&format!("p{i}")));
+        }
+        let moved = unit(&[1.0; 16]);
+        approx.upsert("p1".into(), &moved, "{}".into());
+        exact.upsert("p1".into(), &moved, "{}".into());
+        assert_eq!(approx.query(&moved, 1)[0].0, "p1");
+        let r = recall(&approx, &exact);
+        assert!(r >= 0.9, "recall@10 after changes {r}");
+        // Shrunk below half the threshold, it is exact again.
+        for i in 0..6000 {
+            if approx.len() < 999 {
+                break;
+            }
+            approx.delete(&format!("p{i}"));
+        }
+        assert_eq!(approx.index_lists(), None);
     }
 
     #[test]

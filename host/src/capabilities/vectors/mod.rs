@@ -13,6 +13,7 @@
 //! mistakes (wrong dimension, bad metadata) are errors it sees, not outages.
 
 pub mod index;
+pub mod ivf;
 pub mod lexical;
 pub mod store;
 

@@ -34,6 +34,12 @@ pub struct VectorConfig {
     pub max_mb: u64,
     /// Largest dimension a collection may have.
     pub max_dim: u32,
+    /// Points from which a collection is searched through an inverted file
+    /// (approximate; 0: always exact).
+    pub approximate_from: usize,
+    /// Lists of the inverted file a query scans (more: better recall,
+    /// slower).
+    pub probes: usize,
 }
 
 impl Default for VectorConfig {
@@ -41,7 +47,16 @@ impl Default for VectorConfig {
         VectorConfig {
             max_mb: 1024,
             max_dim: 4096,
+            approximate_from: super::index::APPROXIMATE_FROM,
+            probes: super::index::PROBES,
         }
+    }
+}
+
+impl VectorConfig {
+    /// An empty collection of `dim` dimensions with these settings.
+    pub fn collection(&self, dim: usize) -> Collection {
+        Collection::new(dim).approximate(self.approximate_from, self.probes)
     }
 }
 
@@ -175,7 +190,7 @@ impl VectorStore {
             for row in rows {
                 let (name, dim) = row.map_err(fail)?;
                 let dim = usize::try_from(dim).unwrap_or(0);
-                collections.insert(name, Collection::new(dim));
+                collections.insert(name, config.collection(dim));
             }
             let mut stmt = conn
                 .prepare(
@@ -368,7 +383,7 @@ impl VectorStore {
                 let c = c.read().map_err(poisoned)?;
                 (c.bytes(), c.len(), c.bytes_after(pairs()))
             }
-            None => (0, 0, Collection::new(dim).bytes_after(pairs())),
+            None => (0, 0, self.config.collection(dim).bytes_after(pairs())),
         };
         let len_after = len_now + fresh;
         // The inverted index grows by about a posting (8 bytes) per
@@ -421,7 +436,7 @@ impl VectorStore {
         let collection = match existing {
             Some(c) => c,
             None => {
-                let c = Arc::new(RwLock::new(Collection::new(dim)));
+                let c = Arc::new(RwLock::new(self.config.collection(dim)));
                 self.collections
                     .write()
                     .map_err(poisoned)?

@@ -42,6 +42,7 @@ fn wrong_dimension_bad_metadata_and_the_memory_bound_are_refused() {
     let store = VectorStore::in_memory(VectorConfig {
         max_mb: 1,
         max_dim: 8,
+        ..VectorConfig::default()
     });
     assert_eq!(store.upsert("c", vec![point("a", &[1.0, 0.0])]), Ok(1));
     let wrong = store.upsert("c", vec![point("b", &[1.0, 0.0, 0.0])]);
