@@ -575,3 +575,65 @@ async fn maintenance_cleanup_prunes_old_finished_tasks_and_nothing_else() -> Res
     assert_eq!(health["result"]["health"]["status"], "healthy", "{health}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_document_sent_again_unchanged_is_not_embedded_again() -> Result<()> {
+    let dirs = Dirs::new()?;
+    dirs.install_handler("embed", embed_manifest())?;
+    dirs.install_handler("rag", &rag_manifest("", ""))?;
+    let daemon = Daemon::start(&dirs).await?;
+    let docs = |returns: &str| {
+        json!({ "collection": "brand-acme", "documents": [
+            { "id": "https://acme.test/shipping", "text": "Orders ship within two days.",
+              "metadata": { "url": "https://acme.test/shipping", "title": "Shipping" } },
+            { "id": "https://acme.test/returns", "text": returns,
+              "metadata": { "url": "https://acme.test/returns", "title": "Returns" } }
+        ] })
+    };
+    let first = daemon
+        .run("embed", docs("Returns are free within thirty days."))
+        .await?;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    assert_eq!(
+        (&first["result"]["unchanged"], &first["result"]["chunks"]),
+        (&json!(0), &json!(2)),
+        "{first}"
+    );
+    // The same pages again (another crawl of the brand): nothing embedded.
+    let again = daemon
+        .run("embed", docs("Returns are free within thirty days."))
+        .await?;
+    assert_eq!(
+        (&again["result"]["unchanged"], &again["result"]["chunks"]),
+        (&json!(2), &json!(0)),
+        "{again}"
+    );
+    // One page changed: only it is embedded again, and answers follow it.
+    let changed = daemon
+        .run("embed", docs("Returns are free within sixty days."))
+        .await?;
+    assert_eq!(
+        (
+            &changed["result"]["unchanged"],
+            &changed["result"]["chunks"]
+        ),
+        (&json!(1), &json!(1)),
+        "{changed}"
+    );
+    let answer = daemon
+        .run(
+            "rag",
+            json!({ "query": "How many days do I have for returns?", "brand": "acme", "k": 1 }),
+        )
+        .await?;
+    let passage = answer["result"]["citations"][0]["passage"]
+        .as_str()
+        .unwrap_or_default();
+    ensure!(passage.contains("sixty"), "{answer}");
+    // Other chunking is another digest: everything is embedded again.
+    let mut rechunked = docs("Returns are free within sixty days.");
+    rechunked["chunk_words"] = json!(50);
+    let rechunked = daemon.run("embed", rechunked).await?;
+    assert_eq!(rechunked["result"]["unchanged"], 0, "{rechunked}");
+    Ok(())
+}

@@ -70,8 +70,55 @@ pub struct Passage {
     pub metadata: serde_json::Value,
 }
 
+/// What a document's passages depend on, as 16 hex digits (FNV-1a, 64
+/// bits): the embedding model, the chunking, the document. Stored with
+/// each passage (`digest`), so a document sent again unchanged (the same
+/// page crawled by another task of the brand) is not embedded again.
+pub fn digest(model: &str, words: usize, overlap: usize, doc: &Document) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes.iter().chain(&[0xff]) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(model.as_bytes());
+    eat(&(words as u64).to_le_bytes());
+    eat(&(overlap as u64).to_le_bytes());
+    eat(doc.id.as_bytes());
+    eat(doc.text.as_bytes());
+    for s in &doc.sections {
+        eat(s.anchor.as_deref().unwrap_or("").as_bytes());
+        eat(s.title.as_bytes());
+        eat(s.text.as_bytes());
+    }
+    eat(serde_json::Value::Object(doc.metadata.clone())
+        .to_string()
+        .as_bytes());
+    format!("{h:016x}")
+}
+
+/// The digests the collection holds for `documents` (that of each one's
+/// first passage), in order.
+fn stored_digests(collection: &str, documents: &[Document]) -> Result<Vec<Option<String>>, Error> {
+    let mut out = Vec::with_capacity(documents.len());
+    for batch in documents.chunks(1000) {
+        let ids: Vec<String> = batch.iter().map(|d| format!("{}#0", d.id)).collect();
+        let found = vectors::get(collection, &ids).map_err(wasmhive_sdk::store::vector_error)?;
+        out.extend(found.into_iter().map(|m| {
+            m.and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
+                .and_then(|m| m["digest"].as_str().map(str::to_string))
+        }));
+    }
+    Ok(out)
+}
+
 /// The passages of `documents`, with their point ids and metadata.
-pub fn passages(documents: &[Document], words: usize, overlap: usize) -> Vec<Passage> {
+pub fn passages<'a>(
+    documents: impl IntoIterator<Item = &'a Document>,
+    words: usize,
+    overlap: usize,
+) -> Vec<Passage> {
     let mut out = Vec::new();
     for doc in documents {
         let title = doc
@@ -162,8 +209,30 @@ impl Handler for Embed {
                 })?;
                 let words = setting("chunk_words", payload.chunk_words, 120).clamp(8, 2000);
                 let overlap = setting("overlap_words", payload.overlap_words, 30).min(words / 2);
-                let passages = passages(&documents, words, overlap);
-                let mut model = String::new();
+                let mut model = wasmhive_embedder::configured::model_name();
+                // Documents the collection already holds as they are now
+                // are left as they are.
+                let digests: Vec<String> = documents
+                    .iter()
+                    .map(|d| digest(&model, words, overlap, d))
+                    .collect();
+                let stored = stored_digests(&collection, &documents)?;
+                let changed: Vec<usize> = (0..documents.len())
+                    .filter(|&i| stored[i].as_deref() != Some(digests[i].as_str()))
+                    .collect();
+                let mut passages = passages(changed.iter().map(|&i| &documents[i]), words, overlap);
+                let digest_of: std::collections::HashMap<&str, &str> = changed
+                    .iter()
+                    .map(|&i| (documents[i].id.as_str(), digests[i].as_str()))
+                    .collect();
+                for p in &mut passages {
+                    if let (Some(d), Some(m)) = (
+                        digest_of.get(p.document.as_str()),
+                        p.metadata.as_object_mut(),
+                    ) {
+                        m.insert("digest".into(), (*d).into());
+                    }
+                }
                 let total = passages.len().max(1);
                 // Embedded in batches across documents (few calls to a
                 // remote endpoint), then each document's passages replace
@@ -190,7 +259,7 @@ impl Handler for Embed {
                     );
                 }
                 let mut at = 0;
-                for doc in &documents {
+                for doc in changed.iter().map(|&i| &documents[i]) {
                     let n = passages[at..]
                         .iter()
                         .take_while(|p| p.document == doc.id)
@@ -204,6 +273,7 @@ impl Handler for Embed {
                     "collection": collection,
                     "model": model,
                     "documents": documents.len(),
+                    "unchanged": documents.len() - changed.len(),
                     "chunks": passages.len(),
                 }))
             }
@@ -219,6 +289,22 @@ wasmhive_sdk::handler!(Embed);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_digest_follows_the_model_the_chunking_and_the_document() {
+        let doc = |text: &str| Document {
+            id: "https://example.com/a".into(),
+            text: text.into(),
+            sections: Vec::new(),
+            metadata: serde_json::Map::new(),
+        };
+        let d = digest("m", 120, 30, &doc("one two"));
+        assert_eq!(d.len(), 16);
+        assert_eq!(d, digest("m", 120, 30, &doc("one two")));
+        assert_ne!(d, digest("m", 120, 30, &doc("one three")));
+        assert_ne!(d, digest("other", 120, 30, &doc("one two")));
+        assert_ne!(d, digest("m", 100, 30, &doc("one two")));
+    }
 
     #[test]
     fn passages_carry_their_document_and_position() {

@@ -9,6 +9,17 @@
 use wasmhive_sdk::TaskError;
 use wasmhive_sdk::openai::Endpoint;
 
+/// The name of the model the configured backend embeds with (what
+/// [`embed_all`] returns first), without embedding anything.
+pub fn model_name() -> String {
+    match wasmhive_sdk::config("embedder").as_deref() {
+        None | Some("local") => crate::MODEL.to_string(),
+        Some("openai") => wasmhive_sdk::config("openai_model")
+            .unwrap_or_else(|| "text-embedding-3-small".to_string()),
+        Some(model) => model.to_string(),
+    }
+}
+
 /// Embeds every text with the configured backend; the model's name first.
 pub fn embed_all(texts: &[String]) -> Result<(String, Vec<Vec<f32>>), TaskError> {
     match wasmhive_sdk::config("embedder").as_deref() {

@@ -124,6 +124,16 @@ impl Collection {
         Ok(typed(hits))
     }
 
+    /// The metadata of the points `ids`, in order (`None` for an id it
+    /// does not hold); at most 1000 a call.
+    pub fn get(&self, ids: &[String]) -> Result<Vec<Option<serde_json::Value>>, Error> {
+        let found = vectors::get(&self.name, ids).map_err(vector_error)?;
+        Ok(found
+            .into_iter()
+            .map(|m| m.map(|m| serde_json::from_str(&m).unwrap_or(serde_json::Value::Null)))
+            .collect())
+    }
+
     /// Deletes points by id; returns how many existed.
     pub fn delete(&self, ids: &[String]) -> Result<u32, Error> {
         vectors::delete(&self.name, ids).map_err(vector_error)

@@ -192,6 +192,11 @@ impl Collection {
         self.find(id).is_some()
     }
 
+    /// The metadata of point `id`.
+    pub fn metadata_of(&self, id: &str) -> Option<&str> {
+        self.find(id).map(|i| &*self.metadata[i])
+    }
+
     fn vector(&self, i: usize) -> &[f32] {
         let at = (i % self.per_block) * self.dim;
         &self.blocks[i / self.per_block][at..at + self.dim]

@@ -217,6 +217,15 @@ impl vectors::Host for Vectors {
         Ok(to_wit(hits))
     }
 
+    async fn get(
+        &mut self,
+        collection: String,
+        ids: Vec<String>,
+    ) -> Result<Vec<Option<String>>, String> {
+        let collection = self.scope.resolve(&collection)?;
+        self.call(move |s| s.get(&collection, &ids)).await
+    }
+
     async fn delete(&mut self, collection: String, ids: Vec<String>) -> Result<u32, String> {
         let collection = self.scope.resolve(&collection)?;
         self.call(move |s| s.delete(&collection, &ids)).await

@@ -591,6 +591,27 @@ impl VectorStore {
         })
     }
 
+    /// The metadata of the points `ids` (`None` for an id the collection
+    /// does not hold), in order; at most [`MAX_K`] ids a call.
+    pub fn get(&self, name: &str, ids: &[String]) -> Result<Vec<Option<String>>, VectorError> {
+        check_name(name)?;
+        if ids.len() > MAX_K {
+            return Err(VectorError::Invalid(format!(
+                "{} ids; at most {MAX_K} a call",
+                ids.len()
+            )));
+        }
+        Ok(match self.collection(name) {
+            Some(c) => {
+                let c = c.read().map_err(poisoned)?;
+                ids.iter()
+                    .map(|id| c.metadata_of(id).map(str::to_string))
+                    .collect()
+            }
+            None => vec![None; ids.len()],
+        })
+    }
+
     /// Every point of `name` as its id and metadata (none when it does not
     /// exist): what an export or an offline evaluation reads.
     pub fn points(&self, name: &str) -> Result<Vec<(String, String)>, VectorError> {

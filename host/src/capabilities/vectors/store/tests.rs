@@ -226,3 +226,33 @@ fn the_text_index_is_counted_in_the_memory_the_store_reports() -> Result<(), Str
     );
     Ok(())
 }
+
+#[test]
+fn points_are_read_back_by_id_in_order() -> Result<(), String> {
+    let store = VectorStore::in_memory(VectorConfig::default());
+    store
+        .upsert(
+            "docs",
+            vec![point("a", &[1.0, 0.0]), point("b", &[0.0, 1.0])],
+        )
+        .map_err(|e| e.to_string())?;
+    let ids = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let got = store
+        .get("docs", &ids(&["b", "zz", "a"]))
+        .map_err(|e| e.to_string())?;
+    assert_eq!(
+        got,
+        vec![
+            Some("{\"id\":\"b\"}".to_string()),
+            None,
+            Some("{\"id\":\"a\"}".to_string())
+        ]
+    );
+    assert_eq!(store.get("nothing", &ids(&["a"])), Ok(vec![None]));
+    let many = vec!["x".to_string(); MAX_K + 1];
+    assert!(matches!(
+        store.get("docs", &many),
+        Err(VectorError::Invalid(_))
+    ));
+    Ok(())
+}
