@@ -15,8 +15,23 @@ use crate::safetensors::{self, Tensor, Tensors};
 use crate::tokenizer::WordPiece;
 use std::path::Path;
 
-/// SIF's `a`, model2vec's default.
-const SIF: f64 = 1e-4;
+/// How [`distill`] weights and centres the rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// SIF's `a` (model2vec's default, 1e-4); 0 leaves rows unweighted.
+    pub sif: f64,
+    /// Whether the rows are centred first.
+    pub centre: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sif: 1e-4,
+            centre: true,
+        }
+    }
+}
 
 /// Rows of a static model.
 #[derive(Debug)]
@@ -112,6 +127,7 @@ fn ranks(tokens: &[Option<&str>]) -> Vec<Option<f64>> {
 pub fn distill(
     src: &Path,
     dst: &Path,
+    options: Options,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(), String> {
     let tokenizer_json = std::fs::read_to_string(src.join("tokenizer.json"))
@@ -153,12 +169,17 @@ pub fn distill(
             continue;
         };
         let p = (1.0 / rank) / harmonic;
-        let weight = (SIF / (SIF + p)) as f32;
+        let weight = if options.sif > 0.0 {
+            (options.sif / (options.sif + p)) as f32
+        } else {
+            1.0
+        };
         let row = &mut rows[id as usize * dim..(id as usize + 1) * dim];
+        let shift = if options.centre { 1.0 } else { 0.0 };
         let centred: Vec<f32> = row
             .iter()
             .zip(&mean)
-            .map(|(r, m)| r - (m / n) as f32)
+            .map(|(r, m)| r - (shift * m / n) as f32)
             .collect();
         for (r, c) in row.iter_mut().zip(crate::unit(centred)) {
             *r = c * weight;
@@ -183,7 +204,9 @@ pub fn distill(
         "normalize": true,
         "hidden_dim": dim,
         "distilled_from": src.file_name().map(|n| n.to_string_lossy().into_owned()),
-        "method": "each token through the encoder alone, centred, SIF-weighted by Zipf rank",
+        "method": "each token through the encoder alone, then centred and SIF-weighted by Zipf rank",
+        "sif": options.sif,
+        "centred": options.centre,
     });
     write("config.json", config.to_string().as_bytes())
 }
