@@ -24,10 +24,22 @@ impl<R: AttemptRunner> Scheduler<R> {
     ) {
         let inner = &self.inner;
         let id = task.task_id;
-        let interrupted_by_shutdown = matches!(&outcome, Err(f) if f.kind == FailureKind::Cancelled)
-            && inner.draining.load(std::sync::atomic::Ordering::SeqCst);
+        let lease_lost = crate::sync::lock(&inner.lease_lost).remove(&id);
+        let cancelled = matches!(&outcome, Err(f) if f.kind == FailureKind::Cancelled);
+        let by_shutdown = cancelled && inner.draining.load(std::sync::atomic::Ordering::SeqCst);
+        // Stopped because its lease looked lost: if the attempt is still
+        // current (the lease was not lost after all), the task runs again.
+        let by_lost_lease = cancelled && lease_lost && !by_shutdown;
+        let interrupted_by_shutdown = by_shutdown || by_lost_lease;
         let error = match &outcome {
             Ok(_) => None,
+            Err(f) if by_lost_lease => Some(TaskFailure::new(
+                FailureKind::Interrupted,
+                format!(
+                    "interrupted: this daemon's lease on the task was not renewed: {}",
+                    f.message
+                ),
+            )),
             Err(f) if interrupted_by_shutdown => Some(TaskFailure::new(
                 FailureKind::Cancelled,
                 format!("interrupted by shutdown: {}", f.message),

@@ -176,6 +176,10 @@ struct Inner<R: AttemptRunner> {
     config: SchedulerConfig,
     /// Cancel tokens of running attempts.
     running: Mutex<HashMap<Uuid, CancelToken>>,
+    /// Attempts stopped because this daemon's lease on them looked lost
+    /// ([`RemoteEvent::LeaseLost`](crate::store::RemoteEvent)): their end is
+    /// an interruption.
+    lease_lost: Mutex<std::collections::HashSet<Uuid>>,
     /// Clients waiting for a task to finish.
     waiters: Mutex<HashMap<Uuid, Arc<Notify>>>,
     /// Running attempts and held jobs per plugin (concurrency in a pool).
@@ -225,6 +229,7 @@ impl<R: AttemptRunner> Scheduler<R> {
                 pools,
                 config,
                 running: Mutex::default(),
+                lease_lost: Mutex::default(),
                 waiters: Mutex::default(),
                 parked: parking::Parking::default(),
                 plugin_slots: Arc::default(),

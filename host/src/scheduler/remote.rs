@@ -18,19 +18,33 @@ impl<R: AttemptRunner> Scheduler<R> {
         loop {
             tokio::select! {
                 event = events.recv() => match event {
-                    Ok(RemoteEvent::Finished(id)) => self.wake_waiters(id),
-                    Ok(RemoteEvent::CancelRequested(id)) => {
-                        let token = lock(&self.inner.running).get(&id).cloned();
-                        if let Some(token) = token {
-                            token.cancel();
-                        }
-                    }
+                    Ok(event) => self.on_remote(event),
                     // A waiter that missed its wake-up reads the task again
                     // when its wait times out.
                     Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return,
                 },
                 _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Acts on one event.
+    pub(super) fn on_remote(&self, event: RemoteEvent) {
+        match event {
+            RemoteEvent::Finished(id) => self.wake_waiters(id),
+            RemoteEvent::CancelRequested(id) => {
+                let token = lock(&self.inner.running).get(&id).cloned();
+                if let Some(token) = token {
+                    token.cancel();
+                }
+            }
+            RemoteEvent::LeaseLost(id) => {
+                let token = lock(&self.inner.running).get(&id).cloned();
+                if let Some(token) = token {
+                    lock(&self.inner.lease_lost).insert(id);
+                    token.cancel();
+                }
             }
         }
     }

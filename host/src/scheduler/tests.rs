@@ -518,6 +518,32 @@ async fn cancel_stops_the_running_attempt() {
 }
 
 #[tokio::test]
+async fn an_attempt_stopped_for_a_lease_that_looked_lost_runs_again_rather_than_ending() {
+    let mut h = harness(&[("batch", 1)]);
+    let id = h.busy_worker().await;
+    // The renewal did not keep the lease, but the attempt was still this
+    // daemon's (a stale renewal): the task is not cancelled, it runs again.
+    h.scheduler
+        .on_remote(crate::store::RemoteEvent::LeaseLost(id));
+    let mut task = h.scheduler.get(id).await.unwrap();
+    for _ in 0..500 {
+        if !task.attempt_log.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        task = h.scheduler.get(id).await.unwrap();
+    }
+    assert_ne!(task.status, TaskStatus::Cancelled, "{task:?}");
+    let first = task.attempt_log.first().cloned();
+    assert_eq!(
+        first.and_then(|a| a.error).map(|e| e.kind),
+        Some(FailureKind::Interrupted),
+        "{task:?}"
+    );
+    assert!(!task.attempt_log[0].charged, "uncharged");
+}
+
+#[tokio::test]
 async fn a_plugin_at_its_share_of_a_pool_leaves_the_rest_to_the_others() {
     let mut h = harness(&[("batch", 2)]);
     h.runner.serve("hog", "hog", "1.0.0", "batch");

@@ -49,6 +49,12 @@ pub enum RemoteEvent {
     /// Someone asked for a task to be cancelled (the daemon running its
     /// attempt stops it).
     CancelRequested(Uuid),
+    /// This daemon's lease on a task it held was not renewed (the task was
+    /// cancelled, or rescued by another daemon): an attempt still running
+    /// here is stopped, and its end is recorded as an interruption, never
+    /// as a cancellation (if the attempt was still this daemon's after
+    /// all, the task runs again rather than ending).
+    LeaseLost(Uuid),
 }
 
 /// Which tasks a listing returns.

@@ -99,8 +99,12 @@ struct Local {
     tags: Mutex<HashMap<String, PoolTags>>,
     giving_back: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The tasks this daemon holds (claimed, or running their attempt):
-    /// the leases it renews.
-    held: Mutex<std::collections::HashSet<uuid::Uuid>>,
+    /// the leases it renews, each with the number of the hold that last
+    /// took it (a renewal that read the set before a task was taken again
+    /// says nothing about the new hold).
+    held: Mutex<HashMap<uuid::Uuid, u64>>,
+    /// The number of the next hold.
+    holds: std::sync::atomic::AtomicU64,
     degraded: Mutex<Option<(Instant, String)>>,
     /// Whether the `LISTEN` connection is up (other daemons' changes are
     /// heard at once, not at the next poll).
@@ -153,7 +157,13 @@ impl Local {
     }
 
     fn hold(&self, ids: &[uuid::Uuid]) {
-        lock(&self.held).extend(ids.iter().copied());
+        let mut held = lock(&self.held);
+        for id in ids {
+            let n = self
+                .holds
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            held.insert(*id, n);
+        }
     }
 
     fn release(&self, id: uuid::Uuid) {
@@ -248,6 +258,7 @@ impl PostgresStore {
             tags: Mutex::default(),
             giving_back: Mutex::default(),
             held: Mutex::default(),
+            holds: std::sync::atomic::AtomicU64::new(0),
             degraded: Mutex::default(),
             listening: tokio::sync::watch::channel(false).0,
             remote: broadcast::channel(CHANGES_BUFFERED).0,
@@ -475,7 +486,9 @@ async fn renew_leases(pool: Pool, local: std::sync::Weak<Local>, node: String, l
         let Some(local) = local.upgrade() else {
             return;
         };
-        let held: Vec<uuid::Uuid> = lock(&local.held).iter().copied().collect();
+        let snapshot: Vec<(uuid::Uuid, u64)> =
+            lock(&local.held).iter().map(|(id, n)| (*id, *n)).collect();
+        let held: Vec<uuid::Uuid> = snapshot.iter().map(|(id, _)| *id).collect();
         let renewed = async {
             let client = pooled(&pool).await?;
             client
@@ -494,14 +507,14 @@ async fn renew_leases(pool: Pool, local: std::sync::Weak<Local>, node: String, l
                 // What this daemon held but no longer does (cancelled, or
                 // rescued by another daemon after a lease ran out): an
                 // attempt still running here is stopped, in case the
-                // notification that said so was lost.
+                // notification that said so was lost. A task taken again
+                // since the snapshot (claimed anew after a rescue) is a new
+                // hold, which the next renewal judges.
                 let kept: std::collections::HashSet<uuid::Uuid> =
                     rows.iter().map(|r| r.get(0)).collect();
-                let mut current = lock(&local.held);
-                for id in held.iter().filter(|id| !kept.contains(id)) {
-                    if current.remove(id) {
-                        let _ = local.remote.send(super::RemoteEvent::CancelRequested(*id));
-                    }
+                let lost = lost_holds(&mut lock(&local.held), &snapshot, &kept);
+                for id in lost {
+                    let _ = local.remote.send(super::RemoteEvent::LeaseLost(id));
                 }
             }
             Err(e) => {
@@ -514,6 +527,23 @@ async fn renew_leases(pool: Pool, local: std::sync::Weak<Local>, node: String, l
             heartbeat(&pool, &Arc::downgrade(&local), &source).await;
         }
     }
+}
+
+/// The holds of `snapshot` a renewal did not keep and that nothing took
+/// again since: they are taken out of `held`, and returned.
+fn lost_holds(
+    held: &mut HashMap<uuid::Uuid, u64>,
+    snapshot: &[(uuid::Uuid, u64)],
+    kept: &std::collections::HashSet<uuid::Uuid>,
+) -> Vec<uuid::Uuid> {
+    let mut lost = Vec::new();
+    for (id, n) in snapshot.iter().filter(|(id, _)| !kept.contains(id)) {
+        if held.get(id) == Some(n) {
+            held.remove(id);
+            lost.push(*id);
+        }
+    }
+    lost
 }
 
 /// A connection from `pool`, or why there is none.

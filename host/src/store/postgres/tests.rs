@@ -396,3 +396,24 @@ async fn concurrent_inserts_and_transitions_share_batches_and_each_gets_its_own_
     }
     Ok(())
 }
+
+#[test]
+fn a_renewal_that_read_the_holds_before_a_task_was_taken_again_does_not_stop_it() {
+    let (a, b, c) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
+    let mut held: std::collections::HashMap<uuid::Uuid, u64> =
+        [(a, 1), (b, 2), (c, 3)].into_iter().collect();
+    let snapshot = vec![(a, 1), (b, 2), (c, 3)];
+    // While the renewal ran: `b` was rescued and claimed by this daemon
+    // again (a new hold), `c` was rescued by another daemon.
+    held.insert(b, 4);
+    let kept: std::collections::HashSet<uuid::Uuid> = [a].into_iter().collect();
+    let lost = super::lost_holds(&mut held, &snapshot, &kept);
+    assert_eq!(lost, vec![c], "only the hold the renewal judged is lost");
+    assert_eq!(held.get(&b), Some(&4));
+    assert_eq!(held.get(&a), Some(&1));
+    assert!(!held.contains_key(&c));
+}
