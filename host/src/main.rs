@@ -10,7 +10,13 @@ use wasmhive::client::Request;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _telemetry = wasmhive::telemetry::init(cli.log_format);
+    let _telemetry = match wasmhive::telemetry::init(cli.log_format) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("wasmhive: {e}");
+            std::process::exit(2);
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("wasmhive-worker")

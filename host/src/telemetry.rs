@@ -35,15 +35,33 @@ impl Drop for Guard {
     }
 }
 
+/// The filter: `WASMHIVE_LOG` (an invalid one is an error, named), else
+/// `RUST_LOG`, else `wasmhive=info`.
+fn filter_from(wasmhive_log: Option<&str>) -> Result<EnvFilter, String> {
+    match wasmhive_log.filter(|v| !v.trim().is_empty()) {
+        Some(v) => EnvFilter::builder().parse(v).map_err(|e| {
+            format!("WASMHIVE_LOG=`{v}` is not a log filter: {e} (e.g. `wasmhive=debug`, `info`)")
+        }),
+        None => {
+            Ok(EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("wasmhive=info")))
+        }
+    }
+}
+
 /// Installs the global subscriber. Filter: `WASMHIVE_LOG` or `RUST_LOG`
-/// (default `wasmhive=info`).
-pub fn init(format: LogFormat) -> Guard {
-    let filter = || {
-        EnvFilter::try_from_env("WASMHIVE_LOG")
-            .or_else(|_| EnvFilter::try_from_default_env())
-            .unwrap_or_else(|_| EnvFilter::new("wasmhive=info"))
-    };
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+/// (default `wasmhive=info`); an invalid `WASMHIVE_LOG` is an error. Colour
+/// only when stderr is a terminal and `NO_COLOR` is unset.
+pub fn init(format: LogFormat) -> Result<Guard, String> {
+    let wasmhive_log = std::env::var("WASMHIVE_LOG").ok();
+    filter_from(wasmhive_log.as_deref())?;
+    let filter =
+        || filter_from(wasmhive_log.as_deref()).unwrap_or_else(|_| EnvFilter::new("wasmhive=info"));
+    use std::io::IsTerminal as _;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     let fmt = match format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),
@@ -66,7 +84,7 @@ pub fn init(format: LogFormat) -> Guard {
         .with(fmt.with_filter(filter()))
         .with(otel)
         .init();
-    Guard(provider)
+    Ok(Guard(provider))
 }
 
 /// The OTLP pipeline, when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces
@@ -97,4 +115,18 @@ fn otlp() -> Result<Option<SdkTracerProvider>, String> {
             .with_resource(resource)
             .build(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_wasmhive_log_is_an_error_that_names_it() {
+        let err = filter_from(Some("wasmhive=loud")).err().unwrap_or_default();
+        assert!(err.contains("WASMHIVE_LOG=`wasmhive=loud`"), "{err}");
+        assert!(filter_from(Some("wasmhive=debug,info")).is_ok());
+        assert!(filter_from(None).is_ok());
+        assert!(filter_from(Some("  ")).is_ok(), "empty: the default");
+    }
 }

@@ -97,3 +97,45 @@ async fn task_attempts_are_exported_as_spans_over_otlp() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_have_no_colour_off_a_terminal_and_a_bad_log_filter_stops_the_start() -> Result<()> {
+    let dirs = Dirs::new()?;
+    let serve = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wasmhive"));
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--plugins")
+            .arg(dirs.plugins())
+            .arg("--data")
+            .arg(dirs.data())
+            .env_remove("NO_COLOR")
+            .env_remove("RUST_LOG");
+        cmd
+    };
+    let bad = serve().env("WASMHIVE_LOG", "wasmhive=loud").output()?;
+    anyhow::ensure!(bad.status.code() == Some(2), "{bad:?}");
+    let said = String::from_utf8_lossy(&bad.stderr);
+    anyhow::ensure!(said.contains("WASMHIVE_LOG=`wasmhive=loud`"), "{said}");
+
+    // Stderr to a file (not a terminal), NO_COLOR unset: plain text.
+    let log = dirs.data().with_extension("stderr");
+    let mut daemon = serve()
+        .env("WASMHIVE_LOG", "wasmhive=debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("plugins") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    anyhow::ensure!(!text.is_empty(), "the daemon logged nothing");
+    anyhow::ensure!(!text.contains('\u{1b}'), "ANSI escapes in a file: {text}");
+    Ok(())
+}
