@@ -120,7 +120,7 @@ impl Dirs {
 pub struct Daemon {
     child: Child,
     pub url: String,
-    client: reqwest::Client,
+    pub client: reqwest::Client,
     /// The daemon's stdout, kept open (it prints the ready line there).
     stdout: Option<tokio::io::Lines<BufReader<tokio::process::ChildStdout>>>,
 }

@@ -139,3 +139,54 @@ async fn logs_have_no_colour_off_a_terminal_and_a_bad_log_filter_stops_the_start
     anyhow::ensure!(!text.contains('\u{1b}'), "ANSI escapes in a file: {text}");
     Ok(())
 }
+
+/// `promtool`: `WASMHIVE_PROMTOOL`, else Debian's.
+fn promtool() -> std::path::PathBuf {
+    std::env::var_os("WASMHIVE_PROMTOOL").map_or_else(|| "/usr/bin/promtool".into(), Into::into)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_metrics_pass_promtool_and_name_the_process_and_build() -> Result<()> {
+    let tool = promtool();
+    anyhow::ensure!(
+        tool.exists(),
+        "{} is missing: `cargo xtask test` installs it (apt-get install prometheus), or set WASMHIVE_PROMTOOL",
+        tool.display()
+    );
+    let (daemon, _dirs) = Daemon::with_fixtures(&["echo"]).await?;
+    let done = daemon.run("echo", json!({ "n": 1 })).await?;
+    anyhow::ensure!(done["status"] == "succeeded", "{done}");
+    let text = daemon
+        .client
+        .get(format!("{}/metrics", daemon.url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "wasmhive_build_info{",
+    ] {
+        anyhow::ensure!(text.contains(name), "{name} missing from /metrics");
+    }
+    let mut check = tokio::process::Command::new(&tool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = check.stdin.take().context("promtool's stdin")?;
+        stdin.write_all(text.as_bytes()).await?;
+    }
+    let out = check.wait_with_output().await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}

@@ -15,7 +15,8 @@
 //!   with apt when `/usr/bin/chromium` is missing, `playwright-core` with
 //!   `npm ci` in `tests/browser`), Debian's `postgresql` when its server
 //!   binaries are missing (the PostgreSQL tests start their own servers
-//!   from them), runs the guest crates' unit tests
+//!   from them), Debian's `prometheus` for `promtool` when it is missing,
+//!   runs the guest crates' unit tests
 //!   natively (their logic: parsing, extraction, embedding), then every
 //!   test of the host workspace.
 //! - `bench`: builds the plugins (and installs PostgreSQL for the cluster
@@ -58,6 +59,7 @@ fn main() -> Result<()> {
             build_python_example(&root)?;
             ensure_browser(&root)?;
             ensure_postgres()?;
+            ensure_promtool()?;
             test_guests(&root)?;
             let mut cmd = cargo();
             cmd.current_dir(&root)
@@ -200,6 +202,16 @@ fn ensure_postgres() -> Result<()> {
     apt_install("postgresql").context(
         "installing postgresql (needs apt and root; or set WASMHIVE_PG_BIN to a directory holding initdb and postgres)",
     )
+}
+
+/// Installs Debian's `prometheus` (for its `promtool`) when missing: the
+/// metrics test checks `/metrics` with `promtool check metrics`.
+fn ensure_promtool() -> Result<()> {
+    if Path::new("/usr/bin/promtool").exists() || std::env::var_os("WASMHIVE_PROMTOOL").is_some() {
+        return Ok(());
+    }
+    eprintln!("installing Debian's prometheus (promtool) for the metrics test");
+    apt_install("prometheus").context("installing prometheus for promtool (needs apt and root; or set WASMHIVE_PROMTOOL to a promtool binary)")
 }
 
 fn postgres_installed() -> bool {

@@ -38,6 +38,7 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
             .render_prometheus(),
     );
     text.push_str(&super::quotas::render_prometheus(&state));
+    text.push_str(&super::process::render());
     if scheduler.store().shared() {
         text.push_str(&mismatch_gauges(&state).await);
     }

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod openapi;
 pub mod plugins;
+pub mod process;
 pub mod quotas;
 pub mod tasks;
 

@@ -133,7 +133,7 @@ pub struct HostStats {
 }
 
 /// A counter family: name, help, how to read it.
-type Family = (&'static str, &'static str, fn(&HostStats) -> u64);
+type Family = (&'static str, &'static str, fn(&HostStats) -> f64);
 
 /// Per-destination counters.
 #[derive(Debug, Default)]
@@ -157,27 +157,27 @@ impl HttpStats {
             (
                 "wasmhive_http_requests_total",
                 "Outbound requests sent by plugins.",
-                |s| s.requests,
+                |s| s.requests as f64,
             ),
             (
                 "wasmhive_http_denied_total",
                 "Outbound requests refused by the host.",
-                |s| s.denied,
+                |s| s.denied as f64,
             ),
             (
                 "wasmhive_http_errors_total",
                 "Outbound requests that failed (connection, timeout).",
-                |s| s.errors,
+                |s| s.errors as f64,
             ),
             (
                 "wasmhive_http_response_bytes_total",
                 "Response body bytes read by plugins.",
-                |s| s.bytes_in,
+                |s| s.bytes_in as f64,
             ),
             (
-                "wasmhive_http_latency_ms_total",
-                "Milliseconds to response headers, summed.",
-                |s| s.latency_ms_total,
+                "wasmhive_http_latency_seconds_total",
+                "Seconds to response headers, summed.",
+                |s| s.latency_ms_total as f64 / 1000.0,
             ),
         ];
         for (name, help, get) in families {
