@@ -202,6 +202,10 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer <token>` on every route but /api/hp/health.
     #[arg(long, env = "WASMHIVE_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+    /// Refuse to start when the plugins directory does not exist (without
+    /// it: a warning, and the directory is created empty).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 impl ServeArgs {

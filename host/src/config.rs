@@ -304,6 +304,25 @@ impl Config {
         if config.store.url.is_some() && config.store.backend == StoreBackend::Sqlite {
             config.store.backend = StoreBackend::Postgres;
         }
+        // Relative paths the file gives are relative to the file, wherever
+        // the daemon is started from (the defaults stay relative to the
+        // working directory).
+        let given: toml::Table = toml::from_str(&text).unwrap_or_default();
+        let base = path.parent().unwrap_or(Path::new(""));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if given.contains_key("plugins") {
+            resolve(&mut config.plugins);
+        }
+        if given.contains_key("data") {
+            resolve(&mut config.data);
+        }
+        if let Some(models) = config.models.as_mut() {
+            resolve(models);
+        }
         Ok(config)
     }
 
@@ -388,6 +407,33 @@ mod tests {
         assert_eq!(config.limits.timeout_s, 300);
         assert_eq!(config.total_workers(), 22);
         config.validate()?;
+        Ok(())
+    }
+
+    #[test]
+    fn relative_paths_in_a_file_are_relative_to_the_file() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("wasmhive.toml");
+        std::fs::write(
+            &path,
+            "plugins = \"handlers\"\ndata = \"/var/lib/wasmhive\"\nmodels = \"models\"\n",
+        )?;
+        let config = Config::from_file(&path)?;
+        assert_eq!(config.plugins, dir.path().join("handlers"));
+        assert_eq!(
+            config.data,
+            PathBuf::from("/var/lib/wasmhive"),
+            "absolute stays"
+        );
+        assert_eq!(config.models, Some(dir.path().join("models")));
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\n")?;
+        let config = Config::from_file(&path)?;
+        assert_eq!(
+            config.plugins,
+            PathBuf::from("plugins"),
+            "a default stays as it is"
+        );
         Ok(())
     }
 

@@ -97,6 +97,17 @@ async fn test(args: wasmhive::cli::TestArgs) -> anyhow::Result<()> {
 #[allow(clippy::print_stdout)]
 async fn serve(args: wasmhive::cli::ServeArgs) -> anyhow::Result<()> {
     let mut config = args.config()?;
+    if !config.plugins.is_dir() {
+        let dir = config.plugins.display();
+        if args.strict {
+            anyhow::bail!(
+                "the plugins directory {dir} does not exist (--strict); create it, or point --plugins at the right one"
+            );
+        }
+        tracing::warn!(
+            "the plugins directory {dir} does not exist: it is created empty; drop <name>.wasm files in it, or point --plugins at the right one"
+        );
+    }
     let listen = config.listen;
     // Bind first: a port in use is reported before anything is compiled,
     // and the API answers while plugins load.

@@ -98,21 +98,40 @@ async fn task_attempts_are_exported_as_spans_over_otlp() -> Result<()> {
     }
 }
 
+/// `wasmhive serve` on a free port over `plugins` and `dirs`' data, with
+/// the environment's colour and filter settings removed.
+fn serve(dirs: &Dirs, plugins: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wasmhive"));
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--plugins")
+        .arg(plugins)
+        .arg("--data")
+        .arg(dirs.data())
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_plugins_directory_is_an_error_with_strict() -> Result<()> {
+    let dirs = Dirs::new()?;
+    let missing = dirs.plugins().join("typo");
+    let out = serve(&dirs, &missing).arg("--strict").output()?;
+    anyhow::ensure!(!out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(
+        said.contains("does not exist") && said.contains("typo"),
+        "{said}"
+    );
+    anyhow::ensure!(!missing.exists(), "nothing is created with --strict");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn logs_have_no_colour_off_a_terminal_and_a_bad_log_filter_stops_the_start() -> Result<()> {
     let dirs = Dirs::new()?;
-    let serve = || {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wasmhive"));
-        cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--plugins")
-            .arg(dirs.plugins())
-            .arg("--data")
-            .arg(dirs.data())
-            .env_remove("NO_COLOR")
-            .env_remove("RUST_LOG");
-        cmd
-    };
+    let serve = || serve(&dirs, &dirs.plugins());
     let bad = serve().env("WASMHIVE_LOG", "wasmhive=loud").output()?;
     anyhow::ensure!(bad.status.code() == Some(2), "{bad:?}");
     let said = String::from_utf8_lossy(&bad.stderr);
