@@ -45,6 +45,9 @@ pub enum Command {
     Plugins(ClientArgs<NoArgs>),
     /// Show the circuit breakers.
     Breakers(ClientArgs<NoArgs>),
+    /// Cancel a task (a queued one ends at once; a running attempt is
+    /// stopped); prints the task.
+    Cancel(ClientArgs<StatusArgs>),
 }
 
 /// How the client reaches a daemon, plus the command's own arguments.

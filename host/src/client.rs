@@ -39,6 +39,9 @@ pub enum Request {
     },
     Plugins,
     Breakers,
+    Cancel {
+        id: String,
+    },
 }
 
 struct Client {
@@ -63,10 +66,13 @@ impl Client {
             Some(t) => request.bearer_auth(t),
             None => request,
         };
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the daemon at {}", self.conn.url))?;
+        let response = request.send().await.with_context(|| {
+            format!(
+                "cannot reach the daemon at {} (is it running? start one with `wasmhive serve`, \
+                     or point --url / WASMHIVE_URL at it)",
+                self.conn.url
+            )
+        })?;
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if status == 401 {
@@ -122,6 +128,25 @@ pub async fn run(conn: Connection, request: Request, json: bool) -> Result<i32> 
         Request::Status { id } => {
             let task = client.get(&format!("/api/v1/tasks/{id}")).await?;
             writeln!(out, "{}", serde_json::to_string_pretty(&task)?)?;
+            Ok(0)
+        }
+        Request::Cancel { id } => {
+            let (_, task) = client
+                .send(
+                    client
+                        .http
+                        .delete(client.url(&format!("/api/v1/tasks/{id}"))),
+                )
+                .await?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&task)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "{id}: {}",
+                    task["status"].as_str().unwrap_or("cancel requested")
+                )?;
+            }
             Ok(0)
         }
         Request::Tasks {

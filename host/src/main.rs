@@ -8,7 +8,19 @@ use wasmhive::Daemon;
 use wasmhive::cli::{Cli, Command};
 use wasmhive::client::Request;
 
-fn main() -> anyhow::Result<()> {
+/// A failure is one line on stderr (with its causes), never a backtrace,
+/// whatever `RUST_BACKTRACE` says: these are the user's errors to act on.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wasmhive: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _telemetry = match wasmhive::telemetry::init(cli.log_format) {
         Ok(guard) => guard,
@@ -47,6 +59,12 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Plugins(c) => client(c.connection(), Request::Plugins, c.json).await,
             Command::Breakers(c) => client(c.connection(), Request::Breakers, c.json).await,
+            Command::Cancel(c) => {
+                let request = Request::Cancel {
+                    id: c.args.id.clone(),
+                };
+                client(c.connection(), request, c.json).await
+            }
         }
     })
 }

@@ -86,3 +86,40 @@ async fn the_client_submits_follows_and_lists() -> Result<()> {
     assert!(String::from_utf8_lossy(&no_token.stderr).contains("WASMHIVE_AUTH_TOKEN"));
     Ok(())
 }
+
+#[tokio::test]
+async fn cancel_stops_a_task_and_errors_are_one_line_without_a_backtrace() -> Result<()> {
+    let dirs = Dirs::new()?;
+    dirs.install("progress", "progress")?;
+    let daemon = Daemon::start(&dirs).await?;
+    let id = daemon
+        .submit(
+            "progress",
+            serde_json::json!({ "steps": 100, "step_ms": 200 }),
+        )
+        .await?;
+    let out = wasmhive(&daemon, &["cancel", &id], None).await?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(said.starts_with(&id), "{said}");
+    let task = daemon.wait(&id).await?;
+    assert_eq!(task["status"], "cancelled", "{task}");
+
+    // No daemon there: what to do, on one line, even with RUST_BACKTRACE.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wasmhive"))
+        .args(["status", &id, "--url", "http://127.0.0.1:9"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .await?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("wasmhive serve") && said.contains("WASMHIVE_URL"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("backtrace") && said.lines().count() == 1,
+        "{said}"
+    );
+    Ok(())
+}
