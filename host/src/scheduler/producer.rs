@@ -99,7 +99,13 @@ impl<R: AttemptRunner> Scheduler<R> {
     ) -> Option<tokio::task::JoinHandle<()>> {
         let inner = &self.inner;
         let id = job.task_id;
-        let task = inner.store.claimed(id).await?;
+        let Some(task) = inner.store.claimed(id).await else {
+            // Unreadable now (the database away for a moment): the claim
+            // goes back, or this daemon would renew its lease for good with
+            // no worker to run it, and the task would stay queued.
+            inner.store.unclaim(id);
+            return None;
+        };
         if task.status != TaskStatus::Queued {
             return None; // cancelled while queued
         }
