@@ -148,14 +148,22 @@ async fn three_daemons_share_ten_thousand_tasks_through_a_killed_leader() -> Res
     // Another daemon takes the lead, and rescues the dead one's attempts.
     let new_leader = until_leader(survivors[0], Some(&leader)).await?;
     ensure!(new_leader != leader);
+    // A worker of the killed daemon shows a task as soon as it took the
+    // job; an attempt whose start had committed is recorded as interrupted
+    // and runs again, one that had not is only a claim, rescued unrun.
+    let mut rescued = 0;
     for id in &on_victim {
         let task = survivors[0].wait(id).await?;
         ensure!(task["status"] == "succeeded", "{task}");
-        ensure!(
-            task["attempt_log"][0]["error"]["kind"] == "interrupted",
-            "the killed daemon's attempt is recorded as interrupted: {task}"
-        );
+        claimed_once(&task)?;
+        if task["attempt_log"][0]["error"]["kind"] == "interrupted" {
+            rescued += 1;
+        }
     }
+    ensure!(
+        on_victim.is_empty() || rescued > 0,
+        "none of the killed daemon's attempts was recorded as interrupted"
+    );
 
     // Nothing is lost, nothing ran twice but what the kill cut short.
     let mut all = busy_ids.clone();
