@@ -17,7 +17,6 @@
 
 use super::Caller;
 use crate::bindings::models;
-use crate::runtime::sandbox::CancelToken;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -134,6 +133,10 @@ impl ModelSet {
     }
 }
 
+/// Whether the attempt was cancelled (the sandbox's cancel token, seen
+/// from below the runtime).
+pub type Cancelled = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// Per-attempt state of the `models` interface.
 pub struct Models {
     caller: Caller,
@@ -141,7 +144,7 @@ pub struct Models {
     granted: Arc<[String]>,
     set: Option<Arc<ModelSet>>,
     deadline: Instant,
-    cancel: CancelToken,
+    cancel: Cancelled,
 }
 
 impl Models {
@@ -150,7 +153,7 @@ impl Models {
         granted: Arc<[String]>,
         set: Option<Arc<ModelSet>>,
         deadline: Instant,
-        cancel: CancelToken,
+        cancel: Cancelled,
     ) -> Self {
         Models {
             caller,
@@ -196,7 +199,7 @@ impl models::Host for Models {
         let texts = Arc::new(texts);
         let mut out = Vec::with_capacity(texts.len());
         for start in (0..texts.len()).step_by(SLICE) {
-            if self.cancel.is_cancelled() {
+            if (self.cancel)() {
                 return Err("the task was cancelled while embedding".into());
             }
             if Instant::now() >= self.deadline {
@@ -256,7 +259,7 @@ mod tests {
             granted.into(),
             set,
             Instant::now() + Duration::from_secs(60),
-            CancelToken::default(),
+            Arc::new(|| false),
         )
     }
 
@@ -314,7 +317,7 @@ mod tests {
             vec!["*".to_string()].into(),
             Some(set),
             Instant::now(),
-            CancelToken::default(),
+            Arc::new(|| false),
         );
         let err = late
             .embed("all-minilm-l6-v2".into(), vec!["text".into(); 100])

@@ -213,7 +213,10 @@ impl HostState {
                 grants.models.clone(),
                 services.models.clone(),
                 deadline,
-                cancel.clone(),
+                {
+                    let cancel = cancel.clone();
+                    Arc::new(move || cancel.is_cancelled())
+                },
             ),
             admin: Admin::new(caller, grants.admin, tasks, services.vectors.clone()),
             limiter: MemoryLimiter::new(memory_cap_bytes),
